@@ -1,0 +1,106 @@
+/**
+ * The command line: flags in, library calls out. `deltasync <command>` and the cron entrypoints
+ * `deltasync-extract`, `deltasync-copy`, `deltasync-load` share these definitions.
+ */
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { ExitCode } from '../errors.js';
+import { copy } from '../steps/copy.js';
+import { extract } from '../steps/extract.js';
+import { load } from '../steps/load.js';
+import { simulate } from '../steps/simulate.js';
+import { formatStatus, status } from '../steps/status.js';
+import { EXIT_USAGE, runCommand, type CommonOptions } from './run.js';
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('must be a whole number of at least 1');
+  return n;
+}
+
+function withCommon(cmd: Command): Command {
+  return cmd
+    .requiredOption('-c, --config <file>', 'job config file (.js or .ts)')
+    .option('-v, --verbose', 'debug logging; say why on stderr even when another instance holds the lock')
+    .option('--pretty', 'readable log lines even when stdout is not a terminal');
+}
+
+/** Sets the exit code; commander's action handlers cannot return one. */
+function exitWith(code: number): void {
+  process.exitCode = code;
+}
+
+export function stepCommand(name: 'extract' | 'copy' | 'load'): Command {
+  const describe = {
+    extract: 'write the next delta of the source changes into the outbox',
+    copy: 'copy new deltas from the outbox to every destination, manifest last',
+    load: 'apply the deltas waiting in the inbox to the replica, each in one transaction',
+  }[name];
+  const run = { extract, copy, load }[name];
+  return withCommon(new Command(name).description(describe)).action(async (opts: CommonOptions) => {
+    exitWith(await runCommand(name, name, opts, async (ctx) => void (await run(ctx))));
+  });
+}
+
+function statusCommand(): Command {
+  return withCommon(new Command('status').description('how far each step has got, and what is waiting'))
+    .option('--json', 'print JSON')
+    .action(async (opts: CommonOptions & { json?: boolean }) => {
+      exitWith(
+        await runCommand('status', 'status', opts, async ({ config }) => {
+          const s = await status(config);
+          process.stdout.write(opts.json ? `${JSON.stringify(s, null, 2)}\n` : `${formatStatus(s)}\n`);
+        }),
+      );
+    });
+}
+
+function simulateCommand(): Command {
+  return withCommon(new Command('simulate').description('write N valid simulated deltas into the outbox (no source database needed)'))
+    .addOption(new Option('--count <n>', 'how many deltas').argParser(positiveInt).default(1))
+    .option('--empty', 'deltas without rows')
+    .addOption(new Option('--rows <n>', 'synthetic rows per table per delta (max 1000)').argParser(positiveInt).default(10))
+    .action(async (opts: CommonOptions & { count: number; empty?: boolean; rows: number }) => {
+      exitWith(
+        await runCommand('simulate', 'simulate', opts, async (ctx) => {
+          const files = await simulate(ctx, { count: opts.count, empty: opts.empty ?? false, rows: opts.rows });
+          if (process.stdout.isTTY) process.stdout.write(`${files.join('\n')}\n`);
+        }),
+      );
+    });
+}
+
+function demoCommand(): Command {
+  return new Command('demo')
+    .description('build a sample SQLite source under ./var/demo and run extract → copy → load on it')
+    .action(async () => {
+      const { runDemo } = await import('./demo.js');
+      exitWith(await runDemo());
+    });
+}
+
+export function mainProgram(): Command {
+  return new Command('deltasync')
+    .description('keep a replica database in step with a source by shipping checksummed delta files')
+    .addCommand(stepCommand('extract'))
+    .addCommand(stepCommand('copy'))
+    .addCommand(stepCommand('load'))
+    .addCommand(statusCommand())
+    .addCommand(simulateCommand())
+    .addCommand(demoCommand());
+}
+
+/** Parses argv and runs; usage errors exit 64, like sysexits' EX_USAGE. */
+export async function main(program: Command, argv = process.argv): Promise<void> {
+  program.exitOverride();
+  for (const sub of program.commands) sub.exitOverride();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version are "errors" to commander; they are successes to us.
+      process.exitCode = err.exitCode === 0 ? ExitCode.OK : EXIT_USAGE;
+      return;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * The one place where errors become exit codes and one-line messages. Every bin goes through
+ * `runCommand`: it loads the config, sets up logging, runs the step, and exits.
+ */
+import { loadConfig, type LoadedConfig } from '../config/load.js';
+import type { StepName } from '../config/schema.js';
+import { ExitCode, LockHeldError, describeError, exitCodeOf, type ExitCodeValue } from '../errors.js';
+import { createLogger, type Logger } from '../log.js';
+
+/** Command-line misuse (unknown flag, missing argument): sysexits EX_USAGE. */
+export const EXIT_USAGE = 64;
+
+export interface CommonOptions {
+  config: string;
+  verbose?: boolean;
+  /** Readable log lines even when stdout is not a terminal. */
+  pretty?: boolean;
+}
+
+export interface CommandContext {
+  config: LoadedConfig;
+  log: Logger;
+}
+
+/**
+ * Reports an error and returns the exit code. A held lock is an expected, quiet event in cron:
+ * nothing on stderr unless --verbose.
+ */
+export function report(command: string, err: unknown, verbose: boolean, log?: Logger): ExitCodeValue {
+  const code = exitCodeOf(err);
+  if (err instanceof LockHeldError) {
+    if (verbose) process.stderr.write(`deltasync ${command}: ${err.message}\n`);
+    return code;
+  }
+  const line = describeError(err);
+  log?.error({ exitCode: code, err: line }, `${command} failed`);
+  if (code === ExitCode.FAILURE) {
+    process.stderr.write(`deltasync ${command}: internal error: ${line} — please report this with the log\n`);
+    if (verbose && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+  } else {
+    process.stderr.write(`deltasync ${command}: ${line}\n`);
+  }
+  return code;
+}
+
+/** Loads config and logger, runs `fn`, and returns the exit code (never throws). */
+export async function runCommand(
+  command: string,
+  step: StepName,
+  options: CommonOptions,
+  fn: (ctx: CommandContext) => Promise<ExitCodeValue | void>,
+): Promise<number> {
+  let log: Logger | undefined;
+  try {
+    const config = await loadConfig(options.config, step);
+    log = await createLogger({ file: config.log.file, level: options.verbose ? 'debug' : config.log.level, pretty: options.pretty });
+    return (await fn({ config, log })) ?? ExitCode.OK;
+  } catch (err) {
+    return report(command, err, options.verbose ?? false, log);
+  }
+}

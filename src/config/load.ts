@@ -1,0 +1,92 @@
+/**
+ * Reading a config file. Configs are code: a JS or TS module whose default export is the job
+ * object (or a function, possibly async, returning it), so they can import shared settings from
+ * other files and take secrets from the environment. Relative paths in the config are resolved
+ * against the directory of the file given with `-c`, so a crontab works whatever its cwd.
+ */
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { ConfigError, DeltasyncError } from '../errors.js';
+import { jobSchema, missingFor, type JobConfig, type StepName } from './schema.js';
+
+export interface LoadedConfig extends JobConfig {
+  /** Absolute path of the config file it came from, for messages. */
+  configFile: string;
+}
+
+const TS_EXTENSIONS = /\.(ts|mts|cts)$/;
+
+async function importModule(file: string): Promise<unknown> {
+  if (TS_EXTENSIONS.test(file)) {
+    // jiti compiles TypeScript configs on the fly; loaded only when a .ts config is used.
+    const { createJiti } = await import('jiti');
+    const jiti = createJiti(import.meta.url, { moduleCache: false });
+    return jiti.import(file, { default: true });
+  }
+  const mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
+  return mod.default;
+}
+
+function expandPath(path: string, base: string): string {
+  if (path === '~' || path.startsWith('~/')) return resolve(homedir(), path.slice(2));
+  return isAbsolute(path) ? path : resolve(base, path);
+}
+
+function resolvePaths(job: JobConfig, base: string): JobConfig {
+  return {
+    ...job,
+    stateDir: expandPath(job.stateDir, base),
+    outbox: job.outbox && expandPath(job.outbox, base),
+    inbox: job.inbox && expandPath(job.inbox, base),
+    destinations: job.destinations?.map((d) => ({ ...d, dir: expandPath(d.dir, base) })),
+    log: { ...job.log, file: job.log.file && expandPath(job.log.file, base) },
+    source: job.source && resolveSqliteFile(job.source, base),
+    target: job.target && resolveSqliteFile(job.target, base),
+  };
+}
+
+/** SQLite's `connection.filename` is a path like any other in the config. */
+function resolveSqliteFile<T extends JobConfig['source']>(db: T, base: string): T {
+  if (!db || typeof db.connection !== 'object') return db;
+  const filename = db.connection.filename;
+  if (typeof filename !== 'string' || filename === ':memory:') return db;
+  return { ...db, connection: { ...db.connection, filename: expandPath(filename, base) } };
+}
+
+/** Formats zod issues as one line: `file: a.b: message; c: message`. */
+function describeIssues(file: string, issues: { path: PropertyKey[]; message: string }[]): string {
+  const parts = issues.map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`);
+  return `${file}: ${parts.join('; ')}`;
+}
+
+/**
+ * Loads, validates and normalises a config for a step. Every problem found is reported together
+ * in one ConfigError line. `env` overrides: DELTASYNC_STATE_DIR.
+ */
+export async function loadConfig(file: string, step: StepName, env = process.env): Promise<LoadedConfig> {
+  const path = resolve(file);
+  if (!existsSync(path)) {
+    throw new ConfigError(`config file ${file} does not exist`, { hint: 'pass an existing file with -c' });
+  }
+  let raw: unknown;
+  try {
+    raw = await importModule(path);
+    if (typeof raw === 'function') raw = await (raw as () => unknown)();
+  } catch (err) {
+    if (err instanceof DeltasyncError) throw err;
+    const first = ((err as Error).message ?? String(err)).split('\n')[0];
+    throw new ConfigError(`${file}: cannot load config: ${first}`, { cause: err });
+  }
+  if (raw === null || typeof raw !== 'object') {
+    throw new ConfigError(`${file}: the module must export a config object as default`);
+  }
+  const parsed = jobSchema.safeParse(raw);
+  if (!parsed.success) throw new ConfigError(describeIssues(file, parsed.error.issues));
+  const missing = missingFor(step, parsed.data);
+  if (missing.length > 0) throw new ConfigError(`${file}: ${missing.join('; ')}`);
+  const job = resolvePaths(parsed.data, dirname(path));
+  if (env.DELTASYNC_STATE_DIR) job.stateDir = expandPath(env.DELTASYNC_STATE_DIR, process.cwd());
+  return { ...job, configFile: path };
+}

@@ -1,0 +1,156 @@
+/**
+ * The contract between the steps and the database engines.
+ *
+ * An engine folder (`src/db/<engine>/`) holds the same files for every engine:
+ *   - `types.ts`   native type name -> LogicalType, and wire value <-> driver value conversions
+ *   - `source.ts`  a SourceReader: reflect a table, read its changes as a stream of wire rows
+ *   - `target.ts`  a TargetWriter: reflect a table, apply wire rows inside one transaction
+ *   - `index.ts`   the EngineModule that `src/db/index.ts` loads lazily
+ *
+ * Engines know nothing about files: they only see wire rows (arrays of JSON-safe values, see
+ * WireValue) and column lists. The delta format knows nothing about databases. The steps in
+ * `src/steps/` compose the two.
+ */
+
+/**
+ * The types a delta declares for its columns. Each has one wire encoding (see `docs/format.md`)
+ * so that a value read from one engine is written to another without loss.
+ *
+ * | type        | wire value (JSON)                                               |
+ * |-------------|-----------------------------------------------------------------|
+ * | int         | number, a safe integer (engines' 8/16/32-bit integers)          |
+ * | bigint      | string of decimal digits, optional leading '-' (64-bit and up)  |
+ * | decimal     | string, e.g. "-12.3400000000" (exact; never a JSON number)      |
+ * | float       | number; NaN and ±Infinity as the strings "NaN", "Infinity", "-Infinity" |
+ * | bool        | true / false                                                    |
+ * | text        | string                                                          |
+ * | binary      | string, base64 (RFC 4648, with padding)                         |
+ * | date        | string "YYYY-MM-DD"                                             |
+ * | time        | string "HH:MM:SS" or "HH:MM:SS.ffffff"                          |
+ * | timestamp   | string "YYYY-MM-DD HH:MM:SS[.ffffff]", wall-clock, no zone      |
+ * | timestamptz | string "YYYY-MM-DDTHH:MM:SS[.ffffff]Z", the instant in UTC       |
+ * | json        | string holding the JSON document's text (numbers kept exact)    |
+ * | uuid        | string, lowercase 8-4-4-4-12 hex                                |
+ *
+ * NULL is JSON null for every type; the empty string is "" and never becomes NULL.
+ */
+export const LOGICAL_TYPES = [
+  'int',
+  'bigint',
+  'decimal',
+  'float',
+  'bool',
+  'text',
+  'binary',
+  'date',
+  'time',
+  'timestamp',
+  'timestamptz',
+  'json',
+  'uuid',
+] as const;
+
+export type LogicalType = (typeof LOGICAL_TYPES)[number];
+
+/** A value as it travels in a part file. */
+export type WireValue = string | number | boolean | null;
+
+/** One row as it travels in a part file: values in the order of the delta's column list. */
+export type WireRow = WireValue[];
+
+export interface ColumnInfo {
+  name: string;
+  type: LogicalType;
+  /** The engine's own type name, for messages and for creating staging tables. */
+  nativeType?: string;
+}
+
+/** Engines we know. Config `client` names (knex-style) are normalised to one of these. */
+export type EngineName = 'sqlite' | 'pg' | 'mysql' | 'mssql';
+
+/** Connection settings, knex-style: `{ client, connection }`; `connection` is engine-specific. */
+export interface DbConfig {
+  client: string;
+  connection: string | Record<string, unknown>;
+  /** Schema (PostgreSQL, SQL Server) that unqualified table names live in. */
+  schema?: string;
+}
+
+export interface ReadChangesRequest {
+  table: string;
+  /** The columns to read, in the order the wire rows must have. */
+  columns: ColumnInfo[];
+  logIdColumn: string;
+  /** Rows with logIdColumn strictly greater than this (decimal string) ... */
+  after: string;
+  /** ... and less than or equal to this (decimal string). */
+  upTo: string;
+}
+
+/** Reads a source database. Never writes to it: extract must work with a read-only account. */
+export interface SourceReader {
+  readonly engine: EngineName;
+  /** The table's columns with their logical types; throws ConfigError when the table is missing. */
+  columns(table: string): Promise<ColumnInfo[]>;
+  /** The highest value of logIdColumn in the table as a decimal string, or null when empty. */
+  maxLogId(table: string, logIdColumn: string): Promise<string | null>;
+  /**
+   * Streams the rows with `after < logIdColumn <= upTo`, ordered by logIdColumn, as wire rows.
+   * Must not buffer the result: use a server-side cursor or a streaming query.
+   */
+  readChanges(request: ReadChangesRequest): AsyncIterable<WireRow>;
+  close(): Promise<void>;
+}
+
+export interface ApplyRowsRequest {
+  table: string;
+  /** Key columns; rows are upserted by these. */
+  key: string[];
+  /** The columns the wire rows carry, in order. Only these target columns are written. */
+  columns: ColumnInfo[];
+  rows: AsyncIterable<WireRow>;
+}
+
+/** What is recorded inside the target, in the same transaction as the data. */
+export interface AppliedRecord {
+  job: string;
+  logId: string;
+  /** The manifest file name, for humans. */
+  delta: string;
+}
+
+/** Work done inside one target transaction. */
+export interface TargetTransaction {
+  /** The logId last applied for this job, read inside the transaction, or null if never. */
+  appliedLogId(job: string): Promise<string | null>;
+  /**
+   * Upserts every row by key. Consumes `rows` to the end; if the iterable throws (a checksum or
+   * row count failed), the error propagates and the caller rolls back. Returns the row count.
+   */
+  applyRows(request: ApplyRowsRequest): Promise<number>;
+  /** Records the applied logId for the job (creates or updates the bookkeeping row). */
+  recordApplied(record: AppliedRecord): Promise<void>;
+}
+
+/** Writes to a replica database. */
+export interface TargetWriter {
+  readonly engine: EngineName;
+  /** The table's columns, or null when it does not exist. */
+  columns(table: string): Promise<ColumnInfo[] | null>;
+  /** Creates the bookkeeping table `deltasync_applied` if it is missing (idempotent). */
+  prepare(): Promise<void>;
+  /** The logId last applied for the job, outside any transaction (for status). */
+  appliedLogId(job: string): Promise<string | null>;
+  /** Runs fn in one transaction: commits when it resolves, rolls back and rethrows when it throws. */
+  transaction<T>(fn: (tx: TargetTransaction) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+/** What each engine folder's index.ts exports as default. */
+export interface EngineModule {
+  openSource(config: DbConfig): Promise<SourceReader>;
+  openTarget(config: DbConfig): Promise<TargetWriter>;
+}
+
+/** The name of the bookkeeping table every target gets (see TargetWriter.prepare). */
+export const APPLIED_TABLE = 'deltasync_applied';

@@ -1,0 +1,180 @@
+/**
+ * The MANIFEST: the one file that makes a set of part files a delta. It is written last, so its
+ * presence means every part it names was complete when it was written; its row counts and
+ * checksums let every later step prove that the parts are still what extract wrote.
+ * The format is specified in docs/format.md; change both together.
+ */
+import { readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { z } from 'zod';
+import { LOGICAL_TYPES } from '../db/types.js';
+import { DeltaError } from '../errors.js';
+import { writeFileAtomic } from './atomic-file.js';
+import { compareLogIds, isLogId, logIdOfFile, logIdPrefix } from './logid.js';
+
+/** The `format` field every manifest carries, so a stray JSON file is never taken for a delta. */
+export const FORMAT_NAME = 'deltasync-delta';
+/**
+ * Bumped on any change a reader of the previous version would misread. A reader refuses
+ * versions newer than its own rather than guess.
+ */
+export const FORMAT_VERSION = 1;
+
+export const MANIFEST_SUFFIX = '.MANIFEST.json';
+
+/** Part and manifest file names: one path segment of safe characters, never `..` or a slash. */
+const SAFE_FILE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+const logIdString = z.string().refine(isLogId, 'must be a decimal logId string');
+const count = z.number().int().nonnegative();
+
+const partSchema = z.object({
+  file: z.string().regex(SAFE_FILE, 'must be a plain file name (no directories)'),
+  rows: count,
+  bytes: count,
+  xxhash64: z.string().regex(/^[0-9a-f]{16}$/, 'must be 16 lowercase hex digits'),
+});
+
+const columnSchema = z.object({
+  name: z.string().min(1),
+  type: z.enum(LOGICAL_TYPES),
+});
+
+const tableSchema = z.object({
+  name: z.string().min(1),
+  key: z.array(z.string().min(1)).min(1),
+  columns: z.array(columnSchema).min(1),
+  rows: count,
+  parts: z.array(partSchema),
+});
+
+const manifestSchema = z.object({
+  format: z.literal(FORMAT_NAME),
+  formatVersion: z.number().int().positive(),
+  job: z.string().min(1),
+  fromLogId: logIdString,
+  toLogId: logIdString,
+  createdAt: z.string(),
+  compression: z.enum(['gzip', 'none']),
+  /** True for deltas made by `deltasync simulate`; load treats them like any other. */
+  simulated: z.boolean().optional(),
+  tables: z.array(tableSchema),
+});
+
+export type Manifest = z.infer<typeof manifestSchema>;
+export type ManifestTable = Manifest['tables'][number];
+export type ManifestPart = ManifestTable['parts'][number];
+
+export function manifestFileName(toLogId: string): string {
+  return `${logIdPrefix(toLogId)}${MANIFEST_SUFFIX}`;
+}
+
+export function isManifestFileName(name: string): boolean {
+  return /^logId[0-9]+\.MANIFEST\.json$/.test(name);
+}
+
+/** Checks what the schema cannot: chain order, names, sums, keys. Returns problems found. */
+function semanticProblems(m: Manifest, fileName: string): string[] {
+  const problems: string[] = [];
+  if (compareLogIds(m.toLogId, m.fromLogId) <= 0) {
+    problems.push(`toLogId ${m.toLogId} is not after fromLogId ${m.fromLogId}`);
+  }
+  const fileLogId = logIdOfFile(fileName);
+  if (fileLogId !== null && fileLogId !== m.toLogId) {
+    problems.push(`file name says logId ${fileLogId} but toLogId is ${m.toLogId}`);
+  }
+  const prefix = `${logIdPrefix(m.toLogId)}.`;
+  const seenFiles = new Set<string>();
+  const seenTables = new Set<string>();
+  for (const t of m.tables) {
+    if (seenTables.has(t.name)) problems.push(`table ${t.name} is listed twice`);
+    seenTables.add(t.name);
+    const columnNames = new Set(t.columns.map((c) => c.name));
+    if (columnNames.size !== t.columns.length) problems.push(`table ${t.name}: duplicate column`);
+    for (const k of t.key) {
+      if (!columnNames.has(k)) problems.push(`table ${t.name}: key column ${k} is not a column`);
+    }
+    let rows = 0;
+    for (const p of t.parts) {
+      if (!p.file.startsWith(prefix)) problems.push(`part ${p.file} does not start with ${prefix}`);
+      if (p.file.endsWith(MANIFEST_SUFFIX)) problems.push(`part ${p.file} is named like a manifest`);
+      if (seenFiles.has(p.file)) problems.push(`part ${p.file} is listed twice`);
+      seenFiles.add(p.file);
+      rows += p.rows;
+    }
+    if (rows !== t.rows) problems.push(`table ${t.name}: parts hold ${rows} rows, table says ${t.rows}`);
+  }
+  return problems;
+}
+
+/**
+ * Parses and validates a manifest's text. `fileName` is the manifest's own name (for messages and
+ * the logId check); `job`, when given, must match.
+ */
+export function parseManifest(text: string, fileName: string, job?: string): Manifest {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new DeltaError(`${fileName}: manifest is not valid JSON (truncated or corrupt)`, {
+      file: fileName,
+      hint: 'copy the delta again from the source outbox',
+    });
+  }
+  const version = (raw as { formatVersion?: unknown } | null)?.formatVersion;
+  if (typeof version === 'number' && version > FORMAT_VERSION) {
+    throw new DeltaError(
+      `${fileName}: format version ${version} is newer than this deltasync understands (${FORMAT_VERSION})`,
+      { file: fileName, hint: 'upgrade deltasync on this host' },
+    );
+  }
+  const parsed = manifestSchema.safeParse(raw);
+  if (!parsed.success) {
+    const first = parsed.error.issues
+      .slice(0, 3)
+      .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
+      .join('; ');
+    throw new DeltaError(`${fileName}: invalid manifest: ${first}`, { file: fileName });
+  }
+  const m = parsed.data;
+  const problems = semanticProblems(m, basename(fileName));
+  if (problems.length > 0) {
+    throw new DeltaError(`${fileName}: invalid manifest: ${problems.slice(0, 3).join('; ')}`, {
+      file: fileName,
+    });
+  }
+  if (job !== undefined && m.job !== job) {
+    throw new DeltaError(`${fileName}: delta belongs to job '${m.job}', not '${job}'`, {
+      file: fileName,
+      hint: 'check that this inbox is not shared by two jobs',
+    });
+  }
+  return m;
+}
+
+export async function readManifest(path: string, job?: string): Promise<Manifest> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new DeltaError(`${basename(path)}: cannot read manifest: ${(err as Error).message}`, {
+      file: path,
+      cause: err,
+    });
+  }
+  return parseManifest(text, basename(path), job);
+}
+
+/** Serialises a manifest: stable key order, one table per block, readable by humans. */
+export function serializeManifest(m: Manifest): string {
+  return `${JSON.stringify(m, null, 2)}\n`;
+}
+
+export async function writeManifest(path: string, m: Manifest): Promise<void> {
+  await writeFileAtomic(path, serializeManifest(m));
+}
+
+/** Every part file of a manifest, in order. */
+export function partsOf(m: Manifest): ManifestPart[] {
+  return m.tables.flatMap((t) => t.parts);
+}

@@ -1,0 +1,74 @@
+/**
+ * State files: one small JSON file per job and step (and per destination for copy) holding the
+ * last logId that step finished. Written atomically, so a crash leaves the old or the new state.
+ * For load, the record inside the target database is the truth; its state file mirrors it for
+ * humans and for `status`.
+ */
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ConfigError } from '../errors.js';
+import { writeFileAtomic } from './atomic-file.js';
+import { isLogId } from './logid.js';
+
+export interface StepState {
+  job: string;
+  step: string;
+  /** Last logId done, as a decimal string; "0" when the step has never run. */
+  logId: string;
+  /** ISO time of the last change, or null when never. */
+  updatedAt: string | null;
+  /** The manifest file of the last delta done, for humans. */
+  delta?: string;
+}
+
+/** `extract`, `load`, or `copy.<destination>`. */
+export function stateFilePath(stateDir: string, job: string, step: string): string {
+  return join(stateDir, `${job}.${step}.state.json`);
+}
+
+export async function readState(stateDir: string, job: string, step: string): Promise<StepState> {
+  const path = stateFilePath(stateDir, job, step);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      return { job, step, logId: '0', updatedAt: null };
+    }
+    throw new ConfigError(`cannot read state file ${path}: ${(err as Error).message}`);
+  }
+  let parsed: Partial<StepState>;
+  try {
+    parsed = JSON.parse(text) as Partial<StepState>;
+  } catch {
+    throw new ConfigError(`state file ${path} is not valid JSON`, {
+      hint: 'restore it, or write {"logId":"<last done logId>"} into it',
+    });
+  }
+  if (typeof parsed.logId !== 'string' || !isLogId(parsed.logId)) {
+    throw new ConfigError(`state file ${path}: logId must be a decimal string`);
+  }
+  return { job, step, logId: parsed.logId, updatedAt: parsed.updatedAt ?? null, delta: parsed.delta };
+}
+
+export async function writeState(stateDir: string, state: StepState): Promise<void> {
+  await writeFileAtomic(
+    stateFilePath(stateDir, state.job, state.step),
+    `${JSON.stringify(state, null, 2)}\n`,
+  );
+}
+
+/**
+ * Makes sure the state directory exists and is writable, before a step does any work: finding
+ * out after a delta was applied would leave the state file behind the database.
+ */
+export async function ensureStateDir(stateDir: string): Promise<void> {
+  try {
+    await mkdir(stateDir, { recursive: true });
+    await writeFileAtomic(join(stateDir, '.write-test'), '');
+  } catch (err) {
+    throw new ConfigError(`state directory ${stateDir} is not writable: ${(err as Error).message}`, {
+      hint: 'create it for this user or set stateDir in the config',
+    });
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * copy: pushes deltas from the outbox to each destination directory (a network disk, a folder
+ * another host collects from). For each destination, deltas go in logId order: every part is
+ * copied to a temporary name while its checksum is computed, checked against the manifest, then
+ * renamed; the manifest goes last, so a loader never sees a delta before all its parts.
+ * A destination stops at its first error; the others go on.
+ */
+import { createReadStream } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Transform } from 'node:stream';
+import type { DestinationConfig } from '../config/schema.js';
+import { DeltaError, UnavailableError } from '../errors.js';
+import { writeFileAtomic, writeStreamAtomic } from '../format/atomic-file.js';
+import { createHasher } from '../format/checksum.js';
+import { listManifests } from '../format/delta-dir.js';
+import { parseManifest, partsOf, type ManifestPart } from '../format/manifest.js';
+import { readState, writeState } from '../format/state.js';
+import { logSummary } from '../log.js';
+import { elapsedSeconds, fileError, withStepLock, type StepContext } from './common.js';
+
+export interface DestinationResult {
+  name: string;
+  copied: string[];
+  bytes: number;
+  error?: unknown;
+}
+
+export interface CopyResult {
+  destinations: DestinationResult[];
+  deltas: number;
+  bytes: number;
+}
+
+/** Copies one part, proving on the way that the bytes are the ones the manifest describes. */
+async function copyPart(outbox: string, dir: string, part: ManifestPart): Promise<void> {
+  const hasher = await createHasher();
+  let bytes = 0;
+  const verify = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      hasher.update(chunk);
+      bytes += chunk.length;
+      done(null, chunk);
+    },
+    flush(done) {
+      const digest = hasher.digestHex();
+      if (bytes !== part.bytes || digest !== part.xxhash64) {
+        done(
+          new DeltaError(
+            `${part.file} in the outbox is ${bytes} bytes with checksum ${digest}; the manifest says ${part.bytes} bytes, ${part.xxhash64}`,
+            { file: part.file, hint: 'the outbox copy is damaged: re-extract or restore it' },
+          ),
+        );
+      } else {
+        done();
+      }
+    },
+  });
+  const source = createReadStream(join(outbox, part.file), { highWaterMark: 1 << 20 });
+  await writeStreamAtomic(join(dir, part.file), source.pipe(verify)).catch((err) => {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && source.destroyed && bytes === 0) {
+      throw new DeltaError(`${part.file} is missing from the outbox`, { file: part.file });
+    }
+    throw err;
+  });
+}
+
+async function copyToDestination(ctx: StepContext, dest: DestinationConfig): Promise<DestinationResult> {
+  const { config, log } = ctx;
+  const outbox = config.outbox!;
+  const step = `copy.${dest.name}`;
+  const result: DestinationResult = { name: dest.name, copied: [], bytes: 0 };
+  try {
+    // A destination that is not there is a mount that failed, not a folder to create here.
+    const s = await stat(dest.dir).catch(() => null);
+    if (!s?.isDirectory()) {
+      throw new UnavailableError(`destination ${dest.name}: ${dest.dir} is not a directory`, {
+        hint: 'check that the network disk is mounted; copy does not create destination directories',
+      });
+    }
+    let state = await readState(config.stateDir, config.name, step);
+    for (const entry of await listManifests(outbox, state.logId)) {
+      const text = await readFile(entry.path, 'utf8');
+      const manifest = parseManifest(text, entry.file, config.name);
+      try {
+        for (const part of partsOf(manifest)) await copyPart(outbox, dest.dir, part);
+        await writeFileAtomic(join(dest.dir, entry.file), text);
+      } catch (err) {
+        throw fileError(err, `destination ${dest.name}: cannot copy ${entry.file} to ${dest.dir}`);
+      }
+      state = { ...state, logId: manifest.toLogId, updatedAt: new Date().toISOString(), delta: entry.file };
+      await writeState(config.stateDir, state);
+      result.copied.push(entry.file);
+      result.bytes += partsOf(manifest).reduce((n, p) => n + p.bytes, 0);
+      log.debug({ destination: dest.name, delta: entry.file }, 'delta copied');
+    }
+  } catch (err) {
+    result.error = err;
+    log.error({ destination: dest.name, err: (err as Error).message }, 'copy to destination stopped');
+  }
+  return result;
+}
+
+async function copyOnce(ctx: StepContext): Promise<CopyResult> {
+  const started = process.hrtime.bigint();
+  const results: DestinationResult[] = [];
+  for (const dest of ctx.config.destinations!) results.push(await copyToDestination(ctx, dest));
+  const copied = new Set(results.flatMap((r) => r.copied));
+  const bytes = results.reduce((n, r) => n + r.bytes, 0);
+  logSummary(ctx.log, {
+    step: 'copy',
+    delta: [...copied].sort().at(-1) ?? null,
+    deltas: copied.size,
+    tables: 0,
+    rows: 0,
+    bytes,
+    seconds: elapsedSeconds(started),
+  });
+  const failed = results.find((r) => r.error !== undefined);
+  if (failed) throw failed.error;
+  return { destinations: results, deltas: copied.size, bytes };
+}
+
+/** Runs copy under the job's copy lock. Throws the first destination's error after trying all. */
+export function copy(ctx: StepContext): Promise<CopyResult> {
+  return withStepLock(ctx.config, 'copy', () => copyOnce(ctx));
+}

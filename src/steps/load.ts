@@ -1,0 +1,160 @@
+/**
+ * load: applies the deltas waiting in the inbox to the replica, in logId order, each in one
+ * transaction that commits only if every part was read whole and matched its row count and
+ * checksum. The applied logId is recorded inside the target in that same transaction, so a crash
+ * between the commit and the state file can neither skip nor repeat a delta; the state file only
+ * mirrors it.
+ */
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { openTarget } from '../db/index.js';
+import type { ColumnInfo, TargetWriter, WireRow } from '../db/types.js';
+import { ConfigError, DeltaError, UnavailableError } from '../errors.js';
+import { listManifests } from '../format/delta-dir.js';
+import { compareLogIds } from '../format/logid.js';
+import { partsOf, readManifest, type Manifest, type ManifestTable } from '../format/manifest.js';
+import { readPart } from '../format/part-codec.js';
+import { readState, writeState } from '../format/state.js';
+import { logSummary, type Logger } from '../log.js';
+import { elapsedSeconds, withStepLock, type StepContext } from './common.js';
+
+export interface LoadResult {
+  applied: string[];
+  fromLogId: string;
+  toLogId: string;
+  rows: number;
+  bytes: number;
+}
+
+/** How one delta table lands in the target: which of its columns the target has. */
+interface TablePlan {
+  table: ManifestTable;
+  /** Indexes into the delta's columns of the ones to write. */
+  keep: number[];
+  columns: ColumnInfo[];
+}
+
+/** Cheap checks before a transaction is opened: every part is there with the size it should have. */
+async function checkPartsPresent(inbox: string, file: string, manifest: Manifest): Promise<void> {
+  for (const part of partsOf(manifest)) {
+    const s = await stat(join(inbox, part.file)).catch(() => null);
+    if (!s) throw new DeltaError(`${file}: part ${part.file} is missing`, { file: part.file, hint: 'run copy again, or copy the file by hand' });
+    if (s.size !== part.bytes) {
+      throw new DeltaError(`${file}: part ${part.file} is ${s.size} bytes, the manifest says ${part.bytes} (truncated or altered)`, {
+        file: part.file,
+        hint: 'copy the delta again from the source outbox',
+      });
+    }
+  }
+}
+
+/**
+ * Matches a delta table with the target table. A missing table or key column is a configuration
+ * error; a column the target lacks is skipped (and said once per run); target columns the delta
+ * does not carry are never touched.
+ */
+async function planTable(target: TargetWriter, table: ManifestTable, warned: Set<string>, log: Logger): Promise<TablePlan> {
+  const targetColumns = await target.columns(table.name);
+  if (!targetColumns) {
+    throw new ConfigError(`target table '${table.name}' does not exist`, { hint: 'create it on the replica before loading' });
+  }
+  const have = new Set(targetColumns.map((c) => c.name));
+  for (const k of table.key) {
+    if (!have.has(k)) throw new ConfigError(`target table '${table.name}' has no key column '${k}'`);
+  }
+  const keep: number[] = [];
+  table.columns.forEach((c, i) => {
+    if (have.has(c.name)) keep.push(i);
+    else if (!warned.has(`${table.name}.${c.name}`)) {
+      warned.add(`${table.name}.${c.name}`);
+      log.warn({ table: table.name, column: c.name }, 'the target table has no such column; its values are skipped');
+    }
+  });
+  return { table, keep, columns: keep.map((i) => table.columns[i]!) };
+}
+
+async function* project(rows: AsyncIterable<WireRow>, keep: number[], width: number): AsyncGenerator<WireRow> {
+  if (keep.length === width) {
+    yield* rows;
+    return;
+  }
+  for await (const row of rows) yield keep.map((i) => row[i]!);
+}
+
+async function* readTable(inbox: string, manifest: Manifest, table: ManifestTable): AsyncGenerator<WireRow> {
+  for (const part of table.parts) yield* readPart(inbox, part, manifest.compression, table.columns.length);
+}
+
+async function loadOnce(ctx: StepContext): Promise<LoadResult> {
+  const { config, log } = ctx;
+  const started = process.hrtime.bigint();
+  const inbox = config.inbox!;
+  const inboxStat = await stat(inbox).catch(() => null);
+  if (!inboxStat?.isDirectory()) {
+    throw new UnavailableError(`inbox ${inbox} is not a directory`, { hint: 'check that the disk is mounted and copy has run' });
+  }
+  const state = await readState(config.stateDir, config.name, 'load');
+  const target = await openTarget(config.target!);
+  const result: LoadResult = { applied: [], fromLogId: '0', toLogId: '0', rows: 0, bytes: 0 };
+  try {
+    await target.prepare();
+    let applied = (await target.appliedLogId(config.name)) ?? '0';
+    if (applied !== state.logId) {
+      // The database is the truth: it commits the logId with the data.
+      log.warn({ stateFile: state.logId, target: applied }, 'state file differs from the target; the target wins');
+      await writeState(config.stateDir, { ...state, logId: applied, updatedAt: new Date().toISOString() });
+    }
+    result.fromLogId = result.toLogId = applied;
+    const warned = new Set<string>();
+    for (const entry of await listManifests(inbox, applied)) {
+      const manifest = await readManifest(entry.path, config.name);
+      if (manifest.fromLogId !== applied) {
+        const gap = compareLogIds(manifest.fromLogId, applied) > 0;
+        throw new DeltaError(
+          gap
+            ? `gap: the delta after logId ${applied} is missing; the next one in the inbox, ${entry.file}, starts at ${manifest.fromLogId}`
+            : `${entry.file} starts at logId ${manifest.fromLogId}, before the applied logId ${applied}: it overlaps what was loaded`,
+          { file: entry.file, hint: gap ? 'wait for copy, or copy the missing delta by hand' : 'remove the overlapping delta from the inbox' },
+        );
+      }
+      await checkPartsPresent(inbox, entry.file, manifest);
+      const plans: TablePlan[] = [];
+      for (const t of manifest.tables) plans.push(await planTable(target, t, warned, log));
+      const rows = await target.transaction(async (tx) => {
+        const inTx = (await tx.appliedLogId(config.name)) ?? '0';
+        if (inTx !== applied) throw new DeltaError(`the target's applied logId moved to ${inTx} during the load; another loader is running`);
+        let count = 0;
+        for (const plan of plans) {
+          const rows = project(readTable(inbox, manifest, plan.table), plan.keep, plan.table.columns.length);
+          count += await tx.applyRows({ table: plan.table.name, key: plan.table.key, columns: plan.columns, rows });
+        }
+        await tx.recordApplied({ job: config.name, logId: manifest.toLogId, delta: entry.file });
+        return count;
+      });
+      applied = manifest.toLogId;
+      await writeState(config.stateDir, { job: config.name, step: 'load', logId: applied, updatedAt: new Date().toISOString(), delta: entry.file });
+      result.applied.push(entry.file);
+      result.toLogId = applied;
+      result.rows += rows;
+      result.bytes += partsOf(manifest).reduce((n, p) => n + p.bytes, 0);
+      log.debug({ delta: entry.file, rows }, 'delta applied');
+    }
+  } finally {
+    await target.close();
+    logSummary(log, {
+      step: 'load',
+      delta: result.applied.at(-1) ?? null,
+      deltas: result.applied.length,
+      tables: 0,
+      rows: result.rows,
+      bytes: result.bytes,
+      seconds: elapsedSeconds(started),
+    });
+  }
+  return result;
+}
+
+/** Runs load under the job's load lock. */
+export function load(ctx: StepContext): Promise<LoadResult> {
+  return withStepLock(ctx.config, 'load', () => loadOnce(ctx));
+}

@@ -1,0 +1,120 @@
+/**
+ * simulate: writes valid deltas into the outbox without any source database, so copy and load
+ * can be rehearsed (transport, permissions, replica schema) before go-live. It advances the
+ * extract state like a real extract, and so takes the extract lock.
+ */
+import { mkdir } from 'node:fs/promises';
+import type { ColumnInfo, LogicalType, WireRow, WireValue } from '../db/types.js';
+import { DeltaWriter } from '../format/delta-writer.js';
+import { readState, writeState } from '../format/state.js';
+import type { TableConfig } from '../config/schema.js';
+import { logSummary } from '../log.js';
+import { elapsedSeconds, fileError, withStepLock, type StepContext } from './common.js';
+
+export interface SimulateOptions {
+  count: number;
+  /** Deltas with no rows at all. */
+  empty: boolean;
+  /** Rows per table per delta when not empty. */
+  rows: number;
+}
+
+/** Each simulated delta advances the logId by this much, leaving room for its synthetic rows. */
+const LOGID_STEP = 1000n;
+
+function syntheticValue(type: LogicalType, n: bigint, logId: bigint): WireValue {
+  switch (type) {
+    case 'int':
+      return Number(n % 1_000_000n);
+    case 'bigint':
+      return n.toString();
+    case 'decimal':
+      return `${n}.25`;
+    case 'float':
+      return Number(n) / 4;
+    case 'bool':
+      return n % 2n === 0n;
+    case 'binary':
+      return Buffer.from(`row ${n}`).toString('base64');
+    case 'date':
+      return '2026-01-02';
+    case 'time':
+      return '12:34:56';
+    case 'timestamp':
+      return '2026-01-02 12:34:56.123456';
+    case 'timestamptz':
+      return '2026-01-02T12:34:56.123456Z';
+    case 'json':
+      return JSON.stringify({ n: n.toString(), logId: logId.toString() });
+    case 'uuid':
+      return `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0').slice(-12)}`;
+    case 'text':
+      return `simulated row ${n} of delta ${logId}`;
+  }
+}
+
+/** The columns of a simulated table: its declared ones, or just its key and logId column. */
+function simulatedColumns(t: TableConfig): ColumnInfo[] {
+  if (t.columns) return t.columns;
+  return [...t.key, t.logIdColumn].filter((c, i, all) => all.indexOf(c) === i).map((name) => ({ name, type: 'bigint' as const }));
+}
+
+async function* syntheticRows(t: TableConfig, columns: ColumnInfo[], from: bigint, count: number): AsyncGenerator<WireRow> {
+  for (let i = 1; i <= count; i++) {
+    const logId = from + BigInt(i);
+    yield columns.map((c) => (c.name === t.logIdColumn ? logId.toString() : syntheticValue(c.type, logId, logId)));
+  }
+}
+
+async function simulateOnce(ctx: StepContext, options: SimulateOptions): Promise<string[]> {
+  const { config, log } = ctx;
+  const started = process.hrtime.bigint();
+  const outbox = config.outbox!;
+  await mkdir(outbox, { recursive: true }).catch((err) => {
+    throw fileError(err, `cannot create outbox ${outbox}`);
+  });
+  let last = (await readState(config.stateDir, config.name, 'extract')).logId;
+  const written: string[] = [];
+  let rows = 0;
+  for (let i = 0; i < options.count; i++) {
+    const from = BigInt(last);
+    const to = (from + LOGID_STEP).toString();
+    const writer = new DeltaWriter({
+      dir: outbox,
+      job: config.name,
+      fromLogId: last,
+      toLogId: to,
+      maxRowsPerPart: config.delta.maxRowsPerPart,
+      compression: config.delta.compression,
+      simulated: true,
+    });
+    try {
+      for (const t of config.tables!) {
+        const columns = simulatedColumns(t);
+        const n = options.empty ? 0 : Math.min(options.rows, Number(LOGID_STEP));
+        rows += (await writer.writeTable(t.name, t.key, columns, syntheticRows(t, columns, from, n))).rows;
+      }
+      const { file } = await writer.finish();
+      await writeState(config.stateDir, { job: config.name, step: 'extract', logId: to, updatedAt: new Date().toISOString(), delta: file });
+      written.push(file);
+      last = to;
+    } catch (err) {
+      await writer.abort();
+      throw fileError(err, `cannot write a simulated delta into ${outbox}`);
+    }
+  }
+  logSummary(log, {
+    step: 'simulate',
+    delta: written.at(-1) ?? null,
+    deltas: written.length,
+    tables: config.tables!.length,
+    rows,
+    bytes: 0,
+    seconds: elapsedSeconds(started),
+  });
+  return written;
+}
+
+export function simulate(ctx: StepContext, options: SimulateOptions): Promise<string[]> {
+  return withStepLock(ctx.config, 'extract', () => simulateOnce(ctx, options));
+}

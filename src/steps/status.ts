@@ -1,0 +1,56 @@
+/**
+ * status: how far each step has got, from the state files and the directories alone, so it
+ * answers instantly and needs no database password.
+ */
+import { listManifests } from '../format/delta-dir.js';
+import { readState, type StepState } from '../format/state.js';
+import type { LoadedConfig } from '../config/load.js';
+
+export interface StepStatus {
+  step: string;
+  logId: string;
+  updatedAt: string | null;
+  delta?: string;
+  /** Deltas this step has still to do, when the directory it reads is configured. */
+  waiting?: number;
+  /** The newest of those, when there are any. */
+  waitingUpTo?: string;
+}
+
+export interface JobStatus {
+  job: string;
+  steps: StepStatus[];
+}
+
+async function stepStatus(config: LoadedConfig, step: string, readsFrom: string | undefined): Promise<StepStatus> {
+  const state: StepState = await readState(config.stateDir, config.name, step);
+  const status: StepStatus = { step, logId: state.logId, updatedAt: state.updatedAt };
+  if (state.delta) status.delta = state.delta;
+  if (readsFrom) {
+    const waiting = await listManifests(readsFrom, state.logId);
+    status.waiting = waiting.length;
+    if (waiting.length > 0) status.waitingUpTo = waiting.at(-1)!.logId;
+  }
+  return status;
+}
+
+export async function status(config: LoadedConfig): Promise<JobStatus> {
+  const steps: StepStatus[] = [];
+  if (config.source || config.outbox) steps.push(await stepStatus(config, 'extract', undefined));
+  for (const d of config.destinations ?? []) steps.push(await stepStatus(config, `copy.${d.name}`, config.outbox));
+  if (config.target || config.inbox) steps.push(await stepStatus(config, 'load', config.inbox));
+  return { job: config.name, steps };
+}
+
+export function formatStatus(s: JobStatus): string {
+  const rows = s.steps.map((st) => [
+    st.step,
+    st.logId,
+    st.updatedAt ?? 'never',
+    st.waiting === undefined ? '-' : st.waitingUpTo ? `${st.waiting} (up to ${st.waitingUpTo})` : '0',
+  ]);
+  const header = ['step', 'last logId', 'when', 'waiting'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  return [`job ${s.job}`, line(header), ...rows.map(line)].join('\n');
+}
