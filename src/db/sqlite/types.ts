@@ -41,6 +41,10 @@ export function toWire(value: SqliteValue, type: LogicalType): WireValue {
     }
     case 'binary':
       return Buffer.isBuffer(value) ? value.toString('base64') : Buffer.from(String(value)).toString('base64');
+    case 'timestamptz':
+      return typeof value === 'string' ? canonicalInstant(value) : String(value);
+    case 'timestamp':
+      return typeof value === 'string' ? value.replace('T', ' ') : String(value);
     default:
       return Buffer.isBuffer(value) ? value.toString('utf8') : typeof value === 'string' ? value : String(value);
   }
@@ -61,4 +65,26 @@ export function fromWire(value: WireValue, type: LogicalType): SqliteValue {
     default:
       return value as string | number;
   }
+}
+
+const INSTANT = /^(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(\.\d+)?\s*(Z|[+-]\d\d(?::?\d\d)?)?$/i;
+
+/**
+ * SQLite stores times as text in whatever form the application wrote. A `timestamptz` value goes
+ * on the wire as the UTC instant `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`: text without an offset is taken
+ * as UTC (SQLite's own date functions do the same), an offset is applied, and the fraction of a
+ * second is kept digit for digit. Text that is not a timestamp is passed on unchanged, for the
+ * target to accept or refuse.
+ */
+export function canonicalInstant(text: string): string {
+  const m = INSTANT.exec(text.trim());
+  if (!m) return text;
+  const [, y, mo, d, h, mi, s, fraction = '', zone = 'Z'] = m;
+  let offsetMinutes = 0;
+  if (zone.toUpperCase() !== 'Z') {
+    const digits = zone.slice(1).replace(':', '');
+    offsetMinutes = (zone[0] === '-' ? -1 : 1) * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2, 4) || 0));
+  }
+  const utc = new Date(Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi) - offsetMinutes, Number(s)));
+  return `${utc.toISOString().slice(0, 19)}${fraction}Z`;
 }
