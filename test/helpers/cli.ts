@@ -16,11 +16,15 @@ export interface BinResult {
 }
 
 export function runBin(bin: string, args: string[], env: Record<string, string> = {}): BinResult {
-  const r: SpawnSyncReturns<string> = spawnSync(process.execPath, [join(ROOT, 'bin', bin), ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, ...env },
-    timeout: 120_000,
-  });
+  const r: SpawnSyncReturns<string> = spawnSync(
+    process.execPath,
+    [join(ROOT, 'bin', bin), ...args],
+    {
+      encoding: 'utf8',
+      env: { ...process.env, ...env },
+      timeout: 120_000,
+    },
+  );
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -33,10 +37,13 @@ export function logLines(stdout: string): Record<string, unknown>[] {
 }
 
 export function summaryOf(stdout: string): Record<string, unknown> | undefined {
-  return logLines(stdout).filter((l) => l.msg === 'summary').at(-1);
+  return logLines(stdout)
+    .filter((l) => l.msg === 'summary')
+    .at(-1);
 }
 
-export const ITEMS_DDL = 'CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, log_id INTEGER NOT NULL)';
+export const ITEMS_DDL =
+  'CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, log_id INTEGER NOT NULL)';
 
 export interface SqliteJob {
   dir: string;

@@ -10,7 +10,8 @@
  */
 import { randomBytes } from 'node:crypto';
 
-export const PG_URL = process.env.DELTASYNC_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const PG_URL =
+  process.env.DELTASYNC_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const MYSQL_URL = process.env.DELTASYNC_TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test';
 /** SQL Server cannot run on our machines: its suite runs only when this is set. */
 export const MSSQL_URL = process.env.DELTASYNC_TEST_MSSQL_URL;
@@ -28,7 +29,10 @@ export interface TestServer {
 }
 
 function uniqueName(label: string): string {
-  return `dstest_${label.replace(/[^a-z0-9]/gi, '').toLowerCase().slice(0, 20)}_${randomBytes(4).toString('hex')}`;
+  return `dstest_${label
+    .replace(/[^a-z0-9]/gi, '')
+    .toLowerCase()
+    .slice(0, 20)}_${randomBytes(4).toString('hex')}`;
 }
 
 function withDatabase(url: string, database: string): string {
@@ -101,7 +105,36 @@ export async function mysqlServer(): Promise<TestServer> {
   };
 }
 
-/** SQL Server: available only when DELTASYNC_TEST_MSSQL_URL is set; never required by CI here. */
+/**
+ * The SQL Server connection with `database` in place of the one it names. Takes the adapter's two
+ * string forms: a URL (`mssql://user:pass@host:1433/db?encrypt=false`) or an ADO string
+ * (`Server=host,1433;Database=db;User Id=...`).
+ */
+function withMssqlDatabase(connection: string, database: string): string {
+  if (/^(mssql|sqlserver):/i.test(connection)) {
+    const u = new URL(connection);
+    u.pathname = `/${database}`;
+    u.searchParams.delete('database');
+    return u.toString();
+  }
+  const rest = connection
+    .split(';')
+    .filter((part) => part.trim() !== '' && !/^\s*(database|initial catalog)\s*=/i.test(part));
+  return [...rest, `Database=${database}`].join(';');
+}
+
+/** The connection for messages: never its password. */
+function redactMssql(connection: string): string {
+  return connection
+    .replace(/^([a-z]+:\/\/[^:/@]*):[^@]*@/i, '$1:***@')
+    .replace(/(password|pwd)\s*=[^;]*/gi, '$1=***');
+}
+
+/**
+ * SQL Server: available only when DELTASYNC_TEST_MSSQL_URL is set (it cannot run on our machines,
+ * so CI never requires it); once set, an unreachable server follows the same rules as the others.
+ * The URL goes through the adapter's own parser, because mssql itself reads only ADO strings.
+ */
 export async function mssqlServer(): Promise<TestServer> {
   if (!MSSQL_URL) {
     const reason =
@@ -114,25 +147,30 @@ export async function mssqlServer(): Promise<TestServer> {
       cleanup: () => Promise.resolve(),
     };
   }
+  const url = MSSQL_URL;
   const { default: sql } = await import('mssql');
-  const pool = await new sql.ConnectionPool(MSSQL_URL).connect();
+  const { poolConfig } = await import('../../src/db/mssql/connection.js');
+  let pool: InstanceType<typeof sql.ConnectionPool>;
+  try {
+    pool = await new sql.ConnectionPool(poolConfig(url)).connect();
+  } catch (err) {
+    return unavailable('SQL Server', redactMssql(url), err);
+  }
   const created: string[] = [];
   return {
     available: true,
     async fresh(label) {
       const name = uniqueName(label);
-      await pool.request().query(`CREATE DATABASE ${name}`);
+      await pool.request().batch(`CREATE DATABASE [${name}]`);
       created.push(name);
-      const u = new URL(MSSQL_URL);
-      u.searchParams.set('database', name);
-      return u.toString();
+      return withMssqlDatabase(url, name);
     },
     async cleanup() {
       for (const name of created) {
         await pool
           .request()
-          .query(
-            `ALTER DATABASE ${name} SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE ${name}`,
+          .batch(
+            `ALTER DATABASE [${name}] SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE [${name}]`,
           );
       }
       await pool.close();

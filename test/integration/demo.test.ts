@@ -6,7 +6,10 @@ import { ROOT } from '../helpers/cli.js';
 
 describe('demo', () => {
   it('runs extract → copy → load through the real entrypoints and the replica matches', () => {
-    const r = spawnSync(process.execPath, [join(ROOT, 'bin/deltasync'), 'demo'], { cwd: ROOT, encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [join(ROOT, 'bin/deltasync'), 'demo'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(r.stdout).toContain('$ bin/deltasync-extract -c conf/demo.js');

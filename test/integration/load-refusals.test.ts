@@ -3,7 +3,15 @@
  * the replica and the state file exactly as they were. Each case starts from the same two
  * deltas in the inbox, the first already loaded, the second damaged in one way.
  */
-import { readdirSync, readFileSync, rmSync, truncateSync, writeFileSync, statSync, renameSync } from 'node:fs';
+import {
+  readdirSync,
+  readFileSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+  statSync,
+  renameSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runBin, sqliteJob, type SqliteJob } from '../helpers/cli.js';
@@ -17,13 +25,20 @@ function state(j: SqliteJob, step: string): string {
 
 beforeEach(() => {
   job = sqliteJob();
-  for (let i = 1; i <= 4; i++) job.sourceExec('INSERT INTO items VALUES (?, ?, ?, ?)', i, `item ${i}`, i, i);
-  for (const bin of ['deltasync-extract', 'deltasync-copy', 'deltasync-load']) expect(runBin(bin, ['-c', job.config]).code).toBe(0);
-  for (let i = 5; i <= 9; i++) job.sourceExec('INSERT INTO items VALUES (?, ?, ?, ?)', i, `item ${i}`, i, i);
+  for (let i = 1; i <= 4; i++)
+    job.sourceExec('INSERT INTO items VALUES (?, ?, ?, ?)', i, `item ${i}`, i, i);
+  for (const bin of ['deltasync-extract', 'deltasync-copy', 'deltasync-load'])
+    expect(runBin(bin, ['-c', job.config]).code).toBe(0);
+  for (let i = 5; i <= 9; i++)
+    job.sourceExec('INSERT INTO items VALUES (?, ?, ?, ?)', i, `item ${i}`, i, i);
   job.sourceExec("UPDATE items SET name = 'changed', log_id = 10 WHERE id = 1");
-  for (const bin of ['deltasync-extract', 'deltasync-copy']) expect(runBin(bin, ['-c', job.config]).code).toBe(0);
+  for (const bin of ['deltasync-extract', 'deltasync-copy'])
+    expect(runBin(bin, ['-c', job.config]).code).toBe(0);
   const files = readdirSync(job.inbox).filter((f) => f.startsWith('logId00000000000000000010.'));
-  second = { manifest: files.find((f) => f.endsWith('.MANIFEST.json'))!, parts: files.filter((f) => f.endsWith('.ndjson.gz')).sort() };
+  second = {
+    manifest: files.find((f) => f.endsWith('.MANIFEST.json'))!,
+    parts: files.filter((f) => f.endsWith('.ndjson.gz')).sort(),
+  };
   expect(second.parts.length).toBeGreaterThan(1);
 });
 afterEach(() => job.cleanup());
@@ -109,7 +124,7 @@ describe('the target database is the truth', () => {
     expect(runBin('deltasync-load', ['-c', job.config]).code).toBe(0);
     // As if the process died after the commit but before writing the state file.
     writeFileSync(join(job.stateDir, 't.load.state.json'), JSON.stringify({ logId: '4' }));
-    job.sourceExec("UPDATE items SET qty = 1000, log_id = 11 WHERE id = 3");
+    job.sourceExec('UPDATE items SET qty = 1000, log_id = 11 WHERE id = 3');
     expect(runBin('deltasync-extract', ['-c', job.config]).code).toBe(0);
     expect(runBin('deltasync-copy', ['-c', job.config]).code).toBe(0);
     const r = runBin('deltasync-load', ['-c', job.config]);
@@ -124,7 +139,10 @@ describe('extract after a crash', () => {
     job.sourceExec("INSERT INTO items VALUES (30, 'x', 1, 30)");
     // A crashed extract left a part and a temp file of delta 30 but no manifest.
     writeFileSync(join(job.outbox, 'logId00000000000000000030.items.0001.ndjson.gz'), 'partial');
-    writeFileSync(join(job.outbox, '.logId00000000000000000030.items.0002.ndjson.gz.tmp-1-abcd'), 'partial');
+    writeFileSync(
+      join(job.outbox, '.logId00000000000000000030.items.0002.ndjson.gz.tmp-1-abcd'),
+      'partial',
+    );
     const r = runBin('deltasync-extract', ['-c', job.config]);
     expect(r.code).toBe(0);
     expect(readdirSync(job.outbox).filter((f) => f.includes('tmp-'))).toEqual([]);

@@ -23,7 +23,8 @@ function cycle(j: SqliteJob): void {
 describe('extract → copy → load', () => {
   it('follows inserts and updates, one delta per run, and does nothing when nothing changed', () => {
     job = sqliteJob();
-    for (let i = 1; i <= 7; i++) job.sourceExec('INSERT INTO items VALUES (?, ?, ?, ?)', i, `item ${i}`, i * 10, i);
+    for (let i = 1; i <= 7; i++)
+      job.sourceExec('INSERT INTO items VALUES (?, ?, ?, ?)', i, `item ${i}`, i * 10, i);
     cycle(job);
     expect(job.targetRows()).toHaveLength(7);
 
@@ -36,9 +37,14 @@ describe('extract → copy → load', () => {
     expect(rows[7]).toMatchObject({ id: 8, name: '', qty: null });
 
     const manifests = readdirSync(job.outbox).filter((f) => f.endsWith('.MANIFEST.json'));
-    expect(manifests).toEqual(['logId00000000000000000007.MANIFEST.json', 'logId00000000000000000009.MANIFEST.json']);
+    expect(manifests).toEqual([
+      'logId00000000000000000007.MANIFEST.json',
+      'logId00000000000000000009.MANIFEST.json',
+    ]);
     // 7 rows with maxRowsPerPart 3: three parts.
-    expect(readdirSync(job.outbox).filter((f) => f.startsWith('logId00000000000000000007.items.'))).toHaveLength(3);
+    expect(
+      readdirSync(job.outbox).filter((f) => f.startsWith('logId00000000000000000007.items.')),
+    ).toHaveLength(3);
 
     const again = runBin('deltasync-extract', ['-c', job.config]);
     expect(again.code).toBe(0);
@@ -54,7 +60,12 @@ describe('extract → copy → load', () => {
     job.sourceExec("INSERT INTO items VALUES (1, 'a', 1, 5)");
     const r = runBin('deltasync-extract', ['-c', job.config]);
     const summary = summaryOf(r.stdout)!;
-    expect(summary).toMatchObject({ step: 'extract', delta: 'logId00000000000000000005.MANIFEST.json', rows: 1, tables: 1 });
+    expect(summary).toMatchObject({
+      step: 'extract',
+      delta: 'logId00000000000000000005.MANIFEST.json',
+      rows: 1,
+      tables: 1,
+    });
     expect(summary.bytes).toBeGreaterThan(0);
     expect(typeof summary.seconds).toBe('number');
     expect(summary.maxRssMb).toBeGreaterThan(0);
@@ -66,7 +77,10 @@ describe('extract → copy → load', () => {
     expect(runBin('deltasync-extract', ['-c', job.config]).code).toBe(0);
     const json = runBin('deltasync', ['status', '-c', job.config, '--json']);
     expect(json.code).toBe(0);
-    const s = JSON.parse(json.stdout) as { job: string; steps: { step: string; logId: string; waiting?: number }[] };
+    const s = JSON.parse(json.stdout) as {
+      job: string;
+      steps: { step: string; logId: string; waiting?: number }[];
+    };
     expect(s.job).toBe('t');
     expect(s.steps.map((x) => [x.step, x.logId, x.waiting])).toEqual([
       ['extract', '5', undefined],
@@ -89,7 +103,9 @@ describe('simulated deltas', () => {
     const load = runBin('deltasync-load', ['-c', job.config]);
     expect(load.code).toBe(0);
     expect(summaryOf(load.stdout)).toMatchObject({ deltas: 3, rows: 0 });
-    expect(JSON.parse(readFileSync(join(job.stateDir, 't.load.state.json'), 'utf8')).logId).toBe('3000');
+    expect(JSON.parse(readFileSync(join(job.stateDir, 't.load.state.json'), 'utf8')).logId).toBe(
+      '3000',
+    );
     expect(job.targetRows()).toEqual([]);
   });
 
@@ -110,7 +126,9 @@ describe('simulated deltas', () => {
         },
       ],
     });
-    expect(runBin('deltasync', ['simulate', '-c', job.config, '--count', '2', '--rows', '5']).code).toBe(0);
+    expect(
+      runBin('deltasync', ['simulate', '-c', job.config, '--count', '2', '--rows', '5']).code,
+    ).toBe(0);
     expect(runBin('deltasync-copy', ['-c', job.config]).code).toBe(0);
     expect(runBin('deltasync-load', ['-c', job.config]).code).toBe(0);
     expect(job.targetRows()).toHaveLength(10);
@@ -143,7 +161,9 @@ describe('copy to several destinations', () => {
       expect(readdirSync(dir).filter((f) => f.endsWith('.MANIFEST.json'))).toHaveLength(2);
     }
     expect(existsSync(join(job.stateDir, 't.copy.broken.state.json'))).toBe(false);
-    expect(JSON.parse(readFileSync(join(job.stateDir, 't.copy.second.state.json'), 'utf8')).logId).toBe('6');
+    expect(
+      JSON.parse(readFileSync(join(job.stateDir, 't.copy.second.state.json'), 'utf8')).logId,
+    ).toBe('6');
 
     mkdirSync(broken);
     expect(runBin('deltasync-copy', ['-c', job.config]).code).toBe(0);
@@ -201,23 +221,45 @@ describe('single instance', () => {
 
   it('bin/single-instance wraps any command with the same lock', () => {
     job = sqliteJob();
-    const ok = runBin('single-instance', ['nightly', '--dir', job.stateDir, '--', 'sh', '-c', 'exit 3']);
+    const ok = runBin('single-instance', [
+      'nightly',
+      '--dir',
+      job.stateDir,
+      '--',
+      'sh',
+      '-c',
+      'exit 3',
+    ]);
     expect(ok.code).toBe(3);
     writeFileSync(
       join(job.stateDir, 'nightly.lock'),
       JSON.stringify({ pid: process.pid, startTime: null, host: hostname(), since: 'now' }),
     );
-    const held = runBin('single-instance', ['nightly', '--dir', job.stateDir, '--', 'sh', '-c', 'echo ran']);
+    const held = runBin('single-instance', [
+      'nightly',
+      '--dir',
+      job.stateDir,
+      '--',
+      'sh',
+      '-c',
+      'echo ran',
+    ]);
     expect(held).toMatchObject({ code: 75, stdout: '', stderr: '' });
     rmSync(join(job.stateDir, 'nightly.lock'));
-    expect(runBin('single-instance', ['nightly', '--dir', job.stateDir, '--', 'sh', '-c', 'echo ran']).stdout).toBe('ran\n');
+    expect(
+      runBin('single-instance', ['nightly', '--dir', job.stateDir, '--', 'sh', '-c', 'echo ran'])
+        .stdout,
+    ).toBe('ran\n');
   });
 });
 
 describe('configuration errors', () => {
   it('a bad config exits 78 with one line naming the file and the key', () => {
     job = sqliteJob();
-    writeFileSync(job.config, "export default { name: 'bad name!', tables: [{ name: 'items' }], surprise: 1 };\n");
+    writeFileSync(
+      job.config,
+      "export default { name: 'bad name!', tables: [{ name: 'items' }], surprise: 1 };\n",
+    );
     const r = runBin('deltasync-extract', ['-c', job.config]);
     expect(r.code).toBe(78);
     const lines = r.stderr.trim().split('\n');

@@ -85,6 +85,8 @@ describe('upsertSql', () => {
   });
 
   it('does nothing on conflict when every column is a key', () => {
-    expect(upsertSql({ table: 't', key: ['a'], columns: [{ name: 'a', type: 'int' }] })).toMatch(/DO NOTHING$/);
+    expect(upsertSql({ table: 't', key: ['a'], columns: [{ name: 'a', type: 'int' }] })).toMatch(
+      /DO NOTHING$/,
+    );
   });
 });

@@ -1,0 +1,277 @@
+/**
+ * The whole pipeline through the real bins between real servers: PostgreSQL and MariaDB as
+ * sources and targets (and SQLite as a source), inserts then updates, plus the target-side
+ * reflection rules (missing table or key: 78; extra source column: skipped; the replica's own
+ * columns: untouched) and an unreachable target (69).
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import mysql from 'mysql2/promise';
+import { afterAll, describe, expect, it } from 'vitest';
+import { runBin, summaryOf } from '../helpers/cli.js';
+import { mysqlServer, pgServer } from '../helpers/databases.js';
+
+const pgs = await pgServer();
+const mys = await mysqlServer();
+afterAll(async () => {
+  await pgs.cleanup();
+  await mys.cleanup();
+});
+
+type Engine = 'pg' | 'mysql' | 'sqlite';
+
+interface Db {
+  engine: Engine;
+  config: { client: string; connection: unknown };
+  exec(sql: string): Promise<void>;
+  rows(sql: string): Promise<unknown[][]>;
+  close(): Promise<void>;
+}
+
+const DDL: Record<Engine, (extra: string) => string> = {
+  pg: (extra) =>
+    `CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(12,2), seen timestamptz, log_id bigint NOT NULL${extra})`,
+  mysql: (extra) =>
+    `CREATE TABLE items (id bigint PRIMARY KEY, name text, price decimal(12,2), seen timestamp(6) NULL, log_id bigint NOT NULL${extra}) ENGINE=InnoDB`,
+  sqlite: (extra) =>
+    `CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price NUMERIC, seen TIMESTAMPTZ, log_id INTEGER NOT NULL${extra})`,
+};
+
+/** A rendering of the shared columns every engine agrees on, for comparison. */
+const SELECT: Record<Engine, string> = {
+  pg: `SELECT id::text, name, price::text, to_char(seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), log_id::text FROM items ORDER BY items.id`,
+  mysql: `SELECT CAST(id AS CHAR), name, CAST(price AS CHAR), DATE_FORMAT(CONVERT_TZ(seen, @@session.time_zone, '+00:00'), '%Y-%m-%d %H:%i:%s.%f'), CAST(log_id AS CHAR) FROM items ORDER BY id`,
+  sqlite: `SELECT CAST(id AS TEXT), name, printf('%.2f', price), seen, CAST(log_id AS TEXT) FROM items ORDER BY id`,
+};
+
+async function open(engine: Engine, label: string): Promise<Db> {
+  if (engine === 'pg') {
+    const url = await pgs.fresh(label);
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    return {
+      engine,
+      config: { client: 'pg', connection: url },
+      exec: async (sql) => void (await client.query(sql)),
+      rows: async (sql) =>
+        (await client.query({ text: sql, rowMode: 'array' })).rows as unknown[][],
+      close: () => client.end(),
+    };
+  }
+  if (engine === 'mysql') {
+    const url = await mys.fresh(label);
+    const conn = await mysql.createConnection({ uri: url, timezone: 'Z' });
+    await conn.query("SET time_zone = '+00:00'");
+    return {
+      engine,
+      config: { client: 'mysql', connection: url },
+      exec: async (sql) => void (await conn.query(sql)),
+      rows: async (sql) => (await conn.query({ sql, rowsAsArray: true }))[0] as unknown[][],
+      close: () => conn.end(),
+    };
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'deltasync-sqlite-'));
+  const file = join(dir, `${label}.sqlite`);
+  const db = new Database(file);
+  return {
+    engine,
+    config: { client: 'sqlite', connection: { filename: file } },
+    exec: async (sql) => void db.exec(sql),
+    rows: async (sql) => db.prepare(sql).raw(true).all() as unknown[][],
+    close: async () => {
+      db.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function seen(engine: Engine, iso: string): string {
+  // Each engine's literal for the same instant.
+  return engine === 'mysql'
+    ? `'${iso.replace('T', ' ').replace('Z', '')}'`
+    : engine === 'pg'
+      ? `'${iso}'`
+      : `'${iso.replace('Z', '').replace('T', ' ')}'`;
+}
+
+function writeJob(source: Db, target: Db): { config: string; dir: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'deltasync-engines-'));
+  mkdirSync(join(dir, 'inbox'));
+  const config = join(dir, 'job.js');
+  writeFileSync(
+    config,
+    `export default ${JSON.stringify({
+      name: 'engines',
+      stateDir: join(dir, 'state'),
+      source: source.config,
+      target: target.config,
+      outbox: join(dir, 'outbox'),
+      destinations: [{ name: 'r', dir: join(dir, 'inbox') }],
+      inbox: join(dir, 'inbox'),
+      tables: [{ name: 'items', key: ['id'], logIdColumn: 'log_id' }],
+      delta: { maxRowsPerPart: 400, compression: 'gzip' },
+    })};\n`,
+  );
+  return { config, dir };
+}
+
+function cycle(config: string): { rows: number } {
+  let rows = 0;
+  for (const bin of ['deltasync-extract', 'deltasync-copy', 'deltasync-load']) {
+    const r = runBin(bin, ['-c', config]);
+    expect(r.code, `${bin}: ${r.stderr}`).toBe(0);
+    if (bin === 'deltasync-load') rows = Number(summaryOf(r.stdout)?.rows);
+  }
+  return { rows };
+}
+
+function normalise(rows: unknown[][]): string[][] {
+  // SQLite keeps the timestamp text as written; render every engine's as "YYYY-MM-DD HH:MM:SS.ffffff".
+  return rows.map((r) =>
+    r.map((v) => (v === null ? 'NULL' : String(v).replace('T', ' ').replace(/Z$/, ''))),
+  );
+}
+
+const PAIRS: [Engine, Engine][] = [
+  ['pg', 'pg'],
+  ['pg', 'mysql'],
+  ['mysql', 'pg'],
+  ['mysql', 'mysql'],
+  ['sqlite', 'pg'],
+  ['sqlite', 'mysql'],
+];
+
+const needs = (e: Engine) => (e === 'pg' ? pgs.available : e === 'mysql' ? mys.available : true);
+
+describe.each(PAIRS)('%s → %s through the bins', (from, to) => {
+  it.skipIf(!needs(from) || !needs(to))(
+    'inserts then updates arrive equal; the replica’s own column is left alone',
+    async () => {
+      const source = await open(from, `src${from}`);
+      const target = await open(to, `dst${to}`);
+      const job = writeJob(source, target);
+      try {
+        await source.exec(DDL[from](''));
+        await target.exec(DDL[to](', note varchar(100)'));
+        const values = Array.from({ length: 1000 }, (_, i) => {
+          const id = i + 1;
+          const when =
+            from === 'sqlite'
+              ? `'2026-03-0${(i % 9) + 1} 10:11:12.${String(i).padStart(6, '0')}'`
+              : seen(from, `2026-03-0${(i % 9) + 1}T10:11:12.${String(i).padStart(6, '0')}Z`);
+          return `(${id}, ${i % 7 === 0 ? 'NULL' : `'name ${id} ☃'`}, ${id}.25, ${when}, ${id})`;
+        });
+        await source.exec(
+          `INSERT INTO items (id, name, price, seen, log_id) VALUES ${values.join(', ')}`,
+        );
+        expect(cycle(job.config).rows).toBe(1000);
+        await target.exec(`UPDATE items SET note = 'kept' WHERE id <= 10`);
+
+        await source.exec(
+          `UPDATE items SET name = '', price = 0.5, log_id = id + 5000 WHERE id % 10 = 0`,
+        );
+        expect(cycle(job.config).rows).toBe(100);
+
+        const got = normalise(await target.rows(SELECT[to]));
+        const want = normalise(await source.rows(SELECT[from]));
+        // Compare row by row so that a failure names the first differing row.
+        expect(got.length).toBe(want.length);
+        for (let i = 0; i < want.length; i++) expect(got[i], `row ${i + 1}`).toEqual(want[i]);
+        const notes = await target.rows(`SELECT note FROM items WHERE id <= 10 ORDER BY id`);
+        expect(notes.map((r) => r[0])).toEqual(Array(10).fill('kept'));
+      } finally {
+        await source.close();
+        await target.close();
+        rmSync(job.dir, { recursive: true, force: true });
+      }
+    },
+  );
+});
+
+describe.skipIf(!pgs.available)('target reflection (PostgreSQL)', () => {
+  async function setup(targetDdl: string) {
+    const source = await open('pg', 'reflsrc');
+    const target = await open('pg', 'refldst');
+    const job = writeJob(source, target);
+    await source.exec(DDL.pg(', extra text'));
+    await source.exec(
+      `INSERT INTO items (id, name, price, log_id, extra) VALUES (1, 'a', 1, 1, 'x'), (2, 'b', 2, 2, 'y')`,
+    );
+    if (targetDdl) await target.exec(targetDdl);
+    for (const bin of ['deltasync-extract', 'deltasync-copy'])
+      expect(runBin(bin, ['-c', job.config]).code).toBe(0);
+    return {
+      source,
+      target,
+      job,
+      async done() {
+        await source.close();
+        await target.close();
+        rmSync(job.dir, { recursive: true, force: true });
+      },
+    };
+  }
+
+  it('a missing target table exits 78 naming it', async () => {
+    const s = await setup('');
+    try {
+      const r = runBin('deltasync-load', ['-c', s.job.config]);
+      expect(r.code).toBe(78);
+      expect(r.stderr).toContain("target table 'items' does not exist");
+    } finally {
+      await s.done();
+    }
+  });
+
+  it('a target without the key column exits 78', async () => {
+    const s = await setup('CREATE TABLE items (name text, log_id bigint)');
+    try {
+      const r = runBin('deltasync-load', ['-c', s.job.config]);
+      expect(r.code).toBe(78);
+      expect(r.stderr).toContain("no key column 'id'");
+    } finally {
+      await s.done();
+    }
+  });
+
+  it('a source column the target lacks is reported once and skipped', async () => {
+    const s = await setup(DDL.pg(''));
+    try {
+      const r = runBin('deltasync-load', ['-c', s.job.config]);
+      expect(r.code, r.stderr).toBe(0);
+      const warnings = r.stdout.split('\n').filter((l) => l.includes('has no such column'));
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toContain('"column":"extra"');
+      expect(await s.target.rows('SELECT id::text, name FROM items ORDER BY id')).toEqual([
+        ['1', 'a'],
+        ['2', 'b'],
+      ]);
+    } finally {
+      await s.done();
+    }
+  });
+
+  it('an unreachable target exits 69 and the state does not move', async () => {
+    const s = await setup(DDL.pg(''));
+    try {
+      writeFileSync(
+        s.job.config,
+        (await import('node:fs'))
+          .readFileSync(s.job.config, 'utf8')
+          .replace(
+            /"target":\{[^}]*\}/,
+            '"target":{"client":"pg","connection":"postgres://postgres@127.0.0.1:1/nowhere"}',
+          ),
+      );
+      const r = runBin('deltasync-load', ['-c', s.job.config]);
+      expect(r.code).toBe(69);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).not.toContain('password');
+    } finally {
+      await s.done();
+    }
+  });
+});
