@@ -4,7 +4,12 @@
  */
 export * from './errors.js';
 export { loadConfig, type LoadedConfig } from './config/load.js';
-export { jobSchema, type JobConfig, type TableConfig, type DestinationConfig } from './config/schema.js';
+export {
+  jobSchema,
+  type JobConfig,
+  type TableConfig,
+  type DestinationConfig,
+} from './config/schema.js';
 export { openSource, openTarget, engineOf } from './db/index.js';
 export * from './db/types.js';
 export * from './format/manifest.js';
@@ -22,6 +27,8 @@ export type { StepContext } from './steps/common.js';
 export { createLogger, silentLogger, type Logger } from './log.js';
 
 /** Typed identity for config files: `export default defineConfig({ … })`. */
-export function defineConfig<T extends import('./config/schema.js').JobConfig | Record<string, unknown>>(config: T): T {
+export function defineConfig<
+  T extends import('./config/schema.js').JobConfig | Record<string, unknown>,
+>(config: T): T {
   return config;
 }

@@ -17,12 +17,18 @@ export interface LogOptions {
 export async function createLogger(options: LogOptions): Promise<Logger> {
   const level = options.level ?? 'info';
   if (options.file) {
-    return pino({ level }, pino.destination({ dest: options.file, mkdir: true, append: true, sync: true }));
+    return pino(
+      { level },
+      pino.destination({ dest: options.file, mkdir: true, append: true, sync: true }),
+    );
   }
   if (options.pretty ?? process.stdout.isTTY) {
     // Loaded only for humans: cron runs should not pay for it.
     const { default: pretty } = await import('pino-pretty');
-    return pino({ level }, pretty({ sync: true, colorize: true, ignore: 'pid,hostname', translateTime: 'SYS:HH:MM:ss' }));
+    return pino(
+      { level },
+      pretty({ sync: true, colorize: true, ignore: 'pid,hostname', translateTime: 'SYS:HH:MM:ss' }),
+    );
   }
   return pino({ level }, pino.destination({ dest: 1, sync: true }));
 }

@@ -25,12 +25,15 @@ const SCHEMA = `
 function makeSource(path: string): Database.Database {
   const db = new Database(path);
   db.pragma('journal_mode = WAL');
-  db.exec(`${SCHEMA} CREATE TABLE log_seq (last INTEGER NOT NULL); INSERT INTO log_seq VALUES (0);`);
+  db.exec(
+    `${SCHEMA} CREATE TABLE log_seq (last INTEGER NOT NULL); INSERT INTO log_seq VALUES (0);`,
+  );
   return db;
 }
 
 function nextLogId(db: Database.Database): number {
-  return (db.prepare('UPDATE log_seq SET last = last + 1 RETURNING last').get() as { last: number }).last;
+  return (db.prepare('UPDATE log_seq SET last = last + 1 RETURNING last').get() as { last: number })
+    .last;
 }
 
 function initialRows(db: Database.Database): void {
@@ -38,27 +41,49 @@ function initialRows(db: Database.Database): void {
   const product = db.prepare('INSERT INTO products VALUES (?, ?, ?, ?)');
   const order = db.prepare('INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?)');
   db.transaction(() => {
-    ['Ada Lovelace', 'Grace Hopper', 'Edsger Dijkstra', 'Barbara Liskov', 'Ken Thompson'].forEach((name, i) =>
-      customer.run(i + 1, name, `${name.split(' ')[0]!.toLowerCase()}@example.com`, nextLogId(db)),
+    ['Ada Lovelace', 'Grace Hopper', 'Edsger Dijkstra', 'Barbara Liskov', 'Ken Thompson'].forEach(
+      (name, i) =>
+        customer.run(
+          i + 1,
+          name,
+          `${name.split(' ')[0]!.toLowerCase()}@example.com`,
+          nextLogId(db),
+        ),
     );
-    [['Keyboard', '49.90'], ['Monitor', '219.00'], ['Cable', '4.99']].forEach(([name, price], i) =>
-      product.run(i + 1, name, price, nextLogId(db)),
-    );
-    for (let i = 1; i <= 8; i++) order.run(i, (i % 5) + 1, (i % 3) + 1, i, `2026-11-0${(i % 9) + 1} 10:00:00`, nextLogId(db));
+    [
+      ['Keyboard', '49.90'],
+      ['Monitor', '219.00'],
+      ['Cable', '4.99'],
+    ].forEach(([name, price], i) => product.run(i + 1, name, price, nextLogId(db)));
+    for (let i = 1; i <= 8; i++)
+      order.run(i, (i % 5) + 1, (i % 3) + 1, i, `2026-11-0${(i % 9) + 1} 10:00:00`, nextLogId(db));
   })();
 }
 
 function someChanges(db: Database.Database): void {
   db.transaction(() => {
-    db.prepare('UPDATE customers SET email = ?, log_id = ? WHERE id = 2').run('grace@navy.example', nextLogId(db));
+    db.prepare('UPDATE customers SET email = ?, log_id = ? WHERE id = 2').run(
+      'grace@navy.example',
+      nextLogId(db),
+    );
     db.prepare('UPDATE products SET price = ?, log_id = ? WHERE id = 3').run('5.49', nextLogId(db));
-    db.prepare('INSERT INTO customers VALUES (6, ?, ?, ?)').run('Margaret Hamilton', 'margaret@example.com', nextLogId(db));
-    db.prepare('INSERT INTO orders VALUES (9, 6, 2, 1, ?, ?)').run('2026-11-22 09:30:00', nextLogId(db));
+    db.prepare('INSERT INTO customers VALUES (6, ?, ?, ?)').run(
+      'Margaret Hamilton',
+      'margaret@example.com',
+      nextLogId(db),
+    );
+    db.prepare('INSERT INTO orders VALUES (9, 6, 2, 1, ?, ?)').run(
+      '2026-11-22 09:30:00',
+      nextLogId(db),
+    );
   })();
 }
 
 function run(bin: string, ...args: string[]): void {
-  const shown = [relative(process.cwd(), join(ROOT, 'bin', bin)) || bin, ...args.map((a) => (a.startsWith('/') ? relative(process.cwd(), a) : a))];
+  const shown = [
+    relative(process.cwd(), join(ROOT, 'bin', bin)) || bin,
+    ...args.map((a) => (a.startsWith('/') ? relative(process.cwd(), a) : a)),
+  ];
   process.stdout.write(`$ ${shown.join(' ')}\n`);
   const r = spawnSync(process.execPath, [join(ROOT, 'bin', bin), ...args], { stdio: 'inherit' });
   if (r.status !== 0) throw new Error(`${bin} exited with ${r.status ?? r.signal}`);
@@ -84,7 +109,9 @@ export async function runDemo(): Promise<number> {
     replica.exec(`${SCHEMA} ALTER TABLE customers ADD COLUMN note TEXT;`);
     replica.close();
     initialRows(source);
-    process.stdout.write(`demo: sample source in ${relative(process.cwd(), DIR)}; logs in ${relative(process.cwd(), join(DIR, 'deltasync.log'))}\n\n# first run: the initial rows\n`);
+    process.stdout.write(
+      `demo: sample source in ${relative(process.cwd(), DIR)}; logs in ${relative(process.cwd(), join(DIR, 'deltasync.log'))}\n\n# first run: the initial rows\n`,
+    );
     cycle();
     someChanges(source);
     process.stdout.write('\n# second run: 2 rows changed, 2 rows added\n');
@@ -104,12 +131,18 @@ export async function runDemo(): Promise<number> {
     for (const [table, cols] of tables) {
       const equal = tableDump(source, table, cols) === tableDump(check, table, cols);
       const n = (check.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
-      process.stdout.write(`${table.padEnd(10)} ${String(n).padStart(3)} rows in the replica, ${equal ? 'same as the source' : 'DIFFERENT from the source'}\n`);
+      process.stdout.write(
+        `${table.padEnd(10)} ${String(n).padStart(3)} rows in the replica, ${equal ? 'same as the source' : 'DIFFERENT from the source'}\n`,
+      );
       same &&= equal;
     }
     source.close();
     check.close();
-    process.stdout.write(same ? '\ndemo: the replica matches the source.\n' : '\ndemo: the replica does NOT match the source.\n');
+    process.stdout.write(
+      same
+        ? '\ndemo: the replica matches the source.\n'
+        : '\ndemo: the replica does NOT match the source.\n',
+    );
     return same ? 0 : 1;
   } catch (err) {
     process.stderr.write(`demo failed: ${(err as Error).message}\n`);

@@ -13,14 +13,18 @@ import { EXIT_USAGE, runCommand, type CommonOptions } from './run.js';
 
 function positiveInt(value: string): number {
   const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('must be a whole number of at least 1');
+  if (!Number.isSafeInteger(n) || n < 1)
+    throw new InvalidArgumentError('must be a whole number of at least 1');
   return n;
 }
 
 function withCommon(cmd: Command): Command {
   return cmd
     .requiredOption('-c, --config <file>', 'job config file (.js or .ts)')
-    .option('-v, --verbose', 'debug logging; say why on stderr even when another instance holds the lock')
+    .option(
+      '-v, --verbose',
+      'debug logging; say why on stderr even when another instance holds the lock',
+    )
     .option('--pretty', 'readable log lines even when stdout is not a terminal');
 }
 
@@ -42,27 +46,43 @@ export function stepCommand(name: 'extract' | 'copy' | 'load'): Command {
 }
 
 function statusCommand(): Command {
-  return withCommon(new Command('status').description('how far each step has got, and what is waiting'))
+  return withCommon(
+    new Command('status').description('how far each step has got, and what is waiting'),
+  )
     .option('--json', 'print JSON')
     .action(async (opts: CommonOptions & { json?: boolean }) => {
       exitWith(
         await runCommand('status', 'status', opts, async ({ config }) => {
           const s = await status(config);
-          process.stdout.write(opts.json ? `${JSON.stringify(s, null, 2)}\n` : `${formatStatus(s)}\n`);
+          process.stdout.write(
+            opts.json ? `${JSON.stringify(s, null, 2)}\n` : `${formatStatus(s)}\n`,
+          );
         }),
       );
     });
 }
 
 function simulateCommand(): Command {
-  return withCommon(new Command('simulate').description('write N valid simulated deltas into the outbox (no source database needed)'))
+  return withCommon(
+    new Command('simulate').description(
+      'write N valid simulated deltas into the outbox (no source database needed)',
+    ),
+  )
     .addOption(new Option('--count <n>', 'how many deltas').argParser(positiveInt).default(1))
     .option('--empty', 'deltas without rows')
-    .addOption(new Option('--rows <n>', 'synthetic rows per table per delta (max 1000)').argParser(positiveInt).default(10))
+    .addOption(
+      new Option('--rows <n>', 'synthetic rows per table per delta (max 1000)')
+        .argParser(positiveInt)
+        .default(10),
+    )
     .action(async (opts: CommonOptions & { count: number; empty?: boolean; rows: number }) => {
       exitWith(
         await runCommand('simulate', 'simulate', opts, async (ctx) => {
-          const files = await simulate(ctx, { count: opts.count, empty: opts.empty ?? false, rows: opts.rows });
+          const files = await simulate(ctx, {
+            count: opts.count,
+            empty: opts.empty ?? false,
+            rows: opts.rows,
+          });
           if (process.stdout.isTTY) process.stdout.write(`${files.join('\n')}\n`);
         }),
       );
@@ -71,7 +91,9 @@ function simulateCommand(): Command {
 
 function demoCommand(): Command {
   return new Command('demo')
-    .description('build a sample SQLite source under ./var/demo and run extract → copy → load on it')
+    .description(
+      'build a sample SQLite source under ./var/demo and run extract → copy → load on it',
+    )
     .action(async () => {
       const { runDemo } = await import('./demo.js');
       exitWith(await runDemo());
@@ -80,7 +102,9 @@ function demoCommand(): Command {
 
 export function mainProgram(): Command {
   return new Command('deltasync')
-    .description('keep a replica database in step with a source by shipping checksummed delta files')
+    .description(
+      'keep a replica database in step with a source by shipping checksummed delta files',
+    )
     .addCommand(stepCommand('extract'))
     .addCommand(stepCommand('copy'))
     .addCommand(stepCommand('load'))

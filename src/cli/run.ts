@@ -4,7 +4,13 @@
  */
 import { loadConfig, type LoadedConfig } from '../config/load.js';
 import type { StepName } from '../config/schema.js';
-import { ExitCode, LockHeldError, describeError, exitCodeOf, type ExitCodeValue } from '../errors.js';
+import {
+  ExitCode,
+  LockHeldError,
+  describeError,
+  exitCodeOf,
+  type ExitCodeValue,
+} from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 
 /** Command-line misuse (unknown flag, missing argument): sysexits EX_USAGE. */
@@ -26,7 +32,12 @@ export interface CommandContext {
  * Reports an error and returns the exit code. A held lock is an expected, quiet event in cron:
  * nothing on stderr unless --verbose.
  */
-export function report(command: string, err: unknown, verbose: boolean, log?: Logger): ExitCodeValue {
+export function report(
+  command: string,
+  err: unknown,
+  verbose: boolean,
+  log?: Logger,
+): ExitCodeValue {
   const code = exitCodeOf(err);
   if (err instanceof LockHeldError) {
     if (verbose) process.stderr.write(`deltasync ${command}: ${err.message}\n`);
@@ -35,7 +46,9 @@ export function report(command: string, err: unknown, verbose: boolean, log?: Lo
   const line = describeError(err);
   log?.error({ exitCode: code, err: line }, `${command} failed`);
   if (code === ExitCode.FAILURE) {
-    process.stderr.write(`deltasync ${command}: internal error: ${line} — please report this with the log\n`);
+    process.stderr.write(
+      `deltasync ${command}: internal error: ${line} — please report this with the log\n`,
+    );
     if (verbose && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
   } else {
     process.stderr.write(`deltasync ${command}: ${line}\n`);
@@ -53,7 +66,11 @@ export async function runCommand(
   let log: Logger | undefined;
   try {
     const config = await loadConfig(options.config, step);
-    log = await createLogger({ file: config.log.file, level: options.verbose ? 'debug' : config.log.level, pretty: options.pretty });
+    log = await createLogger({
+      file: config.log.file,
+      level: options.verbose ? 'debug' : config.log.level,
+      pretty: options.pretty,
+    });
     return (await fn({ config, log })) ?? ExitCode.OK;
   } catch (err) {
     return report(command, err, options.verbose ?? false, log);

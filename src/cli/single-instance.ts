@@ -53,5 +53,5 @@ export async function singleInstance(argv: string[]): Promise<number> {
 }
 
 function osSignal(name: NodeJS.Signals): number {
-  return (({ SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 }) as Record<string, number>)[name] ?? 0;
+  return ({ SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[name] ?? 0;
 }

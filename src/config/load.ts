@@ -56,8 +56,18 @@ function resolveSqliteFile<T extends JobConfig['source']>(db: T, base: string): 
 }
 
 /** Formats zod issues as one line: `file: a.b: message; c: message`. */
-function describeIssues(file: string, issues: { path: PropertyKey[]; message: string }[]): string {
-  const parts = issues.map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`);
+function describeIssues(
+  file: string,
+  issues: { path: PropertyKey[]; message: string; code?: string; keys?: string[] }[],
+): string {
+  const parts = issues.flatMap((i) => {
+    const path = i.path.map(String);
+    // zod reports unknown keys once per object, at the object's path: name each key instead.
+    if (i.code === 'unrecognized_keys' && i.keys) {
+      return i.keys.map((k) => `${[...path, k].join('.')}: unknown key`);
+    }
+    return [`${path.join('.') || '(root)'}: ${i.message}`];
+  });
   return `${file}: ${parts.join('; ')}`;
 }
 
@@ -65,10 +75,16 @@ function describeIssues(file: string, issues: { path: PropertyKey[]; message: st
  * Loads, validates and normalises a config for a step. Every problem found is reported together
  * in one ConfigError line. `env` overrides: DELTASYNC_STATE_DIR.
  */
-export async function loadConfig(file: string, step: StepName, env = process.env): Promise<LoadedConfig> {
+export async function loadConfig(
+  file: string,
+  step: StepName,
+  env = process.env,
+): Promise<LoadedConfig> {
   const path = resolve(file);
   if (!existsSync(path)) {
-    throw new ConfigError(`config file ${file} does not exist`, { hint: 'pass an existing file with -c' });
+    throw new ConfigError(`config file ${file} does not exist`, {
+      hint: 'pass an existing file with -c',
+    });
   }
   let raw: unknown;
   try {

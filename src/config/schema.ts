@@ -13,20 +13,28 @@ const dbSchema = z.object({
   schema: z.string().min(1).optional(),
 });
 
-const tableSchema = z.object({
-  name: z.string().min(1),
-  /** Key columns the replica upserts by; a single name or a list. */
-  key: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).transform((k) => (typeof k === 'string' ? [k] : k)),
-  mode: z.literal('logid').default('logid'),
-  logIdColumn: z.string().min(1),
-  /** Column types, used only by `simulate` to make synthetic rows without a source database. */
-  columns: z.array(z.object({ name: z.string().min(1), type: z.enum(LOGICAL_TYPES) })).optional(),
-});
+const tableSchema = z
+  .object({
+    name: z.string().min(1),
+    /** Key columns the replica upserts by; a single name or a list. */
+    key: z
+      .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
+      .transform((k) => (typeof k === 'string' ? [k] : k)),
+    mode: z.literal('logid').default('logid'),
+    logIdColumn: z.string().min(1),
+    /** Column types, used only by `simulate` to make synthetic rows without a source database. */
+    columns: z.array(z.object({ name: z.string().min(1), type: z.enum(LOGICAL_TYPES) })).optional(),
+  })
+  .strict();
 
-const destinationSchema = z.object({
-  name: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only (it names a state file)'),
-  dir: z.string().min(1),
-});
+const destinationSchema = z
+  .object({
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only (it names a state file)'),
+    dir: z.string().min(1),
+  })
+  .strict();
 
 export const jobSchema = z
   .object({
@@ -44,6 +52,7 @@ export const jobSchema = z
         maxRowsPerPart: z.number().int().positive().default(100_000),
         compression: z.enum(['gzip', 'none']).default('gzip'),
       })
+      .strict()
       .prefault({}),
     log: z
       .object({
@@ -51,18 +60,29 @@ export const jobSchema = z
         file: z.string().min(1).optional(),
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
       })
+      .strict()
       .prefault({}),
   })
   .strict()
   .superRefine((job, ctx) => {
     const seen = new Set<string>();
     job.destinations?.forEach((d, i) => {
-      if (seen.has(d.name)) ctx.addIssue({ code: 'custom', path: ['destinations', i, 'name'], message: `'${d.name}' is used twice` });
+      if (seen.has(d.name))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['destinations', i, 'name'],
+          message: `'${d.name}' is used twice`,
+        });
       seen.add(d.name);
     });
     const tables = new Set<string>();
     job.tables?.forEach((t, i) => {
-      if (tables.has(t.name)) ctx.addIssue({ code: 'custom', path: ['tables', i, 'name'], message: `table '${t.name}' is listed twice` });
+      if (tables.has(t.name))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['tables', i, 'name'],
+          message: `table '${t.name}' is listed twice`,
+        });
       tables.add(t.name);
     });
   });

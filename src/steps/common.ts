@@ -15,7 +15,11 @@ export interface StepContext {
  * Runs `fn` holding the job's lock for `step`. The state directory is checked first: finding it
  * unwritable after the work would leave the state behind the data.
  */
-export async function withStepLock<T>(config: LoadedConfig, step: string, fn: () => Promise<T>): Promise<T> {
+export async function withStepLock<T>(
+  config: LoadedConfig,
+  step: string,
+  fn: () => Promise<T>,
+): Promise<T> {
   await ensureStateDir(config.stateDir);
   const lock = await acquireLock(join(config.stateDir, `${config.name}.${step}.lock`));
   try {
@@ -25,7 +29,17 @@ export async function withStepLock<T>(config: LoadedConfig, step: string, fn: ()
   }
 }
 
-const UNAVAILABLE_CODES = new Set(['ENOSPC', 'EDQUOT', 'EACCES', 'EPERM', 'EROFS', 'ENOENT', 'EIO', 'ENOTDIR', 'EFBIG']);
+const UNAVAILABLE_CODES = new Set([
+  'ENOSPC',
+  'EDQUOT',
+  'EACCES',
+  'EPERM',
+  'EROFS',
+  'ENOENT',
+  'EIO',
+  'ENOTDIR',
+  'EFBIG',
+]);
 
 /**
  * Names a file-system failure for the operator: a full disk or a missing mount is a destination

@@ -65,7 +65,10 @@ async function copyPart(outbox: string, dir: string, part: ManifestPart): Promis
   });
 }
 
-async function copyToDestination(ctx: StepContext, dest: DestinationConfig): Promise<DestinationResult> {
+async function copyToDestination(
+  ctx: StepContext,
+  dest: DestinationConfig,
+): Promise<DestinationResult> {
   const { config, log } = ctx;
   const outbox = config.outbox!;
   const step = `copy.${dest.name}`;
@@ -88,7 +91,12 @@ async function copyToDestination(ctx: StepContext, dest: DestinationConfig): Pro
       } catch (err) {
         throw fileError(err, `destination ${dest.name}: cannot copy ${entry.file} to ${dest.dir}`);
       }
-      state = { ...state, logId: manifest.toLogId, updatedAt: new Date().toISOString(), delta: entry.file };
+      state = {
+        ...state,
+        logId: manifest.toLogId,
+        updatedAt: new Date().toISOString(),
+        delta: entry.file,
+      };
       await writeState(config.stateDir, state);
       result.copied.push(entry.file);
       result.bytes += partsOf(manifest).reduce((n, p) => n + p.bytes, 0);
@@ -96,7 +104,10 @@ async function copyToDestination(ctx: StepContext, dest: DestinationConfig): Pro
     }
   } catch (err) {
     result.error = err;
-    log.error({ destination: dest.name, err: (err as Error).message }, 'copy to destination stopped');
+    log.error(
+      { destination: dest.name, err: (err as Error).message },
+      'copy to destination stopped',
+    );
   }
   return result;
 }

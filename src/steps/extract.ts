@@ -32,13 +32,22 @@ export interface ExtractResult {
  * Brings the state up to date with what is already in the outbox: adopts complete deltas that a
  * crashed run published but did not record, then removes files of deltas that never got a manifest.
  */
-async function recoverOutbox(ctx: StepContext, outbox: string, state: StepState): Promise<StepState> {
+async function recoverOutbox(
+  ctx: StepContext,
+  outbox: string,
+  state: StepState,
+): Promise<StepState> {
   const { config, log } = ctx;
   for (const entry of await listManifests(outbox, state.logId)) {
     const manifest = await readManifest(entry.path, config.name);
     if (manifest.fromLogId !== state.logId) break;
     log.warn({ delta: entry.file }, 'adopting a delta published by an interrupted run');
-    state = { ...state, logId: manifest.toLogId, updatedAt: new Date().toISOString(), delta: entry.file };
+    state = {
+      ...state,
+      logId: manifest.toLogId,
+      updatedAt: new Date().toISOString(),
+      delta: entry.file,
+    };
     await writeState(config.stateDir, state);
   }
   const known = new Set((await listManifests(outbox)).map((m) => m.logId));
@@ -53,11 +62,15 @@ async function recoverOutbox(ctx: StepContext, outbox: string, state: StepState)
   return state;
 }
 
-async function tableColumns(source: SourceReader, table: { name: string; key: string[]; logIdColumn: string }): Promise<ColumnInfo[]> {
+async function tableColumns(
+  source: SourceReader,
+  table: { name: string; key: string[]; logIdColumn: string },
+): Promise<ColumnInfo[]> {
   const columns = await source.columns(table.name);
   const names = new Set(columns.map((c) => c.name));
   for (const needed of [...table.key, table.logIdColumn]) {
-    if (!names.has(needed)) throw new ConfigError(`tables.${table.name}: column '${needed}' is not in the source table`);
+    if (!names.has(needed))
+      throw new ConfigError(`tables.${table.name}: column '${needed}' is not in the source table`);
   }
   return columns;
 }
@@ -85,7 +98,15 @@ async function extractOnce(ctx: StepContext): Promise<ExtractResult> {
     }
     if (high === null || compareLogIds(high, last) <= 0) {
       log.debug({ logId: last }, 'no changes since the last delta');
-      logSummary(log, { step: 'extract', delta: null, deltas: 0, tables: 0, rows: 0, bytes: 0, seconds: elapsedSeconds(started) });
+      logSummary(log, {
+        step: 'extract',
+        delta: null,
+        deltas: 0,
+        tables: 0,
+        rows: 0,
+        bytes: 0,
+        seconds: elapsedSeconds(started),
+      });
       return { delta: null, fromLogId: last, toLogId: last, rows: 0, bytes: 0 };
     }
 
@@ -101,9 +122,18 @@ async function extractOnce(ctx: StepContext): Promise<ExtractResult> {
     try {
       for (const t of tables) {
         const cols = columns.get(t.name)!;
-        const rows = source.readChanges({ table: t.name, columns: cols, logIdColumn: t.logIdColumn, after: last, upTo: high });
+        const rows = source.readChanges({
+          table: t.name,
+          columns: cols,
+          logIdColumn: t.logIdColumn,
+          after: last,
+          upTo: high,
+        });
         const written = await writer.writeTable(t.name, t.key, cols, rows);
-        log.debug({ table: t.name, rows: written.rows, parts: written.parts.length }, 'table extracted');
+        log.debug(
+          { table: t.name, rows: written.rows, parts: written.parts.length },
+          'table extracted',
+        );
       }
       published = await writer.finish();
     } catch (err) {
@@ -111,7 +141,13 @@ async function extractOnce(ctx: StepContext): Promise<ExtractResult> {
       throw fileError(err, `cannot write delta ${high} into ${outbox}`);
     }
     const { manifest, file } = published;
-    await writeState(config.stateDir, { job: config.name, step: 'extract', logId: high, updatedAt: new Date().toISOString(), delta: file });
+    await writeState(config.stateDir, {
+      job: config.name,
+      step: 'extract',
+      logId: high,
+      updatedAt: new Date().toISOString(),
+      delta: file,
+    });
     const rows = manifest.tables.reduce((n, t) => n + t.rows, 0);
     const bytes = manifest.tables.flatMap((t) => t.parts).reduce((n, p) => n + p.bytes, 0);
     logSummary(log, {

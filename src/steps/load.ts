@@ -38,12 +38,19 @@ interface TablePlan {
 async function checkPartsPresent(inbox: string, file: string, manifest: Manifest): Promise<void> {
   for (const part of partsOf(manifest)) {
     const s = await stat(join(inbox, part.file)).catch(() => null);
-    if (!s) throw new DeltaError(`${file}: part ${part.file} is missing`, { file: part.file, hint: 'run copy again, or copy the file by hand' });
-    if (s.size !== part.bytes) {
-      throw new DeltaError(`${file}: part ${part.file} is ${s.size} bytes, the manifest says ${part.bytes} (truncated or altered)`, {
+    if (!s)
+      throw new DeltaError(`${file}: part ${part.file} is missing`, {
         file: part.file,
-        hint: 'copy the delta again from the source outbox',
+        hint: 'run copy again, or copy the file by hand',
       });
+    if (s.size !== part.bytes) {
+      throw new DeltaError(
+        `${file}: part ${part.file} is ${s.size} bytes, the manifest says ${part.bytes} (truncated or altered)`,
+        {
+          file: part.file,
+          hint: 'copy the delta again from the source outbox',
+        },
+      );
     }
   }
 }
@@ -53,27 +60,42 @@ async function checkPartsPresent(inbox: string, file: string, manifest: Manifest
  * error; a column the target lacks is skipped (and said once per run); target columns the delta
  * does not carry are never touched.
  */
-async function planTable(target: TargetWriter, table: ManifestTable, warned: Set<string>, log: Logger): Promise<TablePlan> {
+async function planTable(
+  target: TargetWriter,
+  table: ManifestTable,
+  warned: Set<string>,
+  log: Logger,
+): Promise<TablePlan> {
   const targetColumns = await target.columns(table.name);
   if (!targetColumns) {
-    throw new ConfigError(`target table '${table.name}' does not exist`, { hint: 'create it on the replica before loading' });
+    throw new ConfigError(`target table '${table.name}' does not exist`, {
+      hint: 'create it on the replica before loading',
+    });
   }
   const have = new Set(targetColumns.map((c) => c.name));
   for (const k of table.key) {
-    if (!have.has(k)) throw new ConfigError(`target table '${table.name}' has no key column '${k}'`);
+    if (!have.has(k))
+      throw new ConfigError(`target table '${table.name}' has no key column '${k}'`);
   }
   const keep: number[] = [];
   table.columns.forEach((c, i) => {
     if (have.has(c.name)) keep.push(i);
     else if (!warned.has(`${table.name}.${c.name}`)) {
       warned.add(`${table.name}.${c.name}`);
-      log.warn({ table: table.name, column: c.name }, 'the target table has no such column; its values are skipped');
+      log.warn(
+        { table: table.name, column: c.name },
+        'the target table has no such column; its values are skipped',
+      );
     }
   });
   return { table, keep, columns: keep.map((i) => table.columns[i]!) };
 }
 
-async function* project(rows: AsyncIterable<WireRow>, keep: number[], width: number): AsyncGenerator<WireRow> {
+async function* project(
+  rows: AsyncIterable<WireRow>,
+  keep: number[],
+  width: number,
+): AsyncGenerator<WireRow> {
   if (keep.length === width) {
     yield* rows;
     return;
@@ -81,8 +103,13 @@ async function* project(rows: AsyncIterable<WireRow>, keep: number[], width: num
   for await (const row of rows) yield keep.map((i) => row[i]!);
 }
 
-async function* readTable(inbox: string, manifest: Manifest, table: ManifestTable): AsyncGenerator<WireRow> {
-  for (const part of table.parts) yield* readPart(inbox, part, manifest.compression, table.columns.length);
+async function* readTable(
+  inbox: string,
+  manifest: Manifest,
+  table: ManifestTable,
+): AsyncGenerator<WireRow> {
+  for (const part of table.parts)
+    yield* readPart(inbox, part, manifest.compression, table.columns.length);
 }
 
 async function loadOnce(ctx: StepContext): Promise<LoadResult> {
@@ -91,7 +118,9 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
   const inbox = config.inbox!;
   const inboxStat = await stat(inbox).catch(() => null);
   if (!inboxStat?.isDirectory()) {
-    throw new UnavailableError(`inbox ${inbox} is not a directory`, { hint: 'check that the disk is mounted and copy has run' });
+    throw new UnavailableError(`inbox ${inbox} is not a directory`, {
+      hint: 'check that the disk is mounted and copy has run',
+    });
   }
   const state = await readState(config.stateDir, config.name, 'load');
   const target = await openTarget(config.target!);
@@ -101,8 +130,15 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
     let applied = (await target.appliedLogId(config.name)) ?? '0';
     if (applied !== state.logId) {
       // The database is the truth: it commits the logId with the data.
-      log.warn({ stateFile: state.logId, target: applied }, 'state file differs from the target; the target wins');
-      await writeState(config.stateDir, { ...state, logId: applied, updatedAt: new Date().toISOString() });
+      log.warn(
+        { stateFile: state.logId, target: applied },
+        'state file differs from the target; the target wins',
+      );
+      await writeState(config.stateDir, {
+        ...state,
+        logId: applied,
+        updatedAt: new Date().toISOString(),
+      });
     }
     result.fromLogId = result.toLogId = applied;
     const warned = new Set<string>();
@@ -114,7 +150,12 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
           gap
             ? `gap: the delta after logId ${applied} is missing; the next one in the inbox, ${entry.file}, starts at ${manifest.fromLogId}`
             : `${entry.file} starts at logId ${manifest.fromLogId}, before the applied logId ${applied}: it overlaps what was loaded`,
-          { file: entry.file, hint: gap ? 'wait for copy, or copy the missing delta by hand' : 'remove the overlapping delta from the inbox' },
+          {
+            file: entry.file,
+            hint: gap
+              ? 'wait for copy, or copy the missing delta by hand'
+              : 'remove the overlapping delta from the inbox',
+          },
         );
       }
       await checkPartsPresent(inbox, entry.file, manifest);
@@ -122,17 +163,35 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
       for (const t of manifest.tables) plans.push(await planTable(target, t, warned, log));
       const rows = await target.transaction(async (tx) => {
         const inTx = (await tx.appliedLogId(config.name)) ?? '0';
-        if (inTx !== applied) throw new DeltaError(`the target's applied logId moved to ${inTx} during the load; another loader is running`);
+        if (inTx !== applied)
+          throw new DeltaError(
+            `the target's applied logId moved to ${inTx} during the load; another loader is running`,
+          );
         let count = 0;
         for (const plan of plans) {
-          const rows = project(readTable(inbox, manifest, plan.table), plan.keep, plan.table.columns.length);
-          count += await tx.applyRows({ table: plan.table.name, key: plan.table.key, columns: plan.columns, rows });
+          const rows = project(
+            readTable(inbox, manifest, plan.table),
+            plan.keep,
+            plan.table.columns.length,
+          );
+          count += await tx.applyRows({
+            table: plan.table.name,
+            key: plan.table.key,
+            columns: plan.columns,
+            rows,
+          });
         }
         await tx.recordApplied({ job: config.name, logId: manifest.toLogId, delta: entry.file });
         return count;
       });
       applied = manifest.toLogId;
-      await writeState(config.stateDir, { job: config.name, step: 'load', logId: applied, updatedAt: new Date().toISOString(), delta: entry.file });
+      await writeState(config.stateDir, {
+        job: config.name,
+        step: 'load',
+        logId: applied,
+        updatedAt: new Date().toISOString(),
+        delta: entry.file,
+      });
       result.applied.push(entry.file);
       result.toLogId = applied;
       result.rows += rows;

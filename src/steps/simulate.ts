@@ -56,13 +56,22 @@ function syntheticValue(type: LogicalType, n: bigint, logId: bigint): WireValue 
 /** The columns of a simulated table: its declared ones, or just its key and logId column. */
 function simulatedColumns(t: TableConfig): ColumnInfo[] {
   if (t.columns) return t.columns;
-  return [...t.key, t.logIdColumn].filter((c, i, all) => all.indexOf(c) === i).map((name) => ({ name, type: 'bigint' as const }));
+  return [...t.key, t.logIdColumn]
+    .filter((c, i, all) => all.indexOf(c) === i)
+    .map((name) => ({ name, type: 'bigint' as const }));
 }
 
-async function* syntheticRows(t: TableConfig, columns: ColumnInfo[], from: bigint, count: number): AsyncGenerator<WireRow> {
+async function* syntheticRows(
+  t: TableConfig,
+  columns: ColumnInfo[],
+  from: bigint,
+  count: number,
+): AsyncGenerator<WireRow> {
   for (let i = 1; i <= count; i++) {
     const logId = from + BigInt(i);
-    yield columns.map((c) => (c.name === t.logIdColumn ? logId.toString() : syntheticValue(c.type, logId, logId)));
+    yield columns.map((c) =>
+      c.name === t.logIdColumn ? logId.toString() : syntheticValue(c.type, logId, logId),
+    );
   }
 }
 
@@ -92,10 +101,18 @@ async function simulateOnce(ctx: StepContext, options: SimulateOptions): Promise
       for (const t of config.tables!) {
         const columns = simulatedColumns(t);
         const n = options.empty ? 0 : Math.min(options.rows, Number(LOGID_STEP));
-        rows += (await writer.writeTable(t.name, t.key, columns, syntheticRows(t, columns, from, n))).rows;
+        rows += (
+          await writer.writeTable(t.name, t.key, columns, syntheticRows(t, columns, from, n))
+        ).rows;
       }
       const { file } = await writer.finish();
-      await writeState(config.stateDir, { job: config.name, step: 'extract', logId: to, updatedAt: new Date().toISOString(), delta: file });
+      await writeState(config.stateDir, {
+        job: config.name,
+        step: 'extract',
+        logId: to,
+        updatedAt: new Date().toISOString(),
+        delta: file,
+      });
       written.push(file);
       last = to;
     } catch (err) {

@@ -22,7 +22,11 @@ export interface JobStatus {
   steps: StepStatus[];
 }
 
-async function stepStatus(config: LoadedConfig, step: string, readsFrom: string | undefined): Promise<StepStatus> {
+async function stepStatus(
+  config: LoadedConfig,
+  step: string,
+  readsFrom: string | undefined,
+): Promise<StepStatus> {
   const state: StepState = await readState(config.stateDir, config.name, step);
   const status: StepStatus = { step, logId: state.logId, updatedAt: state.updatedAt };
   if (state.delta) status.delta = state.delta;
@@ -37,7 +41,8 @@ async function stepStatus(config: LoadedConfig, step: string, readsFrom: string 
 export async function status(config: LoadedConfig): Promise<JobStatus> {
   const steps: StepStatus[] = [];
   if (config.source || config.outbox) steps.push(await stepStatus(config, 'extract', undefined));
-  for (const d of config.destinations ?? []) steps.push(await stepStatus(config, `copy.${d.name}`, config.outbox));
+  for (const d of config.destinations ?? [])
+    steps.push(await stepStatus(config, `copy.${d.name}`, config.outbox));
   if (config.target || config.inbox) steps.push(await stepStatus(config, 'load', config.inbox));
   return { job: config.name, steps };
 }
@@ -47,10 +52,18 @@ export function formatStatus(s: JobStatus): string {
     st.step,
     st.logId,
     st.updatedAt ?? 'never',
-    st.waiting === undefined ? '-' : st.waitingUpTo ? `${st.waiting} (up to ${st.waitingUpTo})` : '0',
+    st.waiting === undefined
+      ? '-'
+      : st.waitingUpTo
+        ? `${st.waiting} (up to ${st.waitingUpTo})`
+        : '0',
   ]);
   const header = ['step', 'last logId', 'when', 'waiting'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
   return [`job ${s.job}`, line(header), ...rows.map(line)].join('\n');
 }

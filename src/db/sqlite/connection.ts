@@ -22,9 +22,12 @@ export function openSqlite(config: DbConfig, readonly: boolean): SqliteDb {
     db.defaultSafeIntegers(true);
     return db;
   } catch (err) {
-    throw new UnavailableError(`cannot open SQLite database ${filename}: ${(err as Error).message}`, {
-      hint: 'check the path and its permissions',
-    });
+    throw new UnavailableError(
+      `cannot open SQLite database ${filename}: ${(err as Error).message}`,
+      {
+        hint: 'check the path and its permissions',
+      },
+    );
   }
 }
 

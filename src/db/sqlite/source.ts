@@ -5,7 +5,10 @@ import { openSqlite, quoteIdent, type SqliteDb } from './connection.js';
 import { logicalTypeOf, toWire } from './types.js';
 
 export function sqliteColumns(db: SqliteDb, table: string): ColumnInfo[] | null {
-  const rows = db.prepare(`SELECT name, type FROM pragma_table_info(?)`).all(table) as { name: string; type: string }[];
+  const rows = db.prepare(`SELECT name, type FROM pragma_table_info(?)`).all(table) as {
+    name: string;
+    type: string;
+  }[];
   if (rows.length === 0) return null;
   return rows.map((r) => ({ name: r.name, type: logicalTypeOf(r.type), nativeType: r.type }));
 }
@@ -48,7 +51,9 @@ class SqliteSource implements SourceReader {
     );
     stmt.raw(true);
     const types = req.columns.map((c) => c.type);
-    for (const row of stmt.iterate(BigInt(req.after), BigInt(req.upTo)) as IterableIterator<unknown[]>) {
+    for (const row of stmt.iterate(BigInt(req.after), BigInt(req.upTo)) as IterableIterator<
+      unknown[]
+    >) {
       yield row.map((v, i) => toWire(v as never, types[i]!));
     }
   }

@@ -17,7 +17,9 @@ import { fromWire } from './types.js';
 export function upsertSql(req: Pick<ApplyRowsRequest, 'table' | 'key' | 'columns'>): string {
   const cols = req.columns.map((c) => quoteIdent(c.name));
   const keys = new Set(req.key);
-  const updates = req.columns.filter((c) => !keys.has(c.name)).map((c) => `${quoteIdent(c.name)} = excluded.${quoteIdent(c.name)}`);
+  const updates = req.columns
+    .filter((c) => !keys.has(c.name))
+    .map((c) => `${quoteIdent(c.name)} = excluded.${quoteIdent(c.name)}`);
   const onConflict = updates.length > 0 ? `DO UPDATE SET ${updates.join(', ')}` : 'DO NOTHING';
   return `INSERT INTO ${quoteIdent(req.table)} (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')})
     ON CONFLICT (${req.key.map(quoteIdent).join(', ')}) ${onConflict}`;
@@ -59,7 +61,8 @@ class SqliteTransaction implements TargetTransaction {
 }
 
 function readApplied(db: SqliteDb, job: string): string | null {
-  const row = db.prepare(`SELECT log_id FROM ${APPLIED_TABLE} WHERE job = ?`).get(job) as { log_id: string } | undefined;
+  const row = db.prepare(`SELECT log_id FROM ${APPLIED_TABLE} WHERE job = ?`).get(job) as
+    { log_id: string } | undefined;
   return row?.log_id ?? null;
 }
 

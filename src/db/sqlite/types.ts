@@ -40,13 +40,19 @@ export function toWire(value: SqliteValue, type: LogicalType): WireValue {
       return Number.isFinite(n) ? n : String(n);
     }
     case 'binary':
-      return Buffer.isBuffer(value) ? value.toString('base64') : Buffer.from(String(value)).toString('base64');
+      return Buffer.isBuffer(value)
+        ? value.toString('base64')
+        : Buffer.from(String(value)).toString('base64');
     case 'timestamptz':
       return typeof value === 'string' ? canonicalInstant(value) : String(value);
     case 'timestamp':
       return typeof value === 'string' ? value.replace('T', ' ') : String(value);
     default:
-      return Buffer.isBuffer(value) ? value.toString('utf8') : typeof value === 'string' ? value : String(value);
+      return Buffer.isBuffer(value)
+        ? value.toString('utf8')
+        : typeof value === 'string'
+          ? value
+          : String(value);
   }
 }
 
@@ -67,7 +73,8 @@ export function fromWire(value: WireValue, type: LogicalType): SqliteValue {
   }
 }
 
-const INSTANT = /^(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(\.\d+)?\s*(Z|[+-]\d\d(?::?\d\d)?)?$/i;
+const INSTANT =
+  /^(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(\.\d+)?\s*(Z|[+-]\d\d(?::?\d\d)?)?$/i;
 
 /**
  * SQLite stores times as text in whatever form the application wrote. A `timestamptz` value goes
@@ -83,8 +90,19 @@ export function canonicalInstant(text: string): string {
   let offsetMinutes = 0;
   if (zone.toUpperCase() !== 'Z') {
     const digits = zone.slice(1).replace(':', '');
-    offsetMinutes = (zone[0] === '-' ? -1 : 1) * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2, 4) || 0));
+    offsetMinutes =
+      (zone[0] === '-' ? -1 : 1) *
+      (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2, 4) || 0));
   }
-  const utc = new Date(Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi) - offsetMinutes, Number(s)));
+  const utc = new Date(
+    Date.UTC(
+      Number(y),
+      Number(mo) - 1,
+      Number(d),
+      Number(h),
+      Number(mi) - offsetMinutes,
+      Number(s),
+    ),
+  );
   return `${utc.toISOString().slice(0, 19)}${fraction}Z`;
 }
