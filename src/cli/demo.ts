@@ -4,7 +4,7 @@
  * rows, runs them again, and shows the status and whether the replica matches the source.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
@@ -89,10 +89,32 @@ function run(bin: string, ...args: string[]): void {
   if (r.status !== 0) throw new Error(`${bin} exited with ${r.status ?? r.signal}`);
 }
 
+const LOG = join(DIR, 'deltasync.log');
+let logLinesSeen = 0;
+
+/** The summary lines the steps appended to the demo's log since the last call, made readable. */
+function newSummaries(): string[] {
+  if (!existsSync(LOG)) return [];
+  const lines = readFileSync(LOG, 'utf8').split('\n').filter(Boolean);
+  const fresh = lines.slice(logLinesSeen);
+  logLinesSeen = lines.length;
+  return fresh
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => l.msg === 'summary')
+    .map((l) => {
+      const what =
+        l.deltas === 0
+          ? 'nothing to do'
+          : `${String(l.delta)}: ${Number(l.rows)} rows, ${Number(l.bytes)} bytes`;
+      return `    ${String(l.step)}: ${what} (${Number(l.seconds).toFixed(3)} s)`;
+    });
+}
+
 function cycle(): void {
-  run('deltasync-extract', '-c', CONFIG);
-  run('deltasync-copy', '-c', CONFIG);
-  run('deltasync-load', '-c', CONFIG);
+  for (const bin of ['deltasync-extract', 'deltasync-copy', 'deltasync-load']) {
+    run(bin, '-c', CONFIG);
+    for (const line of newSummaries()) process.stdout.write(`${line}\n`);
+  }
 }
 
 function tableDump(db: Database.Database, table: string, columns: string): string {

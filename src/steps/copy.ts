@@ -5,14 +5,15 @@
  * renamed; the manifest goes last, so a loader never sees a delta before all its parts.
  * A destination stops at its first error; the others go on.
  */
-import { createReadStream } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { readFile, rm, stat } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import type { DestinationConfig } from '../config/schema.js';
 import { DeltaError, UnavailableError } from '../errors.js';
-import { writeFileAtomic, writeStreamAtomic } from '../format/atomic-file.js';
-import { createHasher } from '../format/checksum.js';
+import { publishTemporary, temporaryPathFor, writeFileAtomic } from '../format/atomic-file.js';
+import { createHasher, hashFile } from '../format/checksum.js';
 import { listManifests } from '../format/delta-dir.js';
 import { parseManifest, partsOf, type ManifestPart } from '../format/manifest.js';
 import { readState, writeState } from '../format/state.js';
@@ -21,7 +22,9 @@ import { elapsedSeconds, fileError, withStepLock, type StepContext } from './com
 
 export interface DestinationResult {
   name: string;
+  /** Manifest files copied, in order. */
   copied: string[];
+  rows: number;
   bytes: number;
   error?: unknown;
 }
@@ -32,7 +35,28 @@ export interface CopyResult {
   bytes: number;
 }
 
-/** Copies one part, proving on the way that the bytes are the ones the manifest describes. */
+function damaged(
+  part: ManifestPart,
+  where: string,
+  got: { bytes: number; xxhash64: string },
+): DeltaError {
+  return new DeltaError(
+    `${part.file} ${where} is ${got.bytes} bytes with checksum ${got.xxhash64}; the manifest says ${part.bytes} bytes, ${part.xxhash64}`,
+    {
+      file: part.file,
+      hint:
+        where === 'in the outbox'
+          ? 'the outbox copy is damaged: re-extract or restore it'
+          : 'the destination disk wrote something else: check it, then run copy again',
+    },
+  );
+}
+
+/**
+ * Copies one part to a temporary name, proving twice that the bytes are the ones the manifest
+ * describes: as they are read from the outbox, and as they read back from the destination
+ * before the rename publishes them.
+ */
 async function copyPart(outbox: string, dir: string, part: ManifestPart): Promise<void> {
   const hasher = await createHasher();
   let bytes = 0;
@@ -43,26 +67,37 @@ async function copyPart(outbox: string, dir: string, part: ManifestPart): Promis
       done(null, chunk);
     },
     flush(done) {
-      const digest = hasher.digestHex();
-      if (bytes !== part.bytes || digest !== part.xxhash64) {
-        done(
-          new DeltaError(
-            `${part.file} in the outbox is ${bytes} bytes with checksum ${digest}; the manifest says ${part.bytes} bytes, ${part.xxhash64}`,
-            { file: part.file, hint: 'the outbox copy is damaged: re-extract or restore it' },
-          ),
-        );
-      } else {
-        done();
-      }
+      const xxhash64 = hasher.digestHex();
+      done(
+        bytes !== part.bytes || xxhash64 !== part.xxhash64
+          ? damaged(part, 'in the outbox', { bytes, xxhash64 })
+          : undefined,
+      );
     },
   });
-  const source = createReadStream(join(outbox, part.file), { highWaterMark: 1 << 20 });
-  await writeStreamAtomic(join(dir, part.file), source.pipe(verify)).catch((err) => {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && source.destroyed && bytes === 0) {
-      throw new DeltaError(`${part.file} is missing from the outbox`, { file: part.file });
-    }
+  const finalPath = join(dir, part.file);
+  const tmp = temporaryPathFor(finalPath);
+  try {
+    const source = createReadStream(join(outbox, part.file), { highWaterMark: 1 << 20 });
+    await pipeline(source, verify, createWriteStream(tmp, { flags: 'wx', mode: 0o644 })).catch(
+      (err) => {
+        if (
+          (err as NodeJS.ErrnoException).code === 'ENOENT' &&
+          (err as NodeJS.ErrnoException).path === join(outbox, part.file)
+        ) {
+          throw new DeltaError(`${part.file} is missing from the outbox`, { file: part.file });
+        }
+        throw err;
+      },
+    );
+    const written = await hashFile(tmp);
+    if (written.bytes !== part.bytes || written.xxhash64 !== part.xxhash64)
+      throw damaged(part, `at ${dir}`, written);
+  } catch (err) {
+    await rm(tmp, { force: true });
     throw err;
-  });
+  }
+  await publishTemporary(tmp, finalPath);
 }
 
 async function copyToDestination(
@@ -72,7 +107,7 @@ async function copyToDestination(
   const { config, log } = ctx;
   const outbox = config.outbox!;
   const step = `copy.${dest.name}`;
-  const result: DestinationResult = { name: dest.name, copied: [], bytes: 0 };
+  const result: DestinationResult = { name: dest.name, copied: [], rows: 0, bytes: 0 };
   try {
     // A destination that is not there is a mount that failed, not a folder to create here.
     const s = await stat(dest.dir).catch(() => null);
@@ -99,6 +134,7 @@ async function copyToDestination(
       };
       await writeState(config.stateDir, state);
       result.copied.push(entry.file);
+      result.rows += manifest.tables.reduce((n, t) => n + t.rows, 0);
       result.bytes += partsOf(manifest).reduce((n, p) => n + p.bytes, 0);
       log.debug({ destination: dest.name, delta: entry.file }, 'delta copied');
     }
@@ -123,7 +159,7 @@ async function copyOnce(ctx: StepContext): Promise<CopyResult> {
     delta: [...copied].sort().at(-1) ?? null,
     deltas: copied.size,
     tables: 0,
-    rows: 0,
+    rows: results.reduce((n, r) => n + r.rows, 0),
     bytes,
     seconds: elapsedSeconds(started),
   });
