@@ -31,6 +31,8 @@ export class DeltaWriter {
   private readonly tables: ManifestTable[] = [];
   private readonly written: string[] = [];
   private readonly prefix: string;
+  /** First part file name of each table so far, to keep two tables from sharing part names. */
+  private readonly firstParts = new Set<string>();
 
   constructor(private readonly options: DeltaWriterOptions) {
     this.prefix = logIdPrefix(options.toLogId);
@@ -39,12 +41,19 @@ export class DeltaWriter {
   /** Streams a table's rows into as many parts as maxRowsPerPart requires. */
   async writeTable(name: string, key: string[], columns: ColumnInfo[], rows: AsyncIterable<WireRow>): Promise<ManifestTable> {
     const { dir, compression, maxRowsPerPart } = this.options;
+    // `a.b` and `a_b` make the same file name: number the later table so that it cannot
+    // overwrite the earlier one's parts (the manifest, not the file name, says which is which).
+    let label = name;
+    for (let n = 2; this.firstParts.has(partFileName(this.prefix, label, 1, compression)); n++) {
+      label = `${name}-${n}`;
+    }
+    this.firstParts.add(partFileName(this.prefix, label, 1, compression));
     const parts: ManifestPart[] = [];
     let writer: PartWriter | undefined;
     try {
       for await (const row of rows) {
         if (!writer) {
-          const file = partFileName(this.prefix, name, parts.length + 1, compression);
+          const file = partFileName(this.prefix, label, parts.length + 1, compression);
           writer = await PartWriter.create(dir, file, compression);
         }
         await writer.write(row);

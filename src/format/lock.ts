@@ -71,6 +71,18 @@ async function createExclusive(path: string, owner: LockOwner): Promise<boolean>
   }
 }
 
+function isLockOwner(value: unknown): value is LockOwner {
+  const v = value as Partial<LockOwner> | null;
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    Number.isInteger(v.pid) &&
+    (v.pid as number) > 0 &&
+    typeof v.host === 'string' &&
+    (v.startTime === null || typeof v.startTime === 'string')
+  );
+}
+
 async function readOwner(path: string): Promise<{ owner: LockOwner | null; text: string } | null> {
   let text: string;
   try {
@@ -80,7 +92,10 @@ async function readOwner(path: string): Promise<{ owner: LockOwner | null; text:
     throw err;
   }
   try {
-    return { owner: JSON.parse(text) as LockOwner, text };
+    const parsed: unknown = JSON.parse(text);
+    // Valid JSON that is not an owner record (`{}`, `42`, a pid that is not a number) names no
+    // process that could still hold the lock: stale, like a partial write.
+    return { owner: isLockOwner(parsed) ? parsed : null, text };
   } catch {
     // Killed between create and write: an empty or partial lock file is stale.
     return { owner: null, text };

@@ -195,11 +195,14 @@ export async function* readPart(
       yield row as WireRow;
     }
   } catch (err) {
-    for (const s of streams) s.destroy();
     if (err instanceof DeltaError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') fail('part file is missing');
     fail(`cannot be read (${(err as Error).message})`);
+  } finally {
+    // Also when the consumer stops early (a break, or a database error while applying rows):
+    // pipe() does not pass destroy upstream, so the file would stay open.
+    for (const s of streams) s.destroy();
   }
   if (counter.bytes !== part.bytes) fail(`is ${counter.bytes} bytes, the manifest says ${part.bytes} (truncated or altered)`);
   const digest = hasher.digestHex();

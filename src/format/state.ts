@@ -37,15 +37,16 @@ export async function readState(stateDir: string, job: string, step: string): Pr
     }
     throw new ConfigError(`cannot read state file ${path}: ${(err as Error).message}`);
   }
-  let parsed: Partial<StepState>;
+  // JSON.parse may also return null, a number or an array: only an object with a logId will do.
+  let parsed: Partial<StepState> | null;
   try {
-    parsed = JSON.parse(text) as Partial<StepState>;
+    parsed = JSON.parse(text) as Partial<StepState> | null;
   } catch {
     throw new ConfigError(`state file ${path} is not valid JSON`, {
       hint: 'restore it, or write {"logId":"<last done logId>"} into it',
     });
   }
-  if (typeof parsed.logId !== 'string' || !isLogId(parsed.logId)) {
+  if (typeof parsed?.logId !== 'string' || !isLogId(parsed.logId)) {
     throw new ConfigError(`state file ${path}: logId must be a decimal string`);
   }
   return { job, step, logId: parsed.logId, updatedAt: parsed.updatedAt ?? null, delta: parsed.delta };
