@@ -18,7 +18,10 @@ export function isTemporaryName(name: string): boolean {
 }
 
 export function temporaryPathFor(path: string): string {
-  return join(dirname(path), `.${basename(path)}${TMP_MARKER}${process.pid}-${randomBytes(4).toString('hex')}`);
+  return join(
+    dirname(path),
+    `.${basename(path)}${TMP_MARKER}${process.pid}-${randomBytes(4).toString('hex')}`,
+  );
 }
 
 async function fsyncPath(path: string): Promise<void> {

@@ -39,7 +39,12 @@ export class DeltaWriter {
   }
 
   /** Streams a table's rows into as many parts as maxRowsPerPart requires. */
-  async writeTable(name: string, key: string[], columns: ColumnInfo[], rows: AsyncIterable<WireRow>): Promise<ManifestTable> {
+  async writeTable(
+    name: string,
+    key: string[],
+    columns: ColumnInfo[],
+    rows: AsyncIterable<WireRow>,
+  ): Promise<ManifestTable> {
     const { dir, compression, maxRowsPerPart } = this.options;
     // `a.b` and `a_b` make the same file name: number the later table so that it cannot
     // overwrite the earlier one's parts (the manifest, not the file name, says which is which).

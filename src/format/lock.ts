@@ -111,7 +111,10 @@ export interface Lock {
 async function takeOverStale(path: string, staleText: string): Promise<void> {
   const guard = `${path}.takeover`;
   if (!(await createExclusive(guard, me()))) {
-    const age = await stat(guard).then((s) => Date.now() - s.mtimeMs, () => 0);
+    const age = await stat(guard).then(
+      (s) => Date.now() - s.mtimeMs,
+      () => 0,
+    );
     if (age > TAKEOVER_STALE_MS) await rm(guard, { force: true });
     return; // Someone else is taking over; the caller retries.
   }

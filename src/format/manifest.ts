@@ -97,12 +97,14 @@ function semanticProblems(m: Manifest, fileName: string): string[] {
     let rows = 0;
     for (const p of t.parts) {
       if (!p.file.startsWith(prefix)) problems.push(`part ${p.file} does not start with ${prefix}`);
-      if (p.file.endsWith(MANIFEST_SUFFIX)) problems.push(`part ${p.file} is named like a manifest`);
+      if (p.file.endsWith(MANIFEST_SUFFIX))
+        problems.push(`part ${p.file} is named like a manifest`);
       if (seenFiles.has(p.file)) problems.push(`part ${p.file} is listed twice`);
       seenFiles.add(p.file);
       rows += p.rows;
     }
-    if (rows !== t.rows) problems.push(`table ${t.name}: parts hold ${rows} rows, table says ${t.rows}`);
+    if (rows !== t.rows)
+      problems.push(`table ${t.name}: parts hold ${rows} rows, table says ${t.rows}`);
   }
   return problems;
 }

@@ -36,7 +36,12 @@ function hashingCounter(hasher: Hasher, counter: { bytes: number }): Transform {
   });
 }
 
-export function partFileName(prefix: string, table: string, index: number, compression: Compression): string {
+export function partFileName(
+  prefix: string,
+  table: string,
+  index: number,
+  compression: Compression,
+): string {
   // Table names may hold a schema and odd characters; the manifest maps parts to tables, so the
   // file name only needs to be safe and recognisable.
   const safeTable = table.replace(/[^A-Za-z0-9_-]/g, '_');
@@ -55,7 +60,12 @@ export class PartWriter {
   private readonly done: Promise<void>;
   private pending = '';
 
-  private constructor(dir: string, file: string, compression: Compression, private readonly hasher: Hasher) {
+  private constructor(
+    dir: string,
+    file: string,
+    compression: Compression,
+    private readonly hasher: Hasher,
+  ) {
     this.file = file;
     this.finalPath = join(dir, file);
     this.tmpPath = temporaryPathFor(this.finalPath);
@@ -114,7 +124,12 @@ export class PartWriter {
       throw err;
     }
     await publishTemporary(this.tmpPath, this.finalPath);
-    return { file: this.file, rows: this.rows, bytes: this.counter.bytes, xxhash64: this.hasher.digestHex() };
+    return {
+      file: this.file,
+      rows: this.rows,
+      bytes: this.counter.bytes,
+      xxhash64: this.hasher.digestHex(),
+    };
   }
 
   async abort(): Promise<void> {
@@ -143,7 +158,10 @@ async function* lines(text: AsyncIterable<string>, file: string): AsyncGenerator
       carry = chunk.slice(start);
     }
     if (carry.length > MAX_LINE_BYTES) {
-      throw new DeltaError(`${file}: a line is longer than ${MAX_LINE_BYTES} bytes; the part is corrupt`, { file });
+      throw new DeltaError(
+        `${file}: a line is longer than ${MAX_LINE_BYTES} bytes; the part is corrupt`,
+        { file },
+      );
     }
   }
   if (carry.length > 0) {
@@ -176,7 +194,10 @@ export async function* readPart(
   for (const s of streams) if (s !== text) s.on('error', (err) => text.destroy(err));
   text.setEncoding('utf8');
   const fail = (why: string): never => {
-    throw new DeltaError(`${part.file}: ${why}`, { file: part.file, hint: 'copy the delta again from the source outbox' });
+    throw new DeltaError(`${part.file}: ${why}`, {
+      file: part.file,
+      hint: 'copy the delta again from the source outbox',
+    });
   };
   let rows = 0;
   try {
@@ -188,7 +209,9 @@ export async function* readPart(
         fail(`row ${rows + 1} is not valid JSON`);
       }
       if (!Array.isArray(row) || row.length !== width) {
-        fail(`row ${rows + 1} has ${Array.isArray(row) ? row.length : 'no'} columns, the manifest declares ${width}`);
+        fail(
+          `row ${rows + 1} has ${Array.isArray(row) ? row.length : 'no'} columns, the manifest declares ${width}`,
+        );
       }
       rows++;
       if (rows > part.rows) fail(`holds more rows than the ${part.rows} the manifest declares`);
@@ -204,8 +227,10 @@ export async function* readPart(
     // pipe() does not pass destroy upstream, so the file would stay open.
     for (const s of streams) s.destroy();
   }
-  if (counter.bytes !== part.bytes) fail(`is ${counter.bytes} bytes, the manifest says ${part.bytes} (truncated or altered)`);
+  if (counter.bytes !== part.bytes)
+    fail(`is ${counter.bytes} bytes, the manifest says ${part.bytes} (truncated or altered)`);
   const digest = hasher.digestHex();
-  if (digest !== part.xxhash64) fail(`checksum ${digest} does not match the manifest's ${part.xxhash64}`);
+  if (digest !== part.xxhash64)
+    fail(`checksum ${digest} does not match the manifest's ${part.xxhash64}`);
   if (rows !== part.rows) fail(`holds ${rows} rows, the manifest says ${part.rows}`);
 }

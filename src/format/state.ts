@@ -49,7 +49,13 @@ export async function readState(stateDir: string, job: string, step: string): Pr
   if (typeof parsed?.logId !== 'string' || !isLogId(parsed.logId)) {
     throw new ConfigError(`state file ${path}: logId must be a decimal string`);
   }
-  return { job, step, logId: parsed.logId, updatedAt: parsed.updatedAt ?? null, delta: parsed.delta };
+  return {
+    job,
+    step,
+    logId: parsed.logId,
+    updatedAt: parsed.updatedAt ?? null,
+    delta: parsed.delta,
+  };
 }
 
 export async function writeState(stateDir: string, state: StepState): Promise<void> {
@@ -68,8 +74,11 @@ export async function ensureStateDir(stateDir: string): Promise<void> {
     await mkdir(stateDir, { recursive: true });
     await writeFileAtomic(join(stateDir, '.write-test'), '');
   } catch (err) {
-    throw new ConfigError(`state directory ${stateDir} is not writable: ${(err as Error).message}`, {
-      hint: 'create it for this user or set stateDir in the config',
-    });
+    throw new ConfigError(
+      `state directory ${stateDir} is not writable: ${(err as Error).message}`,
+      {
+        hint: 'create it for this user or set stateDir in the config',
+      },
+    );
   }
 }
