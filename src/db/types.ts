@@ -87,6 +87,72 @@ export interface ReadChangesRequest {
   upTo: string;
 }
 
+/** The logId columns extract takes a high-water mark over (logid mode: the tables; changelog: the log). */
+export interface HighWaterRequest {
+  tables: { table: string; logIdColumn: string }[];
+}
+
+export interface NthLogIdRequest {
+  /** Each table with its own cursor: only rows with logIdColumn > after count. */
+  tables: { table: string; logIdColumn: string; after: string }[];
+  /** Rows with logIdColumn <= this only. */
+  upTo: string;
+  /** Which row, counting from 1, in logId order across all the tables. */
+  n: number;
+}
+
+/** A row's place in a timestamp-mode table: its last-modified value and its key values. */
+export interface KeysetCursor {
+  ts: WireValue;
+  key: WireValue[];
+}
+
+export interface ReadKeysetRequest {
+  table: string;
+  columns: ColumnInfo[];
+  tsColumn: string;
+  /** Key column names; with tsColumn they order the rows and make the cursor unique. */
+  key: string[];
+  /** Rows after this cursor, by (ts, key...) — or from the beginning when null. */
+  after: KeysetCursor | null;
+  /** Rows with tsColumn <= this wire value only (the settle lag's horizon). */
+  upTo: WireValue;
+  /** At most this many rows (the batch limit), when given. */
+  limit?: number;
+}
+
+export interface ReadAllRequest {
+  table: string;
+  columns: ColumnInfo[];
+  /** Key column names: rows come ordered by them. */
+  key: string[];
+}
+
+/** Where a change-log table is and what it holds (see `changelog` mode in the README). */
+export interface ChangelogRequest {
+  /** The change-log table, as configured (`capture.changelogTable`). */
+  changelog: string;
+  table: string;
+  columns: ColumnInfo[];
+  key: string[];
+  after: string;
+  upTo: string;
+}
+
+/** One change read through the change log: the row as it is now, or the key of a deleted row. */
+export type ChangelogRow = { op: 'upsert'; row: WireRow } | { op: 'delete'; key: WireRow };
+
+/** DDL that installs or removes change capture for some tables. */
+export interface CaptureDdl {
+  install: string[];
+  remove: string[];
+}
+
+export interface CaptureRequest {
+  changelog: string;
+  tables: { table: string; key: ColumnInfo[] }[];
+}
+
 /** Reads a source database. Never writes to it: extract must work with a read-only account. */
 export interface SourceReader {
   readonly engine: EngineName;
@@ -99,6 +165,28 @@ export interface SourceReader {
    * Must not buffer the result: use a server-side cursor or a streaming query.
    */
   readChanges(request: ReadChangesRequest): AsyncIterable<WireRow>;
+  /**
+   * The highest logId that no transaction still running can commit a row below (GUIDE: "the
+   * high-water mark must be stable"), or null when the tables are empty. Engines without a way to
+   * know return the plain maximum; extract then applies the configured settle lag.
+   */
+  stableHighWater?(request: HighWaterRequest): Promise<string | null>;
+  /** The n-th smallest logId across the tables after their cursors, or null if there are fewer rows. */
+  nthLogId?(request: NthLogIdRequest): Promise<string | null>;
+  /** Timestamp mode: rows after a (ts, key) cursor, ordered by (ts, key). */
+  readKeyset?(request: ReadKeysetRequest): AsyncIterable<WireRow>;
+  /** Every row, ordered by key (snapshot mode, verify). */
+  readAll?(request: ReadAllRequest): AsyncIterable<WireRow>;
+  /** Changelog mode: each key changed in (after, upTo], as its current row or as a delete. */
+  readChangelog?(request: ChangelogRequest): AsyncIterable<ChangelogRow>;
+  /** The tables `table` references through foreign keys (to order parents first). */
+  referencedTables?(table: string): Promise<string[]>;
+  /** The database server's current time as a wire value of the given type (timestamp mode). */
+  serverTime?(type: 'timestamp' | 'timestamptz'): Promise<string>;
+  /** DDL for the change log and its triggers (`deltasync capture`). */
+  captureDdl?(request: CaptureRequest): CaptureDdl;
+  /** Runs DDL (only `deltasync capture --apply` does; extract never writes to the source). */
+  executeDdl?(statements: string[]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -130,6 +218,15 @@ export interface TargetTransaction {
   applyRows(request: ApplyRowsRequest): Promise<number>;
   /** Records the applied logId for the job (creates or updates the bookkeeping row). */
   recordApplied(record: AppliedRecord): Promise<void>;
+  /** Deletes the rows whose key values (in `key` order, typed by `columns`) are given. Returns the count deleted. */
+  deleteRows?(request: DeleteRowsRequest): Promise<number>;
+}
+
+export interface DeleteRowsRequest {
+  table: string;
+  /** The key columns, in the order of the values in each row. */
+  key: ColumnInfo[];
+  rows: AsyncIterable<WireRow>;
 }
 
 /** Writes to a replica database. */
@@ -143,6 +240,10 @@ export interface TargetWriter {
   appliedLogId(job: string): Promise<string | null>;
   /** Runs fn in one transaction: commits when it resolves, rolls back and rethrows when it throws. */
   transaction<T>(fn: (tx: TargetTransaction) => Promise<T>): Promise<T>;
+  /** Every row, ordered by key (verify). */
+  readAll?(request: ReadAllRequest): AsyncIterable<WireRow>;
+  /** Runs one SQL statement on its own, after a delta committed (the after-load hook). */
+  execute?(sql: string): Promise<void>;
   close(): Promise<void>;
 }
 
