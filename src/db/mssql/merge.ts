@@ -1,0 +1,255 @@
+/**
+ * The SQL that applies a delta to a SQL Server target: the staging table the rows are bulk
+ * loaded into, and the one MERGE that moves them into the target. Pure functions of the delta's
+ * and the target's columns, so that unit tests can check every statement without a server.
+ */
+import { ConfigError } from '../../errors.js';
+import type { ColumnInfo } from '../types.js';
+import type { TableName } from './sql.js';
+import {
+  driverWriter,
+  quoteIdent,
+  stagingFor,
+  type DriverType,
+  type DriverWriter,
+  type MssqlColumn,
+} from './types.js';
+
+/** One column of the staging table: a delta column on its way to a target column. */
+export interface StagingColumn {
+  /** `c0`, `c1`, ...: positional, so no user identifier reaches the bulk load's column list. */
+  name: string;
+  source: ColumnInfo;
+  target: MssqlColumn;
+  driver: DriverType;
+  length?: number | 'max';
+  /** The column's DDL type, e.g. `nvarchar(100) COLLATE Latin1_General_CI_AS`. */
+  declaration: string;
+  /** SQL (over alias `st`) giving the typed value to write. */
+  value: string;
+  key: boolean;
+  write: DriverWriter;
+}
+
+/** The staging table's extra column: row order in the delta, so the last row per key wins. */
+export const SEQ_COLUMN = 'seq';
+
+/** Everything one applyRows needs, worked out before a single row is read. */
+export interface ApplyPlan {
+  staging: StagingColumn[];
+  createStaging: string;
+  merge: string;
+  dropStaging: string;
+}
+
+const DRIVER_DECLARATIONS: Record<DriverType, string> = {
+  TinyInt: 'tinyint',
+  SmallInt: 'smallint',
+  Int: 'int',
+  BigInt: 'bigint',
+  Float: 'float',
+  Bit: 'bit',
+  NVarChar: 'nvarchar',
+  VarChar: 'varchar',
+  VarBinary: 'varbinary',
+  UniqueIdentifier: 'uniqueidentifier',
+};
+
+/**
+ * A staged string column takes the target column's collation: temp tables otherwise take
+ * tempdb's, and comparing the two in the MERGE fails with a collation conflict.
+ */
+function declare(driver: DriverType, length: number | 'max' | undefined, collation: string | null) {
+  const sized =
+    length === undefined
+      ? DRIVER_DECLARATIONS[driver]
+      : `${DRIVER_DECLARATIONS[driver]}(${length})`;
+  if (driver !== 'NVarChar' && driver !== 'VarChar') return sized;
+  const valid = collation !== null && /^\w+$/.test(collation);
+  return `${sized} COLLATE ${valid ? collation : 'DATABASE_DEFAULT'}`;
+}
+
+function findColumn(columns: MssqlColumn[], name: string): MssqlColumn | undefined {
+  // Exact first; SQL Server identifiers are usually case-insensitive, so fall back to that.
+  return (
+    columns.find((c) => c.name === name) ??
+    columns.find((c) => c.name.toLowerCase() === name.toLowerCase())
+  );
+}
+
+/** Why a delta column cannot be written to the target column of its name, if it cannot. */
+function mappingProblem(name: string, t: MssqlColumn | undefined): string | undefined {
+  if (!t) return `no column ${name}`;
+  if (!t.type) return `column ${t.name} is ${t.nativeType}, which deltasync cannot write`;
+  if (t.computed) return `column ${t.name} is computed and cannot be written`;
+  if (t.baseType === 'rowversion') return `column ${t.name} is rowversion and cannot be written`;
+  return undefined;
+}
+
+/** Maps delta columns to target columns, reporting every problem at once. */
+export function stagingColumns(
+  table: TableName,
+  key: string[],
+  columns: ColumnInfo[],
+  target: MssqlColumn[],
+): StagingColumn[] {
+  const problems: string[] = [];
+  if (key.length === 0) problems.push('no key columns');
+  for (const k of key) {
+    if (!columns.some((c) => c.name === k))
+      problems.push(`key column ${k} is not among the delta's columns`);
+  }
+  const staging: StagingColumn[] = [];
+  for (const [i, source] of columns.entries()) {
+    const t = findColumn(target, source.name);
+    const problem = mappingProblem(source.name, t);
+    if (t === undefined || problem !== undefined) {
+      problems.push(problem ?? `no column ${source.name}`); // (the ?? only satisfies the compiler)
+      continue;
+    }
+    const name = `c${i}`;
+    const staged = stagingFor(source.type, t);
+    staging.push({
+      name,
+      source,
+      target: t,
+      driver: staged.driver,
+      length: staged.length,
+      declaration: declare(staged.driver, staged.length, t.collation),
+      value: staged.parse(`st.${name}`),
+      key: key.includes(source.name),
+      write: driverWriter(source.type, staged.driver, source.name),
+    });
+  }
+  if (problems.length > 0) {
+    throw new ConfigError(`target table ${table.label}: ${problems.join('; ')}`, {
+      hint: 'make the target table match the delta, or change the job mapping',
+    });
+  }
+  return staging;
+}
+
+/** `#stage_<table>_<random>`: local to the session, and dropped by a rollback. */
+export function stagingTableName(table: TableName, suffix: string): string {
+  return `#stage_${table.name.replace(/\W/g, '').slice(0, 40)}_${suffix}`;
+}
+
+/** The staging table: the positional columns, all nullable, then seq. */
+export function createStagingSql(staging: string, columns: StagingColumn[]): string {
+  const defs = columns.map((c) => `${quoteIdent(c.name)} ${c.declaration} NULL`);
+  return `CREATE TABLE ${quoteIdent(staging)} (${[...defs, `${quoteIdent(SEQ_COLUMN)} bigint NOT NULL`].join(', ')})`;
+}
+
+const STRING_TYPES = new Set([
+  'char',
+  'varchar',
+  'nchar',
+  'nvarchar',
+  'text',
+  'ntext',
+  'xml',
+  'json',
+]);
+const BINARY_TYPES = new Set(['binary', 'varbinary', 'image']);
+/** Blank-padded to their length: trailing spaces are padding, not content. */
+const PADDED_TYPES = new Set(['char', 'nchar']);
+
+/**
+ * Expressions that are equal exactly when the stored values are. Strings compare as UTF-16
+ * bytes plus their length, so that neither a case-insensitive collation nor SQL Server's habit of
+ * ignoring trailing spaces hides a change (char/nchar are compared without their padding, which
+ * the column adds anyway); binary compares with its length so that trailing zero bytes count.
+ * text, ntext, image and xml cannot be compared at all until converted.
+ */
+function comparable(baseType: string, expr: string): string[] {
+  if (STRING_TYPES.has(baseType)) {
+    const raw = `CONVERT(nvarchar(max), ${expr})`;
+    const text = PADDED_TYPES.has(baseType) ? `RTRIM(${raw})` : raw;
+    return [`CONVERT(varbinary(max), ${text})`, `DATALENGTH(${text})`];
+  }
+  if (BINARY_TYPES.has(baseType)) {
+    const bytes = `CONVERT(varbinary(max), ${expr})`;
+    return [bytes, `DATALENGTH(${bytes})`];
+  }
+  return [expr];
+}
+
+/**
+ * The incoming value as the column would store it (rounded to its precision and scale), so
+ * that a value that only differs below the column's precision is not a change. Strings and
+ * binary are left alone: CONVERT would truncate them silently, and a value too long for the
+ * column must reach the UPDATE and fail there.
+ */
+function asStored(column: StagingColumn): string {
+  const { baseType, nativeType } = column.target;
+  const unconverted = STRING_TYPES.has(baseType) || BINARY_TYPES.has(baseType);
+  return unconverted ? `s.${column.name}` : `CONVERT(${nativeType}, s.${column.name})`;
+}
+
+/**
+ * One MERGE from the staging table into the target: the last staged row per key (by seq),
+ * updating a matched row only when a mapped column differs (so re-applying a delta writes
+ * nothing; `EXISTS (SELECT new EXCEPT SELECT old)` is the NULL-safe way to say "differs"),
+ * inserting the rest. Only the delta's columns are named. An identity column gets
+ * IDENTITY_INSERT for the statement, and is never updated (SQL Server cannot).
+ */
+export function mergeSql(table: TableName, staging: string, columns: StagingColumn[]): string {
+  const keys = columns.filter((c) => c.key);
+  const updatable = columns.filter((c) => !c.key && !c.target.identity);
+  const ranked =
+    `SELECT ${columns.map((c) => `${c.value} AS ${c.name}`).join(', ')}, ` +
+    `ROW_NUMBER() OVER (PARTITION BY ${keys.map((c) => c.value).join(', ')} ORDER BY st.${SEQ_COLUMN} DESC) AS rn ` +
+    `FROM ${quoteIdent(staging)} AS st`;
+  const lines = [
+    `MERGE INTO ${table.quoted} WITH (HOLDLOCK) AS t`,
+    `USING (SELECT ${columns.map((c) => c.name).join(', ')} FROM (${ranked}) AS d WHERE d.rn = 1) AS s`,
+    `ON ${keys.map((c) => `t.${quoteIdent(c.target.name)} = s.${c.name}`).join(' AND ')}`,
+  ];
+  if (updatable.length > 0) {
+    const stored = updatable.flatMap((c) =>
+      comparable(c.target.baseType, `t.${quoteIdent(c.target.name)}`),
+    );
+    const incoming = updatable.flatMap((c) => comparable(c.target.baseType, asStored(c)));
+    lines.push(
+      `WHEN MATCHED AND EXISTS (SELECT ${incoming.join(', ')} EXCEPT SELECT ${stored.join(', ')}) THEN`,
+      `  UPDATE SET ${updatable.map((c) => `t.${quoteIdent(c.target.name)} = s.${c.name}`).join(', ')}`,
+    );
+  }
+  lines.push(
+    'WHEN NOT MATCHED BY TARGET THEN',
+    `  INSERT (${columns.map((c) => quoteIdent(c.target.name)).join(', ')}) VALUES (${columns.map((c) => `s.${c.name}`).join(', ')});`,
+  );
+  const merge = lines.join('\n');
+  if (!columns.some((c) => c.target.identity)) return merge;
+  // SET IDENTITY_INSERT outlives a failed statement and a rollback, and only one table per
+  // session may have it: switch it off again whatever happens.
+  const off = `SET IDENTITY_INSERT ${table.quoted} OFF;`;
+  return [
+    `SET IDENTITY_INSERT ${table.quoted} ON;`,
+    'BEGIN TRY',
+    merge,
+    'END TRY',
+    'BEGIN CATCH',
+    off,
+    'THROW;',
+    'END CATCH;',
+    off,
+  ].join('\n');
+}
+
+/** Plans one applyRows: staging columns, staging DDL, the MERGE and the clean-up. */
+export function planApply(
+  table: TableName,
+  key: string[],
+  columns: ColumnInfo[],
+  target: MssqlColumn[],
+  staging: string,
+): ApplyPlan {
+  const cols = stagingColumns(table, key, columns, target);
+  return {
+    staging: cols,
+    createStaging: createStagingSql(staging, cols),
+    merge: mergeSql(table, staging, cols),
+    dropStaging: `DROP TABLE ${quoteIdent(staging)}`,
+  };
+}

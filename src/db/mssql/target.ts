@@ -1,0 +1,234 @@
+/**
+ * Writing to a SQL Server replica: bulk load each delta into a session-local staging table in
+ * batches, then one MERGE into the target, all inside the caller's transaction.
+ *
+ * Bulk load (TDS BULK LOAD through tedious) is the SQL Server counterpart of PostgreSQL's COPY:
+ * rows are not statements, and the server writes them in one stream. Batches keep the client's
+ * memory flat; the staging table lives in tempdb, and a rollback drops it with everything else.
+ */
+import { randomBytes } from 'node:crypto';
+import sql from 'mssql';
+import { ConfigError, DeltaError } from '../../errors.js';
+import type {
+  AppliedRecord,
+  ApplyRowsRequest,
+  ColumnInfo,
+  DbConfig,
+  TargetTransaction,
+  TargetWriter,
+  WireRow,
+} from '../types.js';
+import { connect, translateError, type MssqlConnection } from './connection.js';
+import { reflectColumns } from './catalog.js';
+import { planApply, SEQ_COLUMN, stagingTableName, type StagingColumn } from './merge.js';
+import { appliedLogIdSql, prepareSql, recordAppliedSql, tableName } from './sql.js';
+import { publicColumn } from './types.js';
+
+/** Rows per bulk load: big enough that round trips do not matter, small enough to stay flat. */
+export const BATCH_ROWS = 10_000;
+
+/**
+ * Reads wire rows into driver rows, hands them to `flush` BATCH_ROWS at a time (the last batch
+ * may be shorter, and there is none for no rows), and returns the row count. Each driver row
+ * ends with its position in the delta (the staging table's seq column). If `rows` throws, the
+ * error propagates and nothing after it is flushed.
+ */
+export async function stageInBatches(
+  rows: AsyncIterable<WireRow>,
+  columns: StagingColumn[],
+  flush: (batch: unknown[][]) => Promise<void>,
+  batchRows = BATCH_ROWS,
+): Promise<number> {
+  let batch: unknown[][] = [];
+  let count = 0;
+  for await (const row of rows) {
+    if (row.length !== columns.length) {
+      throw new DeltaError(
+        `row ${count + 1} has ${row.length} values; the delta declares ${columns.length} columns`,
+      );
+    }
+    const driverRow: unknown[] = new Array(columns.length + 1);
+    for (let i = 0; i < columns.length; i++) driverRow[i] = columns[i]!.write(row[i]!);
+    driverRow[columns.length] = count;
+    batch.push(driverRow);
+    count++;
+    if (batch.length >= batchRows) {
+      await flush(batch);
+      batch = [];
+    }
+  }
+  if (batch.length > 0) await flush(batch);
+  return count;
+}
+
+/** The mssql type object for a staging column (`sql.NVarChar(100)`, `sql.Int`, ...). */
+export function driverType(column: Pick<StagingColumn, 'driver' | 'length'>): sql.ISqlType {
+  const length = column.length === 'max' ? sql.MAX : column.length;
+  switch (column.driver) {
+    case 'NVarChar':
+      return sql.NVarChar(length);
+    case 'VarChar':
+      return sql.VarChar(length);
+    case 'VarBinary':
+      return sql.VarBinary(length);
+    default:
+      return sql[column.driver]();
+  }
+}
+
+/** An mssql Table for one batch, its columns exactly as `createStagingSql` declares them. */
+export function bulkTable(staging: string, columns: StagingColumn[], rows: unknown[][]): sql.Table {
+  const table = new sql.Table(staging);
+  table.create = false;
+  for (const c of columns) table.columns.add(c.name, driverType(c), { nullable: true });
+  table.columns.add(SEQ_COLUMN, sql.BigInt, { nullable: false });
+  // mssql's row type predates bigint values; tedious takes them (and exactly).
+  for (const row of rows) table.rows.push(row as (typeof table.rows)[number]);
+  return table;
+}
+
+class Transaction implements TargetTransaction {
+  constructor(
+    private readonly conn: MssqlConnection,
+    private readonly tx: sql.Transaction,
+  ) {}
+
+  private request(): sql.Request {
+    return new sql.Request(this.tx);
+  }
+
+  appliedLogId(job: string): Promise<string | null> {
+    return readAppliedLogId(this.request(), this.conn, job, true);
+  }
+
+  async applyRows(request: ApplyRowsRequest): Promise<number> {
+    const table = tableName(request.table, this.conn.schema);
+    const target = await reflectColumns(this.request(), table).catch((err) => {
+      throw translateError(err, this.conn.label, table.label);
+    });
+    if (target.length === 0) {
+      throw new ConfigError(
+        `target table ${table.label} does not exist in SQL Server ${this.conn.label}`,
+        {
+          hint: 'create the table on the replica first',
+        },
+      );
+    }
+    const staging = stagingTableName(table, randomBytes(4).toString('hex'));
+    const plan = planApply(table, request.key, request.columns, target, staging);
+    let created = false;
+    // batch(), not query(): query() runs through sp_executesql, and a #table created inside
+    // that call is dropped when the call returns.
+    try {
+      const count = await stageInBatches(request.rows, plan.staging, async (batch) => {
+        if (!created) {
+          await this.request().batch(plan.createStaging);
+          created = true;
+        }
+        await this.request().bulk(bulkTable(staging, plan.staging, batch));
+      });
+      if (count > 0) {
+        await this.request().batch(plan.merge);
+        await this.request().batch(plan.dropStaging);
+      }
+      return count;
+    } catch (err) {
+      // The caller rolls back, which also drops the staging table.
+      throw translateError(err, this.conn.label, table.label);
+    }
+  }
+
+  async recordApplied(record: AppliedRecord): Promise<void> {
+    const req = this.request()
+      .input('job', sql.NVarChar(200), record.job)
+      .input('logId', sql.VarChar(40), record.logId)
+      .input('delta', sql.NVarChar(255), record.delta);
+    await req.query(recordAppliedSql(this.conn.schema)).catch((err) => {
+      throw translateError(err, this.conn.label);
+    });
+  }
+}
+
+async function readAppliedLogId(
+  request: sql.Request,
+  conn: MssqlConnection,
+  job: string,
+  lock: boolean,
+): Promise<string | null> {
+  try {
+    const result = await request
+      .input('job', sql.NVarChar(200), job)
+      .query(appliedLogIdSql(conn.schema, lock));
+    const row = (result.recordset as { log_id: string }[] | undefined)?.[0];
+    return row?.log_id ?? null;
+  } catch (err) {
+    throw translateError(err, conn.label);
+  }
+}
+
+/** A TargetWriter over one mssql connection pool. */
+export class MssqlTarget implements TargetWriter {
+  readonly engine = 'mssql' as const;
+
+  private constructor(private readonly conn: MssqlConnection) {}
+
+  static async open(config: DbConfig): Promise<MssqlTarget> {
+    return new MssqlTarget(await connect(config));
+  }
+
+  async columns(table: string): Promise<ColumnInfo[] | null> {
+    const name = tableName(table, this.conn.schema);
+    const columns = await reflectColumns(this.conn.pool.request(), name).catch((err) => {
+      throw translateError(err, this.conn.label, name.label);
+    });
+    if (columns.length === 0) return null;
+    // The replica's own columns of types we cannot carry are none of our business until a
+    // delta maps one, and then applyRows says so.
+    return columns.filter((c) => c.type !== undefined).map(publicColumn);
+  }
+
+  async prepare(): Promise<void> {
+    await this.conn.pool
+      .request()
+      .batch(prepareSql(this.conn.schema))
+      .catch((err) => {
+        throw translateError(err, this.conn.label);
+      });
+  }
+
+  appliedLogId(job: string): Promise<string | null> {
+    return readAppliedLogId(this.conn.pool.request(), this.conn, job, false);
+  }
+
+  async transaction<T>(fn: (tx: TargetTransaction) => Promise<T>): Promise<T> {
+    const tx = new sql.Transaction(this.conn.pool);
+    let aborted = false;
+    // With XACT_ABORT the server may roll back on its own; rolling back again would fail.
+    tx.on('rollback', (byServer: boolean) => {
+      aborted = aborted || byServer;
+    });
+    try {
+      await tx.begin(sql.ISOLATION_LEVEL.READ_COMMITTED);
+    } catch (err) {
+      throw translateError(err, this.conn.label);
+    }
+    let result: T;
+    try {
+      result = await fn(new Transaction(this.conn, tx));
+    } catch (err) {
+      if (!aborted) await tx.rollback().catch(() => {});
+      throw err;
+    }
+    try {
+      await tx.commit();
+    } catch (err) {
+      if (!aborted) await tx.rollback().catch(() => {});
+      throw translateError(err, this.conn.label);
+    }
+    return result;
+  }
+
+  async close(): Promise<void> {
+    await this.conn.pool.close();
+  }
+}
