@@ -15,6 +15,8 @@ export const ExitCode = {
   DATA: 65,
   /** EX_UNAVAILABLE: a database or a destination cannot be reached or written. */
   UNAVAILABLE: 69,
+  /** EX_SOFTWARE: the after-load hook failed; the deltas it ran after stay committed. */
+  HOOK: 70,
   /** EX_TEMPFAIL: another instance holds the lock; cron will simply try again later. */
   LOCKED: 75,
   /** EX_CONFIG: the configuration is missing, invalid or does not match the databases. */
@@ -67,6 +69,11 @@ export class LockHeldError extends DeltasyncError {
     super(message);
     this.holderPid = options?.holderPid;
   }
+}
+
+/** The after-load hook failed. What it ran after is committed and stays so. */
+export class HookError extends DeltasyncError {
+  override readonly exitCode = ExitCode.HOOK;
 }
 
 /** Turns any thrown value into a one-line message for stderr. */

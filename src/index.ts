@@ -18,7 +18,7 @@ export { DeltaWriter } from './format/delta-writer.js';
 export { listManifests } from './format/delta-dir.js';
 export { acquireLock, type Lock } from './format/lock.js';
 export { readState, writeState, type StepState } from './format/state.js';
-export { extract, type ExtractResult } from './steps/extract.js';
+export { extract, type ExtractResult } from './steps/extract/index.js';
 export { copy, type CopyResult } from './steps/copy.js';
 export { load, type LoadResult } from './steps/load.js';
 export { status, formatStatus, type JobStatus } from './steps/status.js';

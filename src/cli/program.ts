@@ -5,7 +5,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ExitCode } from '../errors.js';
 import { copy } from '../steps/copy.js';
-import { extract } from '../steps/extract.js';
+import { extract } from '../steps/extract/index.js';
 import { load } from '../steps/load.js';
 import { simulate } from '../steps/simulate.js';
 import { formatStatus, status } from '../steps/status.js';

@@ -5,7 +5,7 @@
  * need not name the replica and a load host's need not hold the source's password.
  */
 import { z } from 'zod';
-import { LOGICAL_TYPES } from '../db/types.js';
+import { LOGICAL_TYPES, type WireValue } from '../db/types.js';
 
 const dbSchema = z.object({
   client: z.string().min(1),
@@ -13,19 +13,77 @@ const dbSchema = z.object({
   schema: z.string().min(1).optional(),
 });
 
+/** A function in the config (configs are code). */
+function fn<T>(what: string) {
+  return z.custom<T>((v) => typeof v === 'function', `must be a function ${what}`);
+}
+
+/** A row as shaping functions see it: source column name -> wire value. */
+export type ShapeRow = Record<string, WireValue>;
+
+export const CAPTURE_MODES = ['logid', 'changelog', 'timestamp', 'snapshot'] as const;
+export type CaptureMode = (typeof CAPTURE_MODES)[number];
+
 const tableSchema = z
   .object({
     name: z.string().min(1),
     /** Key columns the replica upserts by; a single name or a list. */
     key: z
-      .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
+      .union([z.string().min(1), z.array(z.string().min(1)).min(1)], {
+        error: 'required: a key column name, or a list of them',
+      })
       .transform((k) => (typeof k === 'string' ? [k] : k)),
-    mode: z.literal('logid').default('logid'),
-    logIdColumn: z.string().min(1),
+    /** How extract finds what changed: see "Capture modes" in the README. */
+    mode: z.enum(CAPTURE_MODES).default('logid'),
+    /** logid mode: the monotonically increasing change-id column. */
+    logIdColumn: z.string().min(1).optional(),
+    /** timestamp mode: the last-modified column. */
+    timestampColumn: z.string().min(1).optional(),
+    /** timestamp mode: where the very first run starts (a wire timestamp); default: the beginning. */
+    startAt: z.string().min(1).optional(),
+    /** The replica's table name, when it differs. */
+    target: z.string().min(1).optional(),
+    /** Source column -> replica column. */
+    rename: z.record(z.string(), z.string().min(1)).optional(),
+    /** Source columns never shipped. */
+    exclude: z.array(z.string().min(1)).optional(),
+    /** Rows for which this returns false are not shipped (deletes always are). */
+    filter: fn<(row: ShapeRow) => boolean>('(row) => boolean').optional(),
+    /** Replica columns computed from the source row. */
+    computed: z
+      .record(
+        z.string(),
+        z
+          .object({
+            type: z.enum(LOGICAL_TYPES),
+            value: fn<(row: ShapeRow) => WireValue>('(row) => value'),
+          })
+          .strict(),
+      )
+      .optional(),
     /** Column types, used only by `simulate` to make synthetic rows without a source database. */
     columns: z.array(z.object({ name: z.string().min(1), type: z.enum(LOGICAL_TYPES) })).optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((t, ctx) => {
+    const need = (key: 'logIdColumn' | 'timestampColumn', mode: CaptureMode) => {
+      if (t.mode === mode && !t[key]) {
+        ctx.addIssue({ code: 'custom', path: [key], message: `required when mode is '${mode}'` });
+      }
+      if (t.mode !== mode && t[key]) {
+        ctx.addIssue({ code: 'custom', path: [key], message: `only used when mode is '${mode}'` });
+      }
+    };
+    need('logIdColumn', 'logid');
+    need('timestampColumn', 'timestamp');
+    if (t.startAt && t.mode !== 'timestamp') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['startAt'],
+        message: "only used when mode is 'timestamp'",
+      });
+    }
+  });
 
 const destinationSchema = z
   .object({
@@ -51,9 +109,36 @@ export const jobSchema = z
       .object({
         maxRowsPerPart: z.number().int().positive().default(100_000),
         compression: z.enum(['gzip', 'none']).default('gzip'),
+        /** A backlog larger than this becomes several deltas (snapshot tables are not counted). */
+        maxRowsPerDelta: z.number().int().positive().optional(),
       })
       .strict()
       .prefault({}),
+    capture: z
+      .object({
+        /** The change-log table that `deltasync capture` creates and changelog mode reads. */
+        changelogTable: z.string().min(1).default('deltasync_changelog'),
+        /** logid/changelog: wait this long after taking the high-water mark, before reading. */
+        settleLagSeconds: z.number().nonnegative().default(0),
+        /** timestamp: only rows modified at least this long ago (server time) are read. */
+        timestampLagSeconds: z.number().nonnegative().default(5),
+        /** How long extract waits for transactions still running when it takes the high-water mark. */
+        maxWaitSeconds: z.number().positive().default(30),
+      })
+      .strict()
+      .prefault({}),
+    /** 'config': tables in the order listed; 'foreign-keys': parents first, from the source's foreign keys. */
+    tableOrder: z.enum(['config', 'foreign-keys']).default('config'),
+    /** Runs after each delta commits on the replica; a failure sets exit code 70 but undoes nothing. */
+    afterLoad: z
+      .object({
+        command: z.string().min(1).optional(),
+        sql: z.string().min(1).optional(),
+        timeoutSeconds: z.number().positive().default(600),
+      })
+      .strict()
+      .refine((h) => h.command || h.sql, 'give command, sql, or both')
+      .optional(),
     log: z
       .object({
         /** JSON lines are appended here; without it they go to stdout (pretty on a terminal). */
@@ -97,6 +182,8 @@ export const STEP_NEEDS = {
   copy: ['outbox', 'destinations'],
   load: ['target', 'inbox'],
   simulate: ['outbox', 'tables'],
+  capture: ['source', 'tables'],
+  verify: ['source', 'target', 'tables'],
   status: [],
 } as const satisfies Record<string, readonly (keyof JobConfig)[]>;
 

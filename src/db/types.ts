@@ -90,7 +90,16 @@ export interface ReadChangesRequest {
 /** The logId columns extract takes a high-water mark over (logid mode: the tables; changelog: the log). */
 export interface HighWaterRequest {
   tables: { table: string; logIdColumn: string }[];
+  /** How long to wait for transactions still running before giving up (then return null). */
+  maxWaitSeconds: number;
 }
+
+/**
+ * The change-log table's columns, the same on every engine (`deltasync capture` creates it):
+ * `log_id` (increasing), `table_name`, `op` ('I', 'U' or 'D'), `key_values` (a JSON array of the
+ * row's key values, each as text, in key order), `changed_at` (when).
+ */
+export const CHANGELOG_LOGID_COLUMN = 'log_id';
 
 export interface NthLogIdRequest {
   /** Each table with its own cursor: only rows with logIdColumn > after count. */
@@ -113,7 +122,10 @@ export interface ReadKeysetRequest {
   tsColumn: string;
   /** Key column names; with tsColumn they order the rows and make the cursor unique. */
   key: string[];
-  /** Rows after this cursor, by (ts, key...) — or from the beginning when null. */
+  /**
+   * Rows after this cursor, by (ts, key...); from the beginning when null. A cursor with an empty
+   * `key` means every row with tsColumn >= ts (a configured start).
+   */
   after: KeysetCursor | null;
   /** Rows with tsColumn <= this wire value only (the settle lag's horizon). */
   upTo: WireValue;

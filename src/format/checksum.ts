@@ -36,3 +36,9 @@ export async function hashFile(path: string): Promise<{ xxhash64: string; bytes:
   }
   return { xxhash64: hasher.digestHex(), bytes };
 }
+
+/** xxhash64 of a small value held in memory, as 16 hex digits. */
+export async function hashText(text: string): Promise<string> {
+  api ??= await xxhash();
+  return api.h64(text).toString(16).padStart(16, '0');
+}

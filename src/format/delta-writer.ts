@@ -27,69 +27,178 @@ export interface DeltaWriterOptions {
   simulated?: boolean;
 }
 
+/** A sequence of part files of one kind (rows or deletes) for one table. */
+class PartSeries {
+  readonly parts: ManifestPart[] = [];
+  private writer: PartWriter | undefined;
+
+  constructor(
+    private readonly delta: DeltaWriter,
+    private readonly fileName: (index: number) => string,
+  ) {}
+
+  get rows(): number {
+    return this.parts.reduce((n, p) => n + p.rows, 0) + (this.writer?.rows ?? 0);
+  }
+
+  async write(row: WireRow): Promise<void> {
+    this.writer ??= await this.delta.openPart(this.fileName(this.parts.length + 1));
+    await this.writer.write(row);
+    if (this.writer.rows >= this.delta.maxRowsPerPart) await this.close();
+  }
+
+  async close(): Promise<void> {
+    if (!this.writer) return;
+    const writer = this.writer;
+    this.writer = undefined;
+    this.parts.push(await this.delta.finishPart(writer));
+  }
+
+  async abort(): Promise<void> {
+    await this.writer?.abort();
+    this.writer = undefined;
+  }
+}
+
+/** Collects one table's upserts and deletes; `finish` adds it to the delta. */
+export class TableWriter {
+  private readonly upserts: PartSeries;
+  private readonly deletes: PartSeries;
+
+  constructor(
+    private readonly delta: DeltaWriter,
+    private readonly name: string,
+    private readonly key: string[],
+    private readonly columns: ColumnInfo[],
+    label: string,
+    prefix: string,
+    compression: Compression,
+  ) {
+    this.upserts = new PartSeries(delta, (i) => partFileName(prefix, label, i, compression));
+    this.deletes = new PartSeries(delta, (i) =>
+      partFileName(prefix, label, i, compression, 'deletes'),
+    );
+  }
+
+  /** A row to insert or update, values in `columns` order. */
+  upsert(row: WireRow): Promise<void> {
+    return this.upserts.write(row);
+  }
+
+  /** A row to delete, given by its key values in `key` order. */
+  delete(key: WireRow): Promise<void> {
+    return this.deletes.write(key);
+  }
+
+  get rows(): number {
+    return this.upserts.rows + this.deletes.rows;
+  }
+
+  async finish(): Promise<ManifestTable> {
+    try {
+      await this.upserts.close();
+      await this.deletes.close();
+    } catch (err) {
+      await this.abort();
+      throw err;
+    }
+    const table: ManifestTable = {
+      name: this.name,
+      key: this.key,
+      columns: this.columns.map((c) => ({ name: c.name, type: c.type })),
+      rows: this.upserts.parts.reduce((n, p) => n + p.rows, 0),
+      parts: this.upserts.parts,
+    };
+    if (this.deletes.parts.length > 0) {
+      table.deletes = {
+        rows: this.deletes.parts.reduce((n, p) => n + p.rows, 0),
+        parts: this.deletes.parts,
+      };
+    }
+    this.delta.addTable(table);
+    return table;
+  }
+
+  async abort(): Promise<void> {
+    await this.upserts.abort();
+    await this.deletes.abort();
+  }
+}
+
 export class DeltaWriter {
   private readonly tables: ManifestTable[] = [];
   private readonly written: string[] = [];
   private readonly prefix: string;
-  /** First part file name of each table so far, to keep two tables from sharing part names. */
-  private readonly firstParts = new Set<string>();
+  /** File labels used so far, to keep two tables from sharing part names. */
+  private readonly labels = new Set<string>();
 
   constructor(private readonly options: DeltaWriterOptions) {
     this.prefix = logIdPrefix(options.toLogId);
   }
 
-  /** Streams a table's rows into as many parts as maxRowsPerPart requires. */
+  get maxRowsPerPart(): number {
+    return this.options.maxRowsPerPart;
+  }
+
+  /** Starts a table; write its rows and deletes, then call `finish` on it. */
+  beginTable(name: string, key: string[], columns: ColumnInfo[]): TableWriter {
+    // `a.b` and `a_b` make the same file name: number the later table so that it cannot
+    // overwrite the earlier one's parts (the manifest, not the file name, says which is which).
+    const safe = (label: string) => label.replace(/[^A-Za-z0-9_-]/g, '_');
+    let label = name;
+    for (let n = 2; this.labels.has(safe(label)); n++) label = `${name}-${n}`;
+    this.labels.add(safe(label));
+    return new TableWriter(this, name, key, columns, label, this.prefix, this.options.compression);
+  }
+
+  /** Streams a table's rows (upserts only) into as many parts as maxRowsPerPart requires. */
   async writeTable(
     name: string,
     key: string[],
     columns: ColumnInfo[],
     rows: AsyncIterable<WireRow>,
   ): Promise<ManifestTable> {
-    const { dir, compression, maxRowsPerPart } = this.options;
-    // `a.b` and `a_b` make the same file name: number the later table so that it cannot
-    // overwrite the earlier one's parts (the manifest, not the file name, says which is which).
-    let label = name;
-    for (let n = 2; this.firstParts.has(partFileName(this.prefix, label, 1, compression)); n++) {
-      label = `${name}-${n}`;
-    }
-    this.firstParts.add(partFileName(this.prefix, label, 1, compression));
-    const parts: ManifestPart[] = [];
-    let writer: PartWriter | undefined;
+    const table = this.beginTable(name, key, columns);
     try {
-      for await (const row of rows) {
-        if (!writer) {
-          const file = partFileName(this.prefix, label, parts.length + 1, compression);
-          writer = await PartWriter.create(dir, file, compression);
-        }
-        await writer.write(row);
-        if (writer.rows >= maxRowsPerPart) {
-          parts.push(await this.finishPart(writer));
-          writer = undefined;
-        }
-      }
-      if (writer) parts.push(await this.finishPart(writer));
+      for await (const row of rows) await table.upsert(row);
     } catch (err) {
-      await writer?.abort();
+      await table.abort();
       throw err;
     }
-    const table: ManifestTable = {
-      name,
-      key,
-      columns: columns.map((c) => ({ name: c.name, type: c.type })),
-      rows: parts.reduce((n, p) => n + p.rows, 0),
-      parts,
-    };
-    this.tables.push(table);
-    return table;
+    return table.finish();
   }
 
-  private async finishPart(writer: PartWriter): Promise<ManifestPart> {
+  /** @internal */
+  async openPart(file: string): Promise<PartWriter> {
+    return PartWriter.create(this.options.dir, file, this.options.compression);
+  }
+
+  /** @internal */
+  async finishPart(writer: PartWriter): Promise<ManifestPart> {
     this.written.push(writer.file);
     return writer.finish();
   }
 
+  /** @internal */
+  addTable(table: ManifestTable): void {
+    this.tables.push(table);
+  }
+
+  /** Puts the tables in this order in the manifest (the order load applies them in). */
+  orderTables(names: string[]): void {
+    const rank = new Map(names.map((n, i) => [n, i]));
+    this.tables.sort((a, b) => (rank.get(a.name) ?? 0) - (rank.get(b.name) ?? 0));
+  }
+
+  /** Rows and deletes written so far, over every table. */
+  get rowCount(): number {
+    return this.tables.reduce((n, t) => n + t.rows + (t.deletes?.rows ?? 0), 0);
+  }
+
   /** Publishes the manifest; from here on the delta exists. */
-  async finish(): Promise<{ manifest: Manifest; file: string }> {
+  async finish(
+    extra: Pick<Manifest, 'cursors'> = {},
+  ): Promise<{ manifest: Manifest; file: string }> {
     const { dir, job, fromLogId, toLogId, compression, simulated } = this.options;
     const manifest: Manifest = {
       format: FORMAT_NAME,
@@ -101,6 +210,7 @@ export class DeltaWriter {
       compression,
       ...(simulated ? { simulated: true } : {}),
       tables: this.tables,
+      ...(extra.cursors ? { cursors: extra.cursors } : {}),
     };
     const file = manifestFileName(toLogId);
     await writeManifest(join(dir, file), manifest);

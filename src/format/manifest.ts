@@ -46,7 +46,18 @@ const tableSchema = z.object({
   columns: z.array(columnSchema).min(1),
   rows: count,
   parts: z.array(partSchema),
+  /** Rows to delete, by key: each line holds the key values in `key` order. */
+  deletes: z.object({ rows: count, parts: z.array(partSchema) }).optional(),
 });
+
+/** Where extract stood after a delta, per table: a logId, or a timestamp-mode cursor. */
+const cursorSchema = z.union([
+  logIdString,
+  z.object({
+    ts: z.union([z.string(), z.number(), z.boolean(), z.null()]),
+    key: z.array(z.union([z.string(), z.number(), z.boolean(), z.null()])),
+  }),
+]);
 
 const manifestSchema = z.object({
   format: z.literal(FORMAT_NAME),
@@ -59,6 +70,11 @@ const manifestSchema = z.object({
   /** True for deltas made by `deltasync simulate`; load treats them like any other. */
   simulated: z.boolean().optional(),
   tables: z.array(tableSchema),
+  /**
+   * Extract's per-table cursors after this delta, so that a delta published by a run that died
+   * before saving its state can be adopted with them. Loaders ignore it.
+   */
+  cursors: z.record(z.string(), cursorSchema).optional(),
 });
 
 export type Manifest = z.infer<typeof manifestSchema>;
@@ -94,17 +110,22 @@ function semanticProblems(m: Manifest, fileName: string): string[] {
     for (const k of t.key) {
       if (!columnNames.has(k)) problems.push(`table ${t.name}: key column ${k} is not a column`);
     }
-    let rows = 0;
-    for (const p of t.parts) {
-      if (!p.file.startsWith(prefix)) problems.push(`part ${p.file} does not start with ${prefix}`);
-      if (p.file.endsWith(MANIFEST_SUFFIX))
-        problems.push(`part ${p.file} is named like a manifest`);
-      if (seenFiles.has(p.file)) problems.push(`part ${p.file} is listed twice`);
-      seenFiles.add(p.file);
-      rows += p.rows;
-    }
-    if (rows !== t.rows)
-      problems.push(`table ${t.name}: parts hold ${rows} rows, table says ${t.rows}`);
+    const checkParts = (parts: ManifestPart[], declared: number, what: string) => {
+      let rows = 0;
+      for (const p of parts) {
+        if (!p.file.startsWith(prefix))
+          problems.push(`part ${p.file} does not start with ${prefix}`);
+        if (p.file.endsWith(MANIFEST_SUFFIX))
+          problems.push(`part ${p.file} is named like a manifest`);
+        if (seenFiles.has(p.file)) problems.push(`part ${p.file} is listed twice`);
+        seenFiles.add(p.file);
+        rows += p.rows;
+      }
+      if (rows !== declared)
+        problems.push(`table ${t.name}: ${what}parts hold ${rows} rows, table says ${declared}`);
+    };
+    checkParts(t.parts, t.rows, '');
+    if (t.deletes) checkParts(t.deletes.parts, t.deletes.rows, 'delete ');
   }
   return problems;
 }
@@ -178,5 +199,7 @@ export async function writeManifest(path: string, m: Manifest): Promise<void> {
 
 /** Every part file of a manifest, in order. */
 export function partsOf(m: Manifest): ManifestPart[] {
-  return m.tables.flatMap((t) => t.parts);
+  return m.tables.flatMap((t) => [...t.parts, ...(t.deletes?.parts ?? [])]);
 }
+
+export type Cursor = z.infer<typeof cursorSchema>;

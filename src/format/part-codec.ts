@@ -41,12 +41,14 @@ export function partFileName(
   table: string,
   index: number,
   compression: Compression,
+  kind: 'rows' | 'deletes' = 'rows',
 ): string {
   // Table names may hold a schema and odd characters; the manifest maps parts to tables, so the
   // file name only needs to be safe and recognisable.
   const safeTable = table.replace(/[^A-Za-z0-9_-]/g, '_');
   const ext = compression === 'gzip' ? '.ndjson.gz' : '.ndjson';
-  return `${prefix}.${safeTable}.${String(index).padStart(4, '0')}${ext}`;
+  const number = String(index).padStart(4, '0');
+  return `${prefix}.${safeTable}.${kind === 'deletes' ? 'd' : ''}${number}${ext}`;
 }
 
 /** Writes one part file; call `write` per row, then `finish` (or `abort` on failure). */

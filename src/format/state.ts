@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { isLogId } from './logid.js';
+import type { Cursor } from './manifest.js';
 
 export interface StepState {
   job: string;
@@ -19,6 +20,11 @@ export interface StepState {
   updatedAt: string | null;
   /** The manifest file of the last delta done, for humans. */
   delta?: string;
+  /**
+   * extract only: where each table stands (see Cursor). A logid table without one stands at
+   * `logId`, which is how a state written before cursors existed carries on.
+   */
+  cursors?: Record<string, Cursor>;
 }
 
 /** `extract`, `load`, or `copy.<destination>`. */
@@ -55,6 +61,7 @@ export async function readState(stateDir: string, job: string, step: string): Pr
     logId: parsed.logId,
     updatedAt: parsed.updatedAt ?? null,
     delta: parsed.delta,
+    ...(parsed.cursors && typeof parsed.cursors === 'object' ? { cursors: parsed.cursors } : {}),
   };
 }
 

@@ -8,14 +8,15 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openTarget } from '../db/index.js';
-import type { ColumnInfo, TargetWriter, WireRow } from '../db/types.js';
-import { ConfigError, DeltaError, UnavailableError } from '../errors.js';
+import type { ColumnInfo, TargetTransaction, TargetWriter, WireRow } from '../db/types.js';
+import { ConfigError, DeltaError, HookError, UnavailableError } from '../errors.js';
 import { listManifests } from '../format/delta-dir.js';
 import { compareLogIds } from '../format/logid.js';
 import { partsOf, readManifest, type Manifest, type ManifestTable } from '../format/manifest.js';
 import { readPart } from '../format/part-codec.js';
 import { readState, writeState } from '../format/state.js';
 import { logSummary, type Logger } from '../log.js';
+import { runAfterLoad } from './hook.js';
 import { elapsedSeconds, withStepLock, type StepContext } from './common.js';
 
 export interface LoadResult {
@@ -112,6 +113,49 @@ async function* readTable(
     yield* readPart(inbox, part, manifest.compression, table.columns.length);
 }
 
+/**
+ * Applies one delta inside its transaction: upserts table by table in the manifest's order
+ * (parents first), then deletes in the reverse order (children first), so that foreign keys on
+ * the replica hold when it commits.
+ */
+async function applyDelta(
+  tx: TargetTransaction,
+  inbox: string,
+  manifest: Manifest,
+  plans: TablePlan[],
+): Promise<Record<string, { rows: number; deletes: number }>> {
+  const counts: Record<string, { rows: number; deletes: number }> = {};
+  for (const plan of plans) {
+    const rows = project(
+      readTable(inbox, manifest, plan.table),
+      plan.keep,
+      plan.table.columns.length,
+    );
+    const n = await tx.applyRows({
+      table: plan.table.name,
+      key: plan.table.key,
+      columns: plan.columns,
+      rows,
+    });
+    counts[plan.table.name] = { rows: n, deletes: 0 };
+  }
+  for (const plan of [...plans].reverse()) {
+    const deletes = plan.table.deletes;
+    if (!deletes || deletes.parts.length === 0) continue;
+    if (!tx.deleteRows)
+      throw new ConfigError(`this target engine cannot delete rows (table '${plan.table.name}')`);
+    const key = plan.table.key.map((k) => plan.table.columns.find((c) => c.name === k)!);
+    const keys = (async function* () {
+      for (const part of deletes.parts)
+        yield* readPart(inbox, part, manifest.compression, key.length);
+    })();
+    // Every delete row is read (and so checked) even though only the count matters here.
+    await tx.deleteRows({ table: plan.table.name, key, rows: keys });
+    counts[plan.table.name]!.deletes = deletes.rows;
+  }
+  return counts;
+}
+
 async function loadOnce(ctx: StepContext): Promise<LoadResult> {
   const { config, log } = ctx;
   const started = process.hrtime.bigint();
@@ -125,6 +169,7 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
   const state = await readState(config.stateDir, config.name, 'load');
   const target = await openTarget(config.target!);
   const result: LoadResult = { applied: [], fromLogId: '0', toLogId: '0', rows: 0, bytes: 0 };
+  const tables = new Set<string>();
   try {
     await target.prepare();
     let applied = (await target.appliedLogId(config.name)) ?? '0';
@@ -142,6 +187,7 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
     }
     result.fromLogId = result.toLogId = applied;
     const warned = new Set<string>();
+    const hookFailures: string[] = [];
     for (const entry of await listManifests(inbox, applied)) {
       const manifest = await readManifest(entry.path, config.name);
       if (manifest.fromLogId !== applied) {
@@ -161,29 +207,38 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
       await checkPartsPresent(inbox, entry.file, manifest);
       const plans: TablePlan[] = [];
       for (const t of manifest.tables) plans.push(await planTable(target, t, warned, log));
-      const rows = await target.transaction(async (tx) => {
+      const counts = await target.transaction(async (tx) => {
         const inTx = (await tx.appliedLogId(config.name)) ?? '0';
         if (inTx !== applied)
           throw new DeltaError(
             `the target's applied logId moved to ${inTx} during the load; another loader is running`,
           );
-        let count = 0;
-        for (const plan of plans) {
-          const rows = project(
-            readTable(inbox, manifest, plan.table),
-            plan.keep,
-            plan.table.columns.length,
-          );
-          count += await tx.applyRows({
-            table: plan.table.name,
-            key: plan.table.key,
-            columns: plan.columns,
-            rows,
-          });
-        }
+        const counts = await applyDelta(tx, inbox, manifest, plans);
         await tx.recordApplied({ job: config.name, logId: manifest.toLogId, delta: entry.file });
-        return count;
+        return counts;
       });
+      const rows = Object.values(counts).reduce((n, c) => n + c.rows + c.deletes, 0);
+      const hookFailure = await runAfterLoad(
+        config,
+        target,
+        {
+          delta: entry.file,
+          fromLogId: manifest.fromLogId,
+          toLogId: manifest.toLogId,
+          rows: Object.values(counts).reduce((n, c) => n + c.rows, 0),
+          deletes: Object.values(counts).reduce((n, c) => n + c.deletes, 0),
+          tables: counts,
+        },
+        log,
+      );
+      if (hookFailure) {
+        log.error(
+          { delta: entry.file, err: hookFailure },
+          'after-load hook failed; the delta stays committed',
+        );
+        hookFailures.push(`${entry.file}: ${hookFailure}`);
+      }
+      for (const [name, c] of Object.entries(counts)) if (c.rows + c.deletes > 0) tables.add(name);
       applied = manifest.toLogId;
       await writeState(config.stateDir, {
         job: config.name,
@@ -198,13 +253,18 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
       result.bytes += partsOf(manifest).reduce((n, p) => n + p.bytes, 0);
       log.debug({ delta: entry.file, rows }, 'delta applied');
     }
+    if (hookFailures.length > 0) {
+      throw new HookError(`after-load hook failed for ${hookFailures.join('; ')}`, {
+        hint: 'the deltas are committed; fix the hook and run it by hand if needed',
+      });
+    }
   } finally {
     await target.close();
     logSummary(log, {
       step: 'load',
       delta: result.applied.at(-1) ?? null,
       deltas: result.applied.length,
-      tables: 0,
+      tables: tables.size,
       rows: result.rows,
       bytes: result.bytes,
       seconds: elapsedSeconds(started),

@@ -57,6 +57,7 @@ function syntheticValue(type: LogicalType, n: bigint, logId: bigint): WireValue 
 function simulatedColumns(t: TableConfig): ColumnInfo[] {
   if (t.columns) return t.columns;
   return [...t.key, t.logIdColumn]
+    .filter((c): c is string => c !== undefined)
     .filter((c, i, all) => all.indexOf(c) === i)
     .map((name) => ({ name, type: 'bigint' as const }));
 }
@@ -102,7 +103,12 @@ async function simulateOnce(ctx: StepContext, options: SimulateOptions): Promise
         const columns = simulatedColumns(t);
         const n = options.empty ? 0 : Math.min(options.rows, Number(LOGID_STEP));
         rows += (
-          await writer.writeTable(t.name, t.key, columns, syntheticRows(t, columns, from, n))
+          await writer.writeTable(
+            t.target ?? t.name,
+            t.key,
+            columns,
+            syntheticRows(t, columns, from, n),
+          )
         ).rows;
       }
       const { file } = await writer.finish();

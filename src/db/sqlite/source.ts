@@ -1,8 +1,24 @@
-/** Reading changes from SQLite. All tables of one extract are read inside one read transaction. */
+/** Reading changes from SQLite. All reads of one extract run share one read transaction. */
 import { ConfigError } from '../../errors.js';
-import type { ColumnInfo, DbConfig, ReadChangesRequest, SourceReader, WireRow } from '../types.js';
+import type {
+  CaptureDdl,
+  CaptureRequest,
+  ChangelogRequest,
+  ChangelogRow,
+  ColumnInfo,
+  DbConfig,
+  HighWaterRequest,
+  NthLogIdRequest,
+  ReadAllRequest,
+  ReadChangesRequest,
+  ReadKeysetRequest,
+  SourceReader,
+  WireRow,
+  WireValue,
+} from '../types.js';
+import { captureDdl } from './capture.js';
 import { openSqlite, quoteIdent, type SqliteDb } from './connection.js';
-import { logicalTypeOf, toWire } from './types.js';
+import { keyTextToWire, logicalTypeOf, toWire } from './types.js';
 
 export function sqliteColumns(db: SqliteDb, table: string): ColumnInfo[] | null {
   const rows = db.prepare(`SELECT name, type FROM pragma_table_info(?)`).all(table) as {
@@ -13,11 +29,39 @@ export function sqliteColumns(db: SqliteDb, table: string): ColumnInfo[] | null 
   return rows.map((r) => ({ name: r.name, type: logicalTypeOf(r.type), nativeType: r.type }));
 }
 
+/** Streams a statement's rows as wire rows (better-sqlite3 iterates lazily). */
+export function* wireRows(
+  db: SqliteDb,
+  sql: string,
+  params: unknown[],
+  columns: ColumnInfo[],
+): Generator<WireRow> {
+  const stmt = db.prepare(sql).raw(true);
+  const types = columns.map((c) => c.type);
+  for (const row of stmt.iterate(...params) as IterableIterator<unknown[]>) {
+    yield row.map((v, i) => toWire(v as never, types[i]!));
+  }
+}
+
+const list = (names: string[]) => names.map(quoteIdent).join(', ');
+
+/**
+ * SQLite keeps times as text; a cursor's wire timestamp is compared with the stored text, so it
+ * goes back to the common stored form `YYYY-MM-DD HH:MM:SS[.fff]` (see the README: SQLite
+ * timestamp mode needs the column written in that form, UTC for timestamptz).
+ */
+function storedTime(value: WireValue): WireValue {
+  return typeof value === 'string' ? value.replace('T', ' ').replace(/Z$/, '') : value;
+}
+
 class SqliteSource implements SourceReader {
   readonly engine = 'sqlite' as const;
   private inSnapshot = false;
 
-  constructor(private readonly db: SqliteDb) {}
+  constructor(
+    private readonly db: SqliteDb,
+    private readonly config: DbConfig,
+  ) {}
 
   async columns(table: string): Promise<ColumnInfo[]> {
     const columns = sqliteColumns(this.db, table);
@@ -27,7 +71,8 @@ class SqliteSource implements SourceReader {
 
   private snapshot(): void {
     // A deferred transaction pins one snapshot for every read that follows (in WAL mode), so
-    // the tables of one delta agree with each other. Read-only connections may do this.
+    // the tables of one delta agree with each other. SQLite has one writer at a time, so no
+    // transaction can commit a lower logId after a higher one: the plain maximum is stable.
     if (!this.inSnapshot) {
       this.db.exec('BEGIN');
       this.inSnapshot = true;
@@ -42,19 +87,127 @@ class SqliteSource implements SourceReader {
     return row.m === null ? null : String(row.m);
   }
 
+  async stableHighWater(req: HighWaterRequest): Promise<string | null> {
+    let high: bigint | null = null;
+    for (const t of req.tables) {
+      const m = await this.maxLogId(t.table, t.logIdColumn);
+      if (m !== null && (high === null || BigInt(m) > high)) high = BigInt(m);
+    }
+    return high === null ? null : high.toString();
+  }
+
+  async nthLogId(req: NthLogIdRequest): Promise<string | null> {
+    this.snapshot();
+    const parts = req.tables.map(
+      (t) =>
+        `SELECT ${quoteIdent(t.logIdColumn)} AS l FROM ${quoteIdent(t.table)} WHERE ${quoteIdent(t.logIdColumn)} > ? AND ${quoteIdent(t.logIdColumn)} <= ?`,
+    );
+    const params = req.tables.flatMap((t) => [BigInt(t.after), BigInt(req.upTo)]);
+    const row = this.db
+      .prepare(`SELECT l FROM (${parts.join(' UNION ALL ')}) ORDER BY l LIMIT 1 OFFSET ?`)
+      .get(...params, req.n - 1) as { l: bigint } | undefined;
+    return row ? String(row.l) : null;
+  }
+
   async *readChanges(req: ReadChangesRequest): AsyncGenerator<WireRow> {
     this.snapshot();
     const log = quoteIdent(req.logIdColumn);
-    const stmt = this.db.prepare(
-      `SELECT ${req.columns.map((c) => quoteIdent(c.name)).join(', ')} FROM ${quoteIdent(req.table)}
+    yield* wireRows(
+      this.db,
+      `SELECT ${list(req.columns.map((c) => c.name))} FROM ${quoteIdent(req.table)}
        WHERE ${log} > ? AND ${log} <= ? ORDER BY ${log}`,
+      [BigInt(req.after), BigInt(req.upTo)],
+      req.columns,
     );
-    stmt.raw(true);
+  }
+
+  async *readKeyset(req: ReadKeysetRequest): AsyncGenerator<WireRow> {
+    this.snapshot();
+    const ts = quoteIdent(req.tsColumn);
+    const keyTypes = req.key.map((k) => req.columns.find((c) => c.name === k)!);
+    const conditions = [`${ts} <= ?`];
+    const params: unknown[] = [storedTime(req.upTo)];
+    if (req.after && req.after.key.length > 0) {
+      conditions.push(`(${ts}, ${list(req.key)}) > (?${', ?'.repeat(req.key.length)})`);
+      params.push(
+        storedTime(req.after.ts),
+        ...req.after.key.map((v, i) => keyParam(v, keyTypes[i]!)),
+      );
+    } else if (req.after) {
+      conditions.push(`${ts} >= ?`);
+      params.push(storedTime(req.after.ts));
+    }
+    const limit = req.limit === undefined ? '' : ` LIMIT ${Number(req.limit)}`;
+    yield* wireRows(
+      this.db,
+      `SELECT ${list(req.columns.map((c) => c.name))} FROM ${quoteIdent(req.table)}
+       WHERE ${conditions.join(' AND ')} ORDER BY ${ts}, ${list(req.key)}${limit}`,
+      params,
+      req.columns,
+    );
+  }
+
+  async *readAll(req: ReadAllRequest): AsyncGenerator<WireRow> {
+    this.snapshot();
+    yield* readAllRows(this.db, req);
+  }
+
+  async *readChangelog(req: ChangelogRequest): AsyncGenerator<ChangelogRow> {
+    this.snapshot();
+    const keyColumns = req.key.map((k) => req.columns.find((c) => c.name === k)!);
+    // Integer/numeric key columns compare with the change log's text by SQLite's affinity rules.
+    const join = req.key
+      .map((k, i) => `t.${quoteIdent(k)} = json_extract(c.key_values, '$[${i}]')`)
+      .join(' AND ');
+    const sql = `WITH c AS (
+        SELECT key_values, MAX(log_id) AS last FROM ${quoteIdent(req.changelog)}
+        WHERE table_name = ? AND log_id > ? AND log_id <= ? GROUP BY key_values)
+      SELECT c.key_values, t.${quoteIdent(req.key[0]!)} IS NOT NULL AS found,
+        ${req.columns.map((col) => `t.${quoteIdent(col.name)}`).join(', ')}
+      FROM c LEFT JOIN ${quoteIdent(req.table)} t ON ${join} ORDER BY c.last`;
+    const stmt = this.db.prepare(sql).raw(true);
     const types = req.columns.map((c) => c.type);
-    for (const row of stmt.iterate(BigInt(req.after), BigInt(req.upTo)) as IterableIterator<
-      unknown[]
-    >) {
-      yield row.map((v, i) => toWire(v as never, types[i]!));
+    for (const r of stmt.iterate(
+      req.table,
+      BigInt(req.after),
+      BigInt(req.upTo),
+    ) as IterableIterator<unknown[]>) {
+      if (Number(r[1]) === 1) {
+        yield { op: 'upsert', row: r.slice(2).map((v, i) => toWire(v as never, types[i]!)) };
+      } else {
+        const texts = JSON.parse(r[0] as string) as (string | null)[];
+        yield { op: 'delete', key: texts.map((t, i) => keyTextToWire(t, keyColumns[i]!.type)) };
+      }
+    }
+  }
+
+  async referencedTables(table: string): Promise<string[]> {
+    const rows = this.db
+      .prepare('SELECT DISTINCT "table" AS t FROM pragma_foreign_key_list(?)')
+      .all(table) as {
+      t: string;
+    }[];
+    return rows.map((r) => r.t);
+  }
+
+  async serverTime(type: 'timestamp' | 'timestamptz'): Promise<string> {
+    const row = this.db.prepare(`SELECT strftime('%Y-%m-%d %H:%M:%f', 'now') AS now`).get() as {
+      now: string;
+    };
+    return type === 'timestamptz' ? `${row.now.replace(' ', 'T')}Z` : row.now;
+  }
+
+  captureDdl(req: CaptureRequest): CaptureDdl {
+    return captureDdl(req);
+  }
+
+  async executeDdl(statements: string[]): Promise<void> {
+    // The reader is read-only; DDL needs a connection of its own.
+    const writable = openSqlite(this.config, false);
+    try {
+      for (const s of statements) writable.exec(s);
+    } finally {
+      writable.close();
     }
   }
 
@@ -64,6 +217,21 @@ class SqliteSource implements SourceReader {
   }
 }
 
+function keyParam(value: WireValue, column: ColumnInfo): unknown {
+  if (value === null) return null;
+  return column.type === 'bigint' ? BigInt(value as string) : value;
+}
+
+/** Every row of a table ordered by key: shared by the source (snapshot) and the target (verify). */
+export function* readAllRows(db: SqliteDb, req: ReadAllRequest): Generator<WireRow> {
+  yield* wireRows(
+    db,
+    `SELECT ${list(req.columns.map((c) => c.name))} FROM ${quoteIdent(req.table)} ORDER BY ${list(req.key)}`,
+    [],
+    req.columns,
+  );
+}
+
 export async function openSqliteSource(config: DbConfig): Promise<SourceReader> {
-  return new SqliteSource(openSqlite(config, true));
+  return new SqliteSource(openSqlite(config, true), config);
 }

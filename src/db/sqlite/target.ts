@@ -6,11 +6,14 @@ import {
   type ApplyRowsRequest,
   type ColumnInfo,
   type DbConfig,
+  type DeleteRowsRequest,
+  type ReadAllRequest,
+  type WireRow,
   type TargetTransaction,
   type TargetWriter,
 } from '../types.js';
 import { openSqlite, quoteIdent, type SqliteDb } from './connection.js';
-import { sqliteColumns } from './source.js';
+import { readAllRows, sqliteColumns } from './source.js';
 import { fromWire } from './types.js';
 
 /** `INSERT … ON CONFLICT (key) DO UPDATE` writing only the delta's columns. */
@@ -48,6 +51,17 @@ class SqliteTransaction implements TargetTransaction {
       count++;
     }
     return count;
+  }
+
+  async deleteRows(req: DeleteRowsRequest): Promise<number> {
+    const where = req.key.map((k) => `${quoteIdent(k.name)} = ?`).join(' AND ');
+    const stmt = this.db.prepare(`DELETE FROM ${quoteIdent(req.table)} WHERE ${where}`);
+    const types = req.key.map((k) => k.type);
+    let deleted = 0;
+    for await (const key of req.rows) {
+      deleted += stmt.run(key.map((v, i) => fromWire(v, types[i]!))).changes;
+    }
+    return deleted;
   }
 
   async recordApplied(record: AppliedRecord): Promise<void> {
@@ -96,6 +110,14 @@ class SqliteTarget implements TargetWriter {
       if (this.db.inTransaction) this.db.exec('ROLLBACK');
       throw err;
     }
+  }
+
+  async *readAll(req: ReadAllRequest): AsyncGenerator<WireRow> {
+    yield* readAllRows(this.db, req);
+  }
+
+  async execute(sql: string): Promise<void> {
+    this.db.exec(sql);
   }
 
   async close(): Promise<void> {

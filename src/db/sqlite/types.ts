@@ -106,3 +106,17 @@ export function canonicalInstant(text: string): string {
   );
   return `${utc.toISOString().slice(0, 19)}${fraction}Z`;
 }
+
+/** A key value as the change log holds it (text) -> its wire form. */
+export function keyTextToWire(text: string | null, type: LogicalType): WireValue {
+  if (text === null) return null;
+  switch (type) {
+    case 'int':
+    case 'float':
+      return Number(text);
+    case 'bool':
+      return text === '1' || text === 'true';
+    default:
+      return text;
+  }
+}

@@ -1,0 +1,269 @@
+/**
+ * Opening MySQL/MariaDB connections, turning driver errors into deltasync errors, and reading a
+ * table's columns. Shared by the source and the target.
+ */
+import type { Connection as CoreConnection, ConnectionOptions } from 'mysql2';
+import type { Connection } from 'mysql2/promise';
+import { ConfigError, DeltasyncError, UnavailableError } from '../../errors.js';
+import type { DbConfig } from '../types.js';
+import type { NativeColumn } from './types.js';
+
+/** An open connection and how to name it in messages (`host:port/db`, never the password). */
+export interface Session {
+  conn: Connection;
+  /** The callback-style connection underneath, for streaming queries and LOAD DATA. */
+  core: CoreConnection;
+  where: string;
+  /** Set when the server went away while no query was running. */
+  lostWith?: Error;
+}
+
+/**
+ * Options that keep every value exact, whatever the config says: 64-bit integers and decimals
+ * as strings, dates as the server's text (no JS Date, no local time zone), JSON as text.
+ */
+const EXACT_OPTIONS = {
+  supportBigNumbers: true,
+  bigNumberStrings: true,
+  decimalNumbers: false,
+  dateStrings: true,
+  jsonStrings: true,
+  timezone: 'Z',
+  charset: 'utf8mb4',
+  multipleStatements: false,
+  // A config's own typeCast would undo all of the above.
+  typeCast: true,
+} as const;
+
+/** `host:port/db` for messages, from a URL or from mysql2 options. */
+function placeOf(config: DbConfig): string {
+  const c = config.connection;
+  try {
+    const fields =
+      typeof c === 'string' ? new URL(c) : typeof c.uri === 'string' ? new URL(c.uri) : null;
+    if (fields) {
+      return `${fields.hostname || 'localhost'}:${fields.port || 3306}/${decodeURIComponent(fields.pathname.slice(1))}`;
+    }
+  } catch {
+    return 'an unparsable connection URL';
+  }
+  const o = c as Record<string, unknown>;
+  const host = o.socketPath ? String(o.socketPath) : `${o.host ?? 'localhost'}:${o.port ?? 3306}`;
+  return `${host}/${o.database ?? ''}`;
+}
+
+/** Driver error codes that mean "cannot reach or stay connected to the server". */
+const UNAVAILABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  'PROTOCOL_CONNECTION_LOST',
+  'PROTOCOL_SEQUENCE_TIMEOUT',
+  'PROTOCOL_ENQUEUE_AFTER_FATAL_ERROR',
+  'PROTOCOL_ENQUEUE_AFTER_QUIT',
+  'ER_ACCESS_DENIED_ERROR',
+  'ER_DBACCESS_DENIED_ERROR',
+  'ER_BAD_DB_ERROR',
+  'ER_CON_COUNT_ERROR',
+  'ER_TOO_MANY_USER_CONNECTIONS',
+  'ER_HOST_IS_BLOCKED',
+  'ER_HOST_NOT_PRIVILEGED',
+  'ER_SERVER_SHUTDOWN',
+  'ER_NOT_SUPPORTED_AUTH_MODE',
+  'ER_CONNECTION_KILLED',
+]);
+/** The same by server error number, for codes older mysql2 versions do not name (1927: MariaDB's killed connection). */
+const UNAVAILABLE_ERRNOS = new Set([1040, 1044, 1045, 1049, 1053, 1129, 1130, 1203, 1251, 1927]);
+
+interface DriverError extends Error {
+  code?: string;
+  errno?: number;
+  fatal?: boolean;
+  sqlMessage?: string;
+}
+
+/**
+ * Turns a driver error into a ConfigError or an UnavailableError when it is one; anything else
+ * (a deltasync error, a data error from the server) is returned unchanged.
+ */
+export function translateError(err: unknown, where: string, table?: string): unknown {
+  if (err instanceof DeltasyncError || !(err instanceof Error)) return err;
+  const e = err as DriverError;
+  const reason = (e.sqlMessage ?? e.message ?? String(e.code)).split('\n')[0];
+  if (e.code === 'ER_NO_SUCH_TABLE' || e.errno === 1146) {
+    return new ConfigError(`table ${table ?? '?'} does not exist in MariaDB/MySQL ${where}`, {
+      hint: 'create it or fix the table name in the job config',
+      cause: err,
+    });
+  }
+  if (e.code === 'ER_BAD_FIELD_ERROR' || e.errno === 1054) {
+    return new ConfigError(`${reason} (table ${table ?? '?'} in MariaDB/MySQL ${where})`, {
+      hint: 'fix the column names in the job config or the table',
+      cause: err,
+    });
+  }
+  if (e.errno === 1142 || e.errno === 1143) {
+    return new ConfigError(`${reason} (MariaDB/MySQL ${where})`, {
+      hint: 'grant the privilege to the configured user',
+      cause: err,
+    });
+  }
+  const closed = /closed state|connection is closed/i.test(e.message);
+  if (
+    e.fatal ||
+    closed ||
+    UNAVAILABLE_CODES.has(e.code ?? '') ||
+    UNAVAILABLE_ERRNOS.has(e.errno ?? 0)
+  ) {
+    return new UnavailableError(`MariaDB/MySQL ${where} is unavailable: ${reason}`, {
+      hint: unavailableHint(e, closed),
+      cause: err,
+    });
+  }
+  return err;
+}
+
+function unavailableHint(e: DriverError, closed: boolean): string {
+  if (e.errno === 1044 || e.errno === 1045 || e.errno === 1130) {
+    return 'check the user, password and grants in the connection settings';
+  }
+  if (e.errno === 1049) return 'create the database or fix its name in the connection settings';
+  if (closed || /LOST|ECONNRESET|EPIPE|KILLED|SHUTDOWN/.test(e.code ?? '') || e.errno === 1927) {
+    return 'the connection was lost mid-way; the server rolled back any open transaction, so run again';
+  }
+  return 'check that the server is running and that host and port are right, then run again';
+}
+
+/**
+ * Connects and pins the session to UTC, so TIMESTAMP columns read and write the UTC wall clock.
+ * `forLoad` allows LOAD DATA LOCAL INFILE; a source never needs it, so it does not offer it.
+ */
+export async function openSession(config: DbConfig, forLoad: boolean): Promise<Session> {
+  const where = placeOf(config);
+  const base: ConnectionOptions =
+    typeof config.connection === 'string'
+      ? { uri: config.connection }
+      : (config.connection as ConnectionOptions);
+  const options: ConnectionOptions = {
+    connectTimeout: 10_000,
+    ...base,
+    ...EXACT_OPTIONS,
+    flags: forLoad ? ['LOCAL_FILES'] : ['-LOCAL_FILES'],
+  };
+  const mysql = await import('mysql2/promise');
+  let conn: Connection;
+  try {
+    conn = await mysql.createConnection(options);
+  } catch (err) {
+    throw translateError(err, where);
+  }
+  const core = (conn as unknown as { connection: CoreConnection }).connection;
+  const session: Session = { conn, core, where };
+  // Without a listener an idle connection that the server drops would crash the process.
+  conn.on('error', (err: Error) => {
+    session.lostWith = err;
+  });
+  try {
+    await run(session, "SET time_zone = '+00:00'");
+  } catch (err) {
+    await closeSession(session);
+    throw err;
+  }
+  return session;
+}
+
+/** Runs a statement, translating errors. */
+export async function run<T = unknown>(
+  session: Session,
+  sql: string,
+  values?: unknown[],
+  table?: string,
+): Promise<T> {
+  if (session.lostWith) throw translateError(session.lostWith, session.where, table);
+  try {
+    const [result] = await session.conn.query(sql, values);
+    return result as T;
+  } catch (err) {
+    throw translateError(session.lostWith ?? err, session.where, table);
+  }
+}
+
+/** Closes the connection; a connection that is already gone is not an error. */
+export async function closeSession(session: Session): Promise<void> {
+  try {
+    await session.conn.end();
+  } catch {
+    session.conn.destroy();
+  }
+}
+
+/** Splits `db.table` into its parts; a bare name lives in the connection's database. */
+function splitTable(table: string): [schema: string | null, name: string] {
+  const dot = table.indexOf('.');
+  return dot < 0 ? [null, table] : [table.slice(0, dot), table.slice(dot + 1)];
+}
+
+interface ColumnRow {
+  name: string;
+  dataType: string;
+  columnType: string;
+}
+
+/** The table's columns in order, or an empty list when the table does not exist. */
+export async function reflectColumns(session: Session, table: string): Promise<NativeColumn[]> {
+  const [schema, name] = splitTable(table);
+  const rows = await run<ColumnRow[]>(
+    session,
+    `SELECT COLUMN_NAME AS name, LOWER(DATA_TYPE) AS dataType, COLUMN_TYPE AS columnType
+       FROM information_schema.COLUMNS
+      WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?
+      ORDER BY ORDINAL_POSITION`,
+    [schema, name],
+    table,
+  );
+  const jsonColumns = rows.some((r) => r.dataType === 'longtext')
+    ? await jsonCheckedColumns(session, schema, name)
+    : new Set<string>();
+  return rows.map((r) => ({
+    name: r.name,
+    dataType: r.dataType,
+    columnType: r.columnType,
+    jsonChecked: jsonColumns.has(r.name),
+  }));
+}
+
+/**
+ * MariaDB's JSON is LONGTEXT plus `CHECK (json_valid(col))`; the check is the only trace of
+ * the declared type. MySQL has a real JSON type, and its CHECK_CONSTRAINTS view has no
+ * TABLE_NAME column, so an error here simply means "no such columns".
+ */
+async function jsonCheckedColumns(
+  session: Session,
+  schema: string | null,
+  name: string,
+): Promise<Set<string>> {
+  let clauses: { clause: string }[];
+  try {
+    clauses = await run<{ clause: string }[]>(
+      session,
+      `SELECT CHECK_CLAUSE AS clause FROM information_schema.CHECK_CONSTRAINTS
+        WHERE CONSTRAINT_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?`,
+      [schema, name],
+    );
+  } catch (err) {
+    if (err instanceof UnavailableError) throw err;
+    return new Set();
+  }
+  const found = new Set<string>();
+  for (const { clause } of clauses) {
+    for (const m of clause.matchAll(/json_valid\s*\(\s*`?((?:[^`]|``)+?)`?\s*\)/gi)) {
+      found.add(m[1]!.replace(/``/g, '`'));
+    }
+  }
+  return found;
+}

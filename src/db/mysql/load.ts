@@ -1,0 +1,239 @@
+/**
+ * The two ways rows reach a MySQL/MariaDB table, both upserts that write only the delta's
+ * columns and let the last of several rows with one key win:
+ *
+ *   - `infile`: the rows stream as tab-separated text through `LOAD DATA LOCAL INFILE` into a
+ *     temporary staging table, then one `INSERT … SELECT … ON DUPLICATE KEY UPDATE` moves them.
+ *   - `insert`: multi-row `INSERT … VALUES … ON DUPLICATE KEY UPDATE` statements of a few MB,
+ *     the next one built while the server runs the previous one.
+ *
+ * Both pull rows from the iterable only as fast as the server takes them, and neither ever holds
+ * more than a batch in memory.
+ */
+import { Readable } from 'node:stream';
+import type { ResultSetHeader } from 'mysql2';
+import { DeltaError, DeltasyncError } from '../../errors.js';
+import type { ColumnInfo, WireRow } from '../types.js';
+import { run, translateError, type Session } from './connection.js';
+import { quoteIdent, type WriteEncoder } from './types.js';
+
+/** What both strategies need to know about one applyRows call. */
+export interface ApplyPlan {
+  /** The quoted target table. */
+  table: string;
+  /** The table name as configured, for messages. */
+  tableName: string;
+  columns: ColumnInfo[];
+  /** Each column's COLUMN_TYPE in the target, for the staging table. */
+  columnTypes: string[];
+  encoders: WriteEncoder[];
+  /** The `ON DUPLICATE KEY UPDATE …` clause. */
+  onDuplicate: string;
+}
+
+export type LoadStrategy = 'infile' | 'insert';
+
+/** Builds the ON DUPLICATE KEY UPDATE clause: every non-key column takes the new row's value. */
+export function onDuplicateClause(columns: string[], key: string[]): string {
+  const keys = new Set(key);
+  const updated = columns.filter((c) => !keys.has(c));
+  // With nothing but key columns there is nothing to update; a no-op assignment keeps it an upsert.
+  const assignments = (updated.length > 0 ? updated : [key[0]!]).map(
+    (c) => `${quoteIdent(c)} = VALUES(${quoteIdent(c)})`,
+  );
+  return `ON DUPLICATE KEY UPDATE ${assignments.join(', ')}`;
+}
+
+function checkWidth(plan: ApplyPlan, row: WireRow, index: number): void {
+  if (!Array.isArray(row) || row.length !== plan.columns.length) {
+    throw new DeltaError(
+      `table ${plan.tableName}: row ${index + 1} has ${Array.isArray(row) ? row.length : 'no'} values, expected ${plan.columns.length}`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------- multi-row INSERT
+
+/**
+ * A statement is sent once it reaches this many characters: well under the server's default
+ * max_allowed_packet (16 MB); 2 and 4 MB statements were not reliably faster and took more memory.
+ */
+const INSERT_BATCH_CHARS = 1024 * 1024;
+
+/** Upserts with multi-row INSERT statements; returns the number of rows. */
+export async function applyByInsert(
+  session: Session,
+  plan: ApplyPlan,
+  rows: AsyncIterable<WireRow>,
+  batchChars = INSERT_BATCH_CHARS,
+): Promise<number> {
+  const head = `INSERT INTO ${plan.table} (${plan.columns.map((c) => quoteIdent(c.name)).join(', ')}) VALUES `;
+  const tail = ' ' + plan.onDuplicate;
+  const { encoders } = plan;
+  let count = 0;
+  let values = '';
+  // At most one statement runs while the next is built; its outcome is checked before the
+  // next is sent, and before returning or rethrowing.
+  const sent: { statement: Promise<unknown> } = { statement: Promise.resolve() };
+  const send = async (sql: string) => {
+    await sent.statement;
+    sent.statement = run(session, sql, undefined, plan.tableName);
+    sent.statement.catch(() => undefined);
+  };
+  try {
+    for await (const row of rows) {
+      checkWidth(plan, row, count);
+      let tuple = values.length === 0 ? '(' : ',(';
+      for (let i = 0; i < encoders.length; i++) {
+        if (i > 0) tuple += ',';
+        tuple += encoders[i]!.literal(row[i]!);
+      }
+      values += tuple + ')';
+      count++;
+      if (values.length >= batchChars) {
+        await send(head + values + tail);
+        values = '';
+      }
+    }
+    if (values.length > 0) await send(head + values + tail);
+  } catch (err) {
+    // The caller rolls back next: let the statement in flight finish first.
+    await sent.statement.catch(() => undefined);
+    throw err;
+  }
+  await sent.statement;
+  return count;
+}
+
+// ---------------------------------------------------------------- LOAD DATA LOCAL INFILE
+
+/** Rows are sent in chunks of about this many characters… */
+const INFILE_CHUNK_CHARS = 256 * 1024;
+/** …and no packet is larger than this, however long one row is. */
+const INFILE_MAX_PACKET = 1024 * 1024;
+const STAGE = quoteIdent('deltasync_stage');
+/** Orders the staged rows, so that the last of several rows with one key wins. */
+const SEQ = quoteIdent('deltasync_seq');
+
+/** Resolves when the socket can take more, or has closed (the query then fails on its own). */
+function drained(socket: NodeJS.WritableStream & { writableNeedDrain?: boolean }): Promise<void> {
+  if (!socket.writableNeedDrain) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      socket.removeListener('drain', done);
+      socket.removeListener('close', done);
+      resolve();
+    };
+    socket.on('drain', done);
+    socket.on('close', done);
+  });
+}
+
+/**
+ * The rows as LOAD DATA text. The driver writes each chunk straight to the socket without
+ * asking, so the generator waits for the socket to drain before it makes the next one; and it
+ * only ever emits whole lines, so when the rows fail mid-way what reached the server is a
+ * clean prefix that the caller's rollback discards.
+ */
+function tsvStream(
+  plan: ApplyPlan,
+  rows: AsyncIterable<WireRow>,
+  socket: NodeJS.WritableStream,
+  counter: { rows: number },
+): Readable {
+  const { encoders } = plan;
+  async function* chunks(): AsyncGenerator<Buffer> {
+    let text = '';
+    const flush = async function* () {
+      const bytes = Buffer.from(text, 'utf8');
+      text = '';
+      for (let offset = 0; offset < bytes.length; offset += INFILE_MAX_PACKET) {
+        await drained(socket);
+        yield bytes.subarray(offset, offset + INFILE_MAX_PACKET);
+      }
+    };
+    for await (const row of rows) {
+      checkWidth(plan, row, counter.rows);
+      let line = '';
+      for (let i = 0; i < encoders.length; i++) {
+        if (i > 0) line += '\t';
+        line += encoders[i]!.field(row[i]!);
+      }
+      text += line + '\n';
+      counter.rows++;
+      if (text.length >= INFILE_CHUNK_CHARS) yield* flush();
+    }
+    if (text.length > 0) yield* flush();
+  }
+  return Readable.from(chunks(), { objectMode: false });
+}
+
+/** Upserts through a staging table filled by LOAD DATA LOCAL INFILE; returns the number of rows. */
+export async function applyByInfile(
+  session: Session,
+  plan: ApplyPlan,
+  rows: AsyncIterable<WireRow>,
+  stageEngine = 'InnoDB',
+): Promise<number> {
+  const names = plan.columns.map((c) => quoteIdent(c.name));
+  const definitions = names.map((n, i) => `${n} ${plan.columnTypes[i]} NULL`);
+  await run(session, `DROP TEMPORARY TABLE IF EXISTS ${STAGE}`);
+  await run(
+    session,
+    `CREATE TEMPORARY TABLE ${STAGE} (${SEQ} BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, ${definitions.join(', ')}) ENGINE=${stageEngine}`,
+  );
+  try {
+    const targets: string[] = [];
+    const sets: string[] = [];
+    plan.encoders.forEach((encoder, i) => {
+      if (!encoder.viaHex && !encoder.viaUnsigned) {
+        targets.push(names[i]!);
+        return;
+      }
+      targets.push(`@v${i}`);
+      sets.push(`${names[i]} = ${encoder.viaHex ? `UNHEX(@v${i})` : `CAST(@v${i} AS UNSIGNED)`}`);
+    });
+    const counter = { rows: 0 };
+    const socket = (session.core as unknown as { stream: NodeJS.WritableStream }).stream;
+    let source: Readable | undefined;
+    const loadSql =
+      `LOAD DATA LOCAL INFILE 'deltasync-rows' INTO TABLE ${STAGE} CHARACTER SET utf8mb4` +
+      ` FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'` +
+      ` (${targets.join(', ')})` +
+      (sets.length > 0 ? ` SET ${sets.join(', ')}` : '');
+    let header: ResultSetHeader;
+    try {
+      [header] = await session.conn.query<ResultSetHeader>({
+        sql: loadSql,
+        infileStreamFactory: () => (source = tsvStream(plan, rows, socket, counter)),
+      });
+    } catch (err) {
+      // The rows' own error (a bad checksum, say) is the one the caller must see.
+      throw translateError(session.lostWith ?? err, session.where, plan.tableName);
+    } finally {
+      source?.destroy();
+    }
+    // LOCAL implies IGNORE: the server turns bad values into warnings and carries on, so a
+    // warning here is a value that did not fit its column, which an INSERT would have refused.
+    if (header.warningStatus > 0) await refuseWarnings(session, plan);
+    await run(
+      session,
+      `INSERT INTO ${plan.table} (${names.join(', ')}) SELECT ${names.join(', ')} FROM ${STAGE} ORDER BY ${SEQ} ${plan.onDuplicate}`,
+      undefined,
+      plan.tableName,
+    );
+    return counter.rows;
+  } finally {
+    if (!session.lostWith) {
+      await run(session, `DROP TEMPORARY TABLE IF EXISTS ${STAGE}`).catch(() => undefined);
+    }
+  }
+}
+
+async function refuseWarnings(session: Session, plan: ApplyPlan): Promise<never> {
+  const warnings = await run<{ Message: string }[]>(session, 'SHOW WARNINGS LIMIT 3');
+  throw new DeltasyncError(
+    `table ${plan.tableName}: values do not fit the target columns: ${warnings.map((w) => w.Message).join('; ')}`,
+    { hint: 'widen the target columns or fix the source data; nothing was applied' },
+  );
+}

@@ -1,0 +1,230 @@
+/**
+ * The MySQL/MariaDB TargetWriter. One connection; each `transaction` is one InnoDB transaction
+ * holding the rows and the `deltasync_applied` record together, so a load is applied exactly
+ * once or not at all.
+ */
+import { ConfigError, DeltasyncError } from '../../errors.js';
+import {
+  APPLIED_TABLE,
+  type AppliedRecord,
+  type ApplyRowsRequest,
+  type ColumnInfo,
+  type DbConfig,
+  type TargetTransaction,
+  type TargetWriter,
+} from '../types.js';
+import {
+  closeSession,
+  openSession,
+  reflectColumns,
+  run,
+  translateError,
+  type Session,
+} from './connection.js';
+import {
+  applyByInfile,
+  applyByInsert,
+  onDuplicateClause,
+  type ApplyPlan,
+  type LoadStrategy,
+} from './load.js';
+import { logicalTypeOf, quoteIdent, quoteTable, writeEncoder } from './types.js';
+
+export interface MysqlTargetOptions {
+  /**
+   * How applyRows sends rows. `auto` (the default) uses LOAD DATA LOCAL INFILE when the server
+   * allows it (`@@local_infile`) and multi-row INSERTs otherwise.
+   */
+  loadStrategy?: LoadStrategy | 'auto';
+}
+
+const APPLIED = quoteIdent(APPLIED_TABLE);
+
+/** Writes one MySQL/MariaDB replica. */
+export class MysqlTarget implements TargetWriter {
+  readonly engine = 'mysql' as const;
+  private inTransaction = false;
+
+  private constructor(
+    private readonly session: Session,
+    /** The strategy applyRows uses, decided once at open. */
+    readonly loadStrategy: LoadStrategy,
+  ) {}
+
+  /** Connects and makes the session strict, so a value that does not fit is an error. */
+  static async open(config: DbConfig, options: MysqlTargetOptions = {}): Promise<MysqlTarget> {
+    const session = await openSession(config, true);
+    try {
+      const [settings] = await run<{ sqlMode: string; localInfile: number | string }[]>(
+        session,
+        'SELECT @@SESSION.sql_mode AS sqlMode, @@GLOBAL.local_infile AS localInfile',
+      );
+      // Our string literals use backslash escapes; strictness turns truncation into an error.
+      const modes = settings!.sqlMode
+        .split(',')
+        .filter((m) => m !== '' && m !== 'NO_BACKSLASH_ESCAPES');
+      if (!modes.includes('STRICT_ALL_TABLES')) modes.push('STRICT_ALL_TABLES');
+      await run(session, 'SET SESSION sql_mode = ?', [modes.join(',')]);
+      const wanted = options.loadStrategy ?? 'auto';
+      const infileAllowed = Number(settings!.localInfile) === 1;
+      if (wanted === 'infile' && !infileAllowed) {
+        throw new ConfigError(
+          `MariaDB/MySQL ${session.where} does not allow LOAD DATA LOCAL INFILE (local_infile is off)`,
+          { hint: 'SET GLOBAL local_infile = 1 on the server, or use the insert strategy' },
+        );
+      }
+      const strategy: LoadStrategy =
+        wanted === 'auto' ? (infileAllowed ? 'infile' : 'insert') : wanted;
+      return new MysqlTarget(session, strategy);
+    } catch (err) {
+      await closeSession(session);
+      throw err;
+    }
+  }
+
+  async columns(table: string): Promise<ColumnInfo[] | null> {
+    const native = await reflectColumns(this.session, table);
+    if (native.length === 0) return null;
+    return native.map((c) => ({
+      name: c.name,
+      type: logicalTypeOf(c, table),
+      nativeType: c.columnType,
+    }));
+  }
+
+  async prepare(): Promise<void> {
+    // DDL commits implicitly in MySQL: never inside a load's transaction.
+    if (this.inTransaction) throw new DeltasyncError('prepare() called inside a transaction');
+    await run(
+      this.session,
+      `CREATE TABLE IF NOT EXISTS ${APPLIED} (
+         job VARCHAR(200) NOT NULL PRIMARY KEY,
+         log_id VARCHAR(40) NOT NULL,
+         delta VARCHAR(255),
+         applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+       ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
+    );
+  }
+
+  async appliedLogId(job: string): Promise<string | null> {
+    return this.readApplied(job, false);
+  }
+
+  async transaction<T>(fn: (tx: TargetTransaction) => Promise<T>): Promise<T> {
+    if (this.inTransaction) throw new DeltasyncError('MySQL target: transactions do not nest');
+    this.inTransaction = true;
+    try {
+      await run(this.session, 'START TRANSACTION');
+      let result: T;
+      try {
+        result = await fn({
+          appliedLogId: (job) => this.readApplied(job, true),
+          applyRows: (request) => this.applyRows(request),
+          recordApplied: (record) => this.recordApplied(record),
+        });
+      } catch (err) {
+        if (!this.session.lostWith) {
+          await run(this.session, 'ROLLBACK').catch(() => undefined);
+        }
+        // The rows' own error (a bad checksum, say) says more than a connection lost after it.
+        const cause = err instanceof DeltasyncError ? err : (this.session.lostWith ?? err);
+        throw translateError(cause, this.session.where);
+      }
+      await run(this.session, 'COMMIT');
+      return result;
+    } finally {
+      this.inTransaction = false;
+    }
+  }
+
+  async close(): Promise<void> {
+    await closeSession(this.session);
+  }
+
+  /**
+   * Inside a transaction the row is locked (FOR UPDATE), so two loads of one job that somehow
+   * run at once serialise here instead of both applying the same delta.
+   */
+  private async readApplied(job: string, lock: boolean): Promise<string | null> {
+    try {
+      const rows = await run<{ log_id: string }[]>(
+        this.session,
+        `SELECT log_id FROM ${APPLIED} WHERE job = ?${lock ? ' FOR UPDATE' : ''}`,
+        [job],
+        APPLIED_TABLE,
+      );
+      return rows[0]?.log_id ?? null;
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      // Before the first prepare() nothing was ever applied; but a load needs the table.
+      if (!lock) return null;
+      throw new ConfigError(
+        `table ${APPLIED_TABLE} is missing in MariaDB/MySQL ${this.session.where}`,
+        {
+          hint: 'call prepare() before the first load',
+        },
+      );
+    }
+  }
+
+  private async recordApplied(record: AppliedRecord): Promise<void> {
+    await run(
+      this.session,
+      `INSERT INTO ${APPLIED} (job, log_id, delta, applied_at) VALUES (?, ?, ?, CURRENT_TIMESTAMP(6))
+       ON DUPLICATE KEY UPDATE log_id = VALUES(log_id), delta = VALUES(delta), applied_at = VALUES(applied_at)`,
+      [record.job, record.logId, record.delta],
+      APPLIED_TABLE,
+    );
+  }
+
+  private async applyRows(request: ApplyRowsRequest): Promise<number> {
+    const plan = await this.plan(request);
+    return this.loadStrategy === 'infile'
+      ? applyByInfile(this.session, plan, request.rows)
+      : applyByInsert(this.session, plan, request.rows);
+  }
+
+  /** Checks the request against the target table and prepares the encoders. */
+  private async plan(request: ApplyRowsRequest): Promise<ApplyPlan> {
+    const { table, key, columns } = request;
+    const native = await reflectColumns(this.session, table);
+    if (native.length === 0) {
+      throw new ConfigError(
+        `table ${table} does not exist in MariaDB/MySQL ${this.session.where}`,
+        {
+          hint: 'create it on the replica before loading',
+        },
+      );
+    }
+    const byName = new Map(native.map((c) => [c.name, c]));
+    const names = new Set(columns.map((c) => c.name));
+    for (const k of key) {
+      if (!names.has(k)) {
+        throw new ConfigError(`key column ${table}.${k} is not among the delta's columns`);
+      }
+    }
+    const columnTypes: string[] = [];
+    const encoders = columns.map((column) => {
+      const target = byName.get(column.name);
+      if (!target) {
+        throw new ConfigError(
+          `column ${table}.${column.name} does not exist in MariaDB/MySQL ${this.session.where}`,
+          { hint: 'add it to the replica table or leave it out of the job' },
+        );
+      }
+      columnTypes.push(target.columnType);
+      return writeEncoder(column, target.dataType);
+    });
+    return {
+      table: quoteTable(table),
+      tableName: table,
+      columns,
+      columnTypes,
+      encoders,
+      onDuplicate: onDuplicateClause(
+        columns.map((c) => c.name),
+        key,
+      ),
+    };
+  }
+}

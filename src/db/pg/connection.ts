@@ -1,0 +1,165 @@
+/**
+ * Connecting to PostgreSQL, and turning driver errors into the errors an operator can act on:
+ * anything that means "the server cannot be used right now" becomes an UnavailableError (exit 69)
+ * naming user@host:port/database (never the password); a missing table or column a ConfigError.
+ */
+import pg from 'pg';
+import { ConfigError, DeltasyncError, UnavailableError } from '../../errors.js';
+import type { DbConfig } from '../types.js';
+import { SESSION_SETTINGS } from './types.js';
+
+/** A connection together with how to name it in messages. */
+export interface PgConnection {
+  client: pg.Client;
+  /** `user@host:port/database`, for messages. */
+  label: string;
+  /** What the client was opened with, to open a helper connection (see cancelQuery). */
+  config: pg.ClientConfig;
+  /** The server process serving this connection. */
+  pid: number;
+}
+
+/** Without a timeout a cron run would hang on a black-holed host instead of failing. */
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+
+/** SQLSTATE classes and codes that mean the server (not our SQL) is the problem. */
+const UNAVAILABLE_CLASSES = ['08', '28', '53', '57'];
+const UNKNOWN_DATABASE = '3D000';
+const INVALID_PASSWORD = '28P01';
+const UNDEFINED_TABLE = '42P01';
+const UNDEFINED_COLUMN = '42703';
+const UNDEFINED_SCHEMA = '3F000';
+
+/** Socket-level error codes from Node. */
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EPIPE',
+]);
+
+/** node-postgres reports a dropped or unusable connection with these messages and no code. */
+const CONNECTION_MESSAGES = [
+  'Connection terminated',
+  'connection timeout',
+  'Client has encountered a connection error',
+  'Client was closed and is not queryable',
+];
+
+function clientConfig(config: DbConfig): pg.ClientConfig {
+  const base: pg.ClientConfig = {
+    connectionTimeoutMillis: DEFAULT_CONNECT_TIMEOUT_MS,
+    application_name: 'deltasync',
+    keepAlive: true,
+  };
+  const c = config.connection;
+  if (typeof c === 'string') return { ...base, connectionString: c };
+  return { ...base, ...(c as pg.ClientConfig) };
+}
+
+function labelOf(client: pg.Client): string {
+  const host = client.host?.startsWith('/') ? `socket ${client.host}` : client.host;
+  return `${client.user ?? '?'}@${host ?? 'localhost'}:${client.port}/${client.database ?? ''}`;
+}
+
+function isUnavailable(err: { code?: unknown; message?: unknown }): boolean {
+  const code = typeof err.code === 'string' ? err.code : '';
+  if (code === UNKNOWN_DATABASE || NETWORK_CODES.has(code)) return true;
+  if (code.length === 5 && UNAVAILABLE_CLASSES.includes(code.slice(0, 2))) {
+    return code !== '57014'; // query_canceled is ours (statement_timeout), not the server's
+  }
+  const message = typeof err.message === 'string' ? err.message : '';
+  return CONNECTION_MESSAGES.some((m) => message.startsWith(m));
+}
+
+function unavailableHint(code: unknown): string {
+  if (code === UNKNOWN_DATABASE) return 'create the database or fix its name in the connection';
+  if (code === INVALID_PASSWORD || code === '28000') return 'check the user and password';
+  return 'check that the server is running and reachable, and the connection settings';
+}
+
+/**
+ * Turns a driver error into a DeltasyncError where we know what it means; returns other errors
+ * unchanged. `table` names the table the statement was about, for ConfigErrors.
+ */
+export function translateError(err: unknown, conn: PgConnection, table?: string): unknown {
+  if (err instanceof DeltasyncError || !(err instanceof Error)) return err;
+  const e = err as Error & { code?: string };
+  if (isUnavailable(e)) {
+    const first = e.message.split('\n')[0];
+    return new UnavailableError(`PostgreSQL ${conn.label} is unavailable: ${first}`, {
+      hint: unavailableHint(e.code),
+      cause: err,
+    });
+  }
+  if (e.code === UNDEFINED_TABLE || e.code === UNDEFINED_COLUMN || e.code === UNDEFINED_SCHEMA) {
+    const where = table ? `table '${table}' in PostgreSQL ${conn.label}` : conn.label;
+    return new ConfigError(`${where}: ${e.message}`, {
+      hint: 'check the table and column names in the job configuration',
+      cause: err,
+    });
+  }
+  return err;
+}
+
+/** Runs a query, translating its errors. */
+export async function run<R extends pg.QueryResultRow = pg.QueryResultRow>(
+  conn: PgConnection,
+  sql: string,
+  params?: unknown[],
+  table?: string,
+): Promise<pg.QueryResult<R>> {
+  try {
+    return await conn.client.query<R>(sql, params);
+  } catch (err) {
+    throw translateError(err, conn, table);
+  }
+}
+
+/**
+ * Opens a connection with deltasync's session settings. Throws UnavailableError when the server
+ * cannot be reached, refuses the login or lacks the database.
+ */
+export async function connect(config: DbConfig): Promise<PgConnection> {
+  const settings = clientConfig(config);
+  const client = new pg.Client(settings);
+  const conn: PgConnection = { client, label: labelOf(client), config: settings, pid: 0 };
+  // An idle client whose server goes away emits 'error'; unhandled, that would kill the
+  // process. The next query on it fails anyway and reports the problem where it matters.
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.query(SESSION_SETTINGS);
+    const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    conn.pid = rows[0]!.pid;
+  } catch (err) {
+    await client.end().catch(() => {});
+    throw translateError(err, conn);
+  }
+  return conn;
+}
+
+/**
+ * Cancels whatever the connection's server process is running, from a second short-lived
+ * connection (a role may cancel its own sessions). A cancel that arrives once the statement is
+ * over is ignored by the server, so this cannot hit a later statement.
+ */
+export async function cancelQuery(conn: PgConnection): Promise<void> {
+  const helper = new pg.Client(conn.config);
+  helper.on('error', () => {});
+  try {
+    await helper.connect();
+    await helper.query('SELECT pg_cancel_backend($1)', [conn.pid]);
+  } finally {
+    await helper.end().catch(() => {});
+  }
+}
+
+/** Closes a connection; a connection that is already broken closes quietly. */
+export async function disconnect(conn: PgConnection): Promise<void> {
+  await conn.client.end().catch(() => {});
+}
