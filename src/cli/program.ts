@@ -3,7 +3,7 @@
  * `deltasync-extract`, `deltasync-copy`, `deltasync-load` share these definitions.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { ExitCode } from '../errors.js';
+import { ConfigError, ExitCode } from '../errors.js';
 import { copy } from '../steps/copy.js';
 import { extract } from '../steps/extract/index.js';
 import { load } from '../steps/load.js';
@@ -89,6 +89,44 @@ function simulateCommand(): Command {
     });
 }
 
+function captureCommand(): Command {
+  return withCommon(
+    new Command('capture').description(
+      "the change log and triggers for the tables in 'changelog' mode: print, apply or remove them",
+    ),
+  )
+    .option('--print', 'print the DDL that --apply would run (the default)')
+    .option('--apply', 'create the change log and the triggers on the source')
+    .option('--remove', 'drop the triggers and the change log (with --print: print that DDL)')
+    .action(
+      async (opts: CommonOptions & { print?: boolean; apply?: boolean; remove?: boolean }) => {
+        exitWith(
+          await runCommand('capture', 'capture', opts, async ({ config, log }) => {
+            if (opts.apply && opts.remove)
+              throw new ConfigError('give --apply or --remove, not both');
+            const { capture } = await import('../steps/capture.js');
+            const action = opts.remove
+              ? opts.print
+                ? 'print-remove'
+                : 'remove'
+              : opts.apply
+                ? 'apply'
+                : 'print';
+            const statements = await capture(config, action);
+            if (action === 'print' || action === 'print-remove') {
+              process.stdout.write(statements.map((s) => `${s};\n`).join('\n'));
+            } else {
+              log.info(
+                { statements: statements.length },
+                action === 'apply' ? 'change capture installed' : 'change capture removed',
+              );
+            }
+          }),
+        );
+      },
+    );
+}
+
 function demoCommand(): Command {
   return new Command('demo')
     .description(
@@ -110,6 +148,7 @@ export function mainProgram(): Command {
     .addCommand(stepCommand('load'))
     .addCommand(statusCommand())
     .addCommand(simulateCommand())
+    .addCommand(captureCommand())
     .addCommand(demoCommand());
 }
 

@@ -7,29 +7,14 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
-import pg from 'pg';
-import mysql from 'mysql2/promise';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runBin, summaryOf } from '../helpers/cli.js';
-import { mysqlServer, pgServer } from '../helpers/databases.js';
+import { openDb, servers, type Db, type Engine } from '../helpers/engines.js';
 
-const pgs = await pgServer();
-const mys = await mysqlServer();
-afterAll(async () => {
-  await pgs.cleanup();
-  await mys.cleanup();
-});
-
-type Engine = 'pg' | 'mysql' | 'sqlite';
-
-interface Db {
-  engine: Engine;
-  config: { client: string; connection: unknown };
-  exec(sql: string): Promise<void>;
-  rows(sql: string): Promise<unknown[][]>;
-  close(): Promise<void>;
-}
+const dbs = await servers();
+afterAll(() => dbs.cleanup());
+const pgs = dbs.pg;
+const open = (engine: Engine, label: string) => openDb(dbs, engine, label);
 
 const DDL: Record<Engine, (extra: string) => string> = {
   pg: (extra) =>
@@ -46,47 +31,6 @@ const SELECT: Record<Engine, string> = {
   mysql: `SELECT CAST(id AS CHAR), name, CAST(price AS CHAR), DATE_FORMAT(CONVERT_TZ(seen, @@session.time_zone, '+00:00'), '%Y-%m-%d %H:%i:%s.%f'), CAST(log_id AS CHAR) FROM items ORDER BY id`,
   sqlite: `SELECT CAST(id AS TEXT), name, printf('%.2f', price), seen, CAST(log_id AS TEXT) FROM items ORDER BY id`,
 };
-
-async function open(engine: Engine, label: string): Promise<Db> {
-  if (engine === 'pg') {
-    const url = await pgs.fresh(label);
-    const client = new pg.Client({ connectionString: url });
-    await client.connect();
-    return {
-      engine,
-      config: { client: 'pg', connection: url },
-      exec: async (sql) => void (await client.query(sql)),
-      rows: async (sql) =>
-        (await client.query({ text: sql, rowMode: 'array' })).rows as unknown[][],
-      close: () => client.end(),
-    };
-  }
-  if (engine === 'mysql') {
-    const url = await mys.fresh(label);
-    const conn = await mysql.createConnection({ uri: url, timezone: 'Z' });
-    await conn.query("SET time_zone = '+00:00'");
-    return {
-      engine,
-      config: { client: 'mysql', connection: url },
-      exec: async (sql) => void (await conn.query(sql)),
-      rows: async (sql) => (await conn.query({ sql, rowsAsArray: true }))[0] as unknown[][],
-      close: () => conn.end(),
-    };
-  }
-  const dir = mkdtempSync(join(tmpdir(), 'deltasync-sqlite-'));
-  const file = join(dir, `${label}.sqlite`);
-  const db = new Database(file);
-  return {
-    engine,
-    config: { client: 'sqlite', connection: { filename: file } },
-    exec: async (sql) => void db.exec(sql),
-    rows: async (sql) => db.prepare(sql).raw(true).all() as unknown[][],
-    close: async () => {
-      db.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 function seen(engine: Engine, iso: string): string {
   // Each engine's literal for the same instant.
@@ -144,7 +88,7 @@ const PAIRS: [Engine, Engine][] = [
   ['sqlite', 'mysql'],
 ];
 
-const needs = (e: Engine) => (e === 'pg' ? pgs.available : e === 'mysql' ? mys.available : true);
+const needs = (e: Engine) => dbs.available(e);
 
 describe.each(PAIRS)('%s → %s through the bins', (from, to) => {
   it.skipIf(!needs(from) || !needs(to))(

@@ -1,0 +1,57 @@
+/**
+ * `deltasync capture`: the change log and triggers that changelog mode reads, for the tables the
+ * config puts in that mode. `--print` shows the DDL (to review, or to hand to a DBA), `--apply`
+ * runs it, `--remove` takes it all out again. This is the only command that writes to the source,
+ * and only when asked to.
+ */
+import type { LoadedConfig } from '../config/load.js';
+import { openSource } from '../db/index.js';
+import type { CaptureDdl } from '../db/types.js';
+import { ConfigError } from '../errors.js';
+
+export type CaptureAction = 'print' | 'apply' | 'remove' | 'print-remove';
+
+export async function captureDdlFor(
+  config: LoadedConfig,
+): Promise<{ ddl: CaptureDdl; run: (s: string[]) => Promise<void>; close: () => Promise<void> }> {
+  const tables = config.tables!.filter((t) => t.mode === 'changelog');
+  if (tables.length === 0) {
+    throw new ConfigError(
+      `${config.configFile}: no table has mode 'changelog'; capture has nothing to do`,
+    );
+  }
+  const source = await openSource(config.source!);
+  try {
+    if (!source.captureDdl || !source.executeDdl) {
+      throw new ConfigError(`the ${source.engine} engine has no change-capture triggers`);
+    }
+    const specs = [];
+    for (const t of tables) {
+      const columns = await source.columns(t.name);
+      const key = t.key.map((k) => {
+        const c = columns.find((col) => col.name === k);
+        if (!c)
+          throw new ConfigError(`tables.${t.name}.key: column '${k}' is not in the source table`);
+        return c;
+      });
+      specs.push({ table: t.name, key });
+    }
+    const ddl = source.captureDdl({ changelog: config.capture.changelogTable, tables: specs });
+    return { ddl, run: (s) => source.executeDdl!(s), close: () => source.close() };
+  } catch (err) {
+    await source.close();
+    throw err;
+  }
+}
+
+/** Prints or runs the capture DDL; returns the statements it printed or ran. */
+export async function capture(config: LoadedConfig, action: CaptureAction): Promise<string[]> {
+  const { ddl, run, close } = await captureDdlFor(config);
+  try {
+    const statements = action === 'remove' || action === 'print-remove' ? ddl.remove : ddl.install;
+    if (action === 'apply' || action === 'remove') await run(statements);
+    return statements;
+  } finally {
+    await close();
+  }
+}
