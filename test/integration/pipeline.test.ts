@@ -291,3 +291,47 @@ describe('configuration errors', () => {
     expect(existsSync(join(job.stateDir, 't.extract.state.json'))).toBe(false);
   });
 });
+
+describe('batch limit and after-load hook', () => {
+  it('a backlog larger than maxRowsPerDelta becomes several deltas in one run, each within the limit', () => {
+    job = sqliteJob({ delta: { maxRowsPerPart: 4, compression: 'gzip', maxRowsPerDelta: 10 } });
+    for (let i = 1; i <= 25; i++)
+      job.sourceExec('INSERT INTO items VALUES (?, ?, ?, ?)', i, `item ${i}`, i, i);
+    const r = runBin('deltasync-extract', ['-c', job.config]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(summaryOf(r.stdout)).toMatchObject({ deltas: 3, rows: 25 });
+    const manifests = readdirSync(job.outbox)
+      .filter((f) => f.endsWith('.MANIFEST.json'))
+      .map((f) => JSON.parse(readFileSync(join(job.outbox, f), 'utf8')));
+    expect(manifests.map((m) => [m.fromLogId, m.toLogId, m.tables[0].rows])).toEqual([
+      ['0', '10', 10],
+      ['10', '20', 10],
+      ['20', '25', 5],
+    ]);
+    expect(runBin('deltasync-copy', ['-c', job.config]).code).toBe(0);
+    expect(runBin('deltasync-load', ['-c', job.config]).code).toBe(0);
+    expect(job.targetRows()).toHaveLength(25);
+  });
+
+  it('a failing hook exits 70 but the deltas stay committed and are not applied again', () => {
+    job = sqliteJob({
+      afterLoad: { command: 'echo "refresh failed for $DELTASYNC_LOGID" >&2; exit 3' },
+    });
+    job.sourceExec("INSERT INTO items VALUES (1, 'a', 1, 5)");
+    expect(runBin('deltasync-extract', ['-c', job.config]).code).toBe(0);
+    expect(runBin('deltasync-copy', ['-c', job.config]).code).toBe(0);
+    const r = runBin('deltasync-load', ['-c', job.config]);
+    expect(r.code).toBe(70);
+    expect(r.stderr).toContain(
+      'after-load hook failed for logId00000000000000000005.MANIFEST.json: hook command exited with 3',
+    );
+    expect(r.stdout).toContain('refresh failed for 5');
+    expect(job.targetRows()).toHaveLength(1);
+    expect(JSON.parse(readFileSync(join(job.stateDir, 't.load.state.json'), 'utf8')).logId).toBe(
+      '5',
+    );
+    const again = runBin('deltasync-load', ['-c', job.config]);
+    expect(again.code).toBe(0);
+    expect(summaryOf(again.stdout)).toMatchObject({ deltas: 0 });
+  });
+});
