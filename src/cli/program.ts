@@ -154,6 +154,9 @@ export function mainProgram(): Command {
 
 /** Parses argv and runs; usage errors exit 64, like sysexits' EX_USAGE. */
 export async function main(program: Command, argv = process.argv): Promise<void> {
+  // A file-size limit (ulimit -f) or quota must surface as EFBIG on the write, which becomes a
+  // clear "disk full" error (69), not as a signal that kills the process mid-step.
+  process.on('SIGXFSZ', () => undefined);
   program.exitOverride();
   for (const sub of program.commands) sub.exitOverride();
   try {

@@ -5,6 +5,7 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ColumnInfo, WireRow } from '../db/types.js';
+import { faultPoint } from '../faults.js';
 import { logIdPrefix } from './logid.js';
 import {
   FORMAT_NAME,
@@ -176,7 +177,9 @@ export class DeltaWriter {
   /** @internal */
   async finishPart(writer: PartWriter): Promise<ManifestPart> {
     this.written.push(writer.file);
-    return writer.finish();
+    const part = await writer.finish();
+    await faultPoint('extract:after-part');
+    return part;
   }
 
   /** @internal */

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import type { DestinationConfig } from '../config/schema.js';
 import { DeltaError, UnavailableError } from '../errors.js';
+import { faultPoint } from '../faults.js';
 import { publishTemporary, temporaryPathFor, writeFileAtomic } from '../format/atomic-file.js';
 import { createHasher, hashFile } from '../format/checksum.js';
 import { listManifests } from '../format/delta-dir.js';
@@ -121,7 +122,11 @@ async function copyToDestination(
       const text = await readFile(entry.path, 'utf8');
       const manifest = parseManifest(text, entry.file, config.name);
       try {
-        for (const part of partsOf(manifest)) await copyPart(outbox, dest.dir, part);
+        for (const part of partsOf(manifest)) {
+          await copyPart(outbox, dest.dir, part);
+          await faultPoint('copy:after-part');
+        }
+        await faultPoint('copy:before-manifest');
         await writeFileAtomic(join(dest.dir, entry.file), text);
       } catch (err) {
         throw fileError(err, `destination ${dest.name}: cannot copy ${entry.file} to ${dest.dir}`);
@@ -132,6 +137,7 @@ async function copyToDestination(
         updatedAt: new Date().toISOString(),
         delta: entry.file,
       };
+      await faultPoint('copy:before-state');
       await writeState(config.stateDir, state);
       result.copied.push(entry.file);
       result.rows += manifest.tables.reduce((n, t) => n + t.rows, 0);

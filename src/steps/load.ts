@@ -16,6 +16,7 @@ import { partsOf, readManifest, type Manifest, type ManifestTable } from '../for
 import { readPart } from '../format/part-codec.js';
 import { readState, writeState } from '../format/state.js';
 import { logSummary, type Logger } from '../log.js';
+import { faultPoint } from '../faults.js';
 import { runAfterLoad } from './hook.js';
 import { elapsedSeconds, withStepLock, type StepContext } from './common.js';
 
@@ -138,6 +139,7 @@ async function applyDelta(
       rows,
     });
     counts[plan.table.name] = { rows: n, deletes: 0 };
+    await faultPoint('load:mid-apply');
   }
   for (const plan of [...plans].reverse()) {
     const deletes = plan.table.deletes;
@@ -215,7 +217,18 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
           );
         const counts = await applyDelta(tx, inbox, manifest, plans);
         await tx.recordApplied({ job: config.name, logId: manifest.toLogId, delta: entry.file });
+        await faultPoint('load:before-commit');
         return counts;
+      });
+      for (const [name, c] of Object.entries(counts)) if (c.rows + c.deletes > 0) tables.add(name);
+      applied = manifest.toLogId;
+      await faultPoint('load:before-state');
+      await writeState(config.stateDir, {
+        job: config.name,
+        step: 'load',
+        logId: applied,
+        updatedAt: new Date().toISOString(),
+        delta: entry.file,
       });
       const rows = Object.values(counts).reduce((n, c) => n + c.rows + c.deletes, 0);
       const hookFailure = await runAfterLoad(
@@ -238,15 +251,6 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
         );
         hookFailures.push(`${entry.file}: ${hookFailure}`);
       }
-      for (const [name, c] of Object.entries(counts)) if (c.rows + c.deletes > 0) tables.add(name);
-      applied = manifest.toLogId;
-      await writeState(config.stateDir, {
-        job: config.name,
-        step: 'load',
-        logId: applied,
-        updatedAt: new Date().toISOString(),
-        delta: entry.file,
-      });
       result.applied.push(entry.file);
       result.toLogId = applied;
       result.rows += rows;

@@ -16,6 +16,7 @@ import type { TableConfig } from '../../config/schema.js';
 import { openSource } from '../../db/index.js';
 import { CHANGELOG_LOGID_COLUMN, type SourceReader } from '../../db/types.js';
 import { ConfigError } from '../../errors.js';
+import { faultPoint } from '../../faults.js';
 import { DeltaWriter } from '../../format/delta-writer.js';
 import { compareLogIds, maxLogId } from '../../format/logid.js';
 import type { Cursor } from '../../format/manifest.js';
@@ -286,6 +287,7 @@ async function extractDelta(
       if (moved) await writeState(config.stateDir, next);
       return { state: next, file: null, rows: 0, bytes: 0, tables: 0, limited: false };
     }
+    await faultPoint('extract:before-manifest');
     const { manifest, file } = await writer.finish({ cursors });
     const next: StepState = {
       job: config.name,
@@ -295,6 +297,7 @@ async function extractDelta(
       delta: file,
       cursors,
     };
+    await faultPoint('extract:before-state');
     await writeState(config.stateDir, next);
     for (const p of plans.filter((q) => q.config.mode === 'snapshot')) {
       const c = cursors[p.config.name];
