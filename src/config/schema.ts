@@ -127,6 +127,16 @@ export const jobSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * Shared secret for signed manifests (HMAC-SHA256). Extract signs with it; load then refuses
+     * deltas that are unsigned or do not verify. Take it from the environment, never a file in git.
+     */
+    signingKey: z
+      .string()
+      .min(32, 'must be at least 32 characters (e.g. openssl rand -hex 32)')
+      .optional(),
+    /** Keys load still accepts while a rotation is under way (see the README). */
+    previousSigningKeys: z.array(z.string().min(32, 'must be at least 32 characters')).optional(),
     /** 'config': tables in the order listed; 'foreign-keys': parents first, from the source's foreign keys. */
     tableOrder: z.enum(['config', 'foreign-keys']).default('config'),
     /** Runs after each delta commits on the replica; a failure sets exit code 70 but undoes nothing. */

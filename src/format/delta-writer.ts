@@ -6,6 +6,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ColumnInfo, WireRow } from '../db/types.js';
 import { faultPoint } from '../faults.js';
+import { sign } from './signature.js';
 import { logIdPrefix } from './logid.js';
 import {
   FORMAT_NAME,
@@ -26,6 +27,8 @@ export interface DeltaWriterOptions {
   maxRowsPerPart: number;
   compression: Compression;
   simulated?: boolean;
+  /** When set, parts carry their SHA-256 and the manifest is signed (see signature.ts). */
+  signingKey?: string;
 }
 
 /** A sequence of part files of one kind (rows or deletes) for one table. */
@@ -171,7 +174,9 @@ export class DeltaWriter {
 
   /** @internal */
   async openPart(file: string): Promise<PartWriter> {
-    return PartWriter.create(this.options.dir, file, this.options.compression);
+    return PartWriter.create(this.options.dir, file, this.options.compression, {
+      sha256: this.options.signingKey !== undefined,
+    });
   }
 
   /** @internal */
@@ -216,7 +221,8 @@ export class DeltaWriter {
       ...(extra.cursors ? { cursors: extra.cursors } : {}),
     };
     const file = manifestFileName(toLogId);
-    await writeManifest(join(dir, file), manifest);
+    const signed = this.options.signingKey ? sign(manifest, this.options.signingKey) : manifest;
+    await writeManifest(join(dir, file), signed);
     return { manifest, file };
   }
 

@@ -11,6 +11,7 @@ import { LOGICAL_TYPES } from '../db/types.js';
 import { DeltaError } from '../errors.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { compareLogIds, isLogId, logIdOfFile, logIdPrefix } from './logid.js';
+import { verifySignature } from './signature.js';
 
 /** The `format` field every manifest carries, so a stray JSON file is never taken for a delta. */
 export const FORMAT_NAME = 'deltasync-delta';
@@ -33,6 +34,11 @@ const partSchema = z.object({
   rows: count,
   bytes: count,
   xxhash64: z.string().regex(/^[0-9a-f]{16}$/, 'must be 16 lowercase hex digits'),
+  /** Present in signed deltas: the part's SHA-256, so that the signature covers its bytes. */
+  sha256: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits')
+    .optional(),
 });
 
 const columnSchema = z.object({
@@ -75,6 +81,8 @@ const manifestSchema = z.object({
    * before saving its state can be adopted with them. Loaders ignore it.
    */
   cursors: z.record(z.string(), cursorSchema).optional(),
+  /** HMAC-SHA256 of the rest, with a shared key (see src/format/signature.ts). */
+  signature: z.object({ alg: z.string(), keyId: z.string(), value: z.string() }).optional(),
 });
 
 export type Manifest = z.infer<typeof manifestSchema>;
@@ -134,7 +142,20 @@ function semanticProblems(m: Manifest, fileName: string): string[] {
  * Parses and validates a manifest's text. `fileName` is the manifest's own name (for messages and
  * the logId check); `job`, when given, must match.
  */
-export function parseManifest(text: string, fileName: string, job?: string): Manifest {
+export interface ManifestCheck {
+  /** The job the delta must belong to. */
+  job?: string;
+  /** Keys a signature may verify with (current first); when given, the delta must be signed. */
+  signingKeys?: string[];
+}
+
+export function parseManifest(
+  text: string,
+  fileName: string,
+  check: ManifestCheck | string = {},
+): Manifest {
+  const { job, signingKeys } =
+    typeof check === 'string' ? { job: check, signingKeys: undefined } : check;
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -151,6 +172,7 @@ export function parseManifest(text: string, fileName: string, job?: string): Man
       { file: fileName, hint: 'upgrade deltasync on this host' },
     );
   }
+  if (signingKeys && signingKeys.length > 0) verifySignature(raw, signingKeys, fileName);
   const parsed = manifestSchema.safeParse(raw);
   if (!parsed.success) {
     const first = parsed.error.issues
@@ -172,10 +194,24 @@ export function parseManifest(text: string, fileName: string, job?: string): Man
       hint: 'check that this inbox is not shared by two jobs',
     });
   }
+  if (signingKeys && signingKeys.length > 0) {
+    const unsealed = partsOf(m).find((p) => !p.sha256);
+    if (unsealed) {
+      throw new DeltaError(
+        `${fileName}: part ${unsealed.file} has no SHA-256, so the signature does not cover it`,
+        {
+          file: fileName,
+        },
+      );
+    }
+  }
   return m;
 }
 
-export async function readManifest(path: string, job?: string): Promise<Manifest> {
+export async function readManifest(
+  path: string,
+  check: ManifestCheck | string = {},
+): Promise<Manifest> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -185,7 +221,7 @@ export async function readManifest(path: string, job?: string): Promise<Manifest
       cause: err,
     });
   }
-  return parseManifest(text, basename(path), job);
+  return parseManifest(text, basename(path), check);
 }
 
 /** Serialises a manifest: stable key order, one table per block, readable by humans. */

@@ -190,8 +190,11 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
     result.fromLogId = result.toLogId = applied;
     const warned = new Set<string>();
     const hookFailures: string[] = [];
+    const signingKeys = config.signingKey
+      ? [config.signingKey, ...(config.previousSigningKeys ?? [])]
+      : undefined;
     for (const entry of await listManifests(inbox, applied)) {
-      const manifest = await readManifest(entry.path, config.name);
+      const manifest = await readManifest(entry.path, { job: config.name, signingKeys });
       if (manifest.fromLogId !== applied) {
         const gap = compareLogIds(manifest.fromLogId, applied) > 0;
         throw new DeltaError(

@@ -97,6 +97,7 @@ async function simulateOnce(ctx: StepContext, options: SimulateOptions): Promise
       maxRowsPerPart: config.delta.maxRowsPerPart,
       compression: config.delta.compression,
       simulated: true,
+      signingKey: config.signingKey,
     });
     try {
       for (const t of config.tables!) {

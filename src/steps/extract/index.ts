@@ -189,6 +189,7 @@ async function extractDelta(
     toLogId,
     maxRowsPerPart: delta.maxRowsPerPart,
     compression: delta.compression,
+    signingKey: config.signingKey,
   });
   const outcomes = new Map<string, CaptureOutcome>();
   const timestampHorizon = new Map<string, string>();
