@@ -127,6 +127,60 @@ function captureCommand(): Command {
     );
 }
 
+/** Exit code of `verify` when the replica differs: the issue's contract (0 equal, 1 not). */
+export const EXIT_VERIFY_DIFFERS = 1;
+
+function verifyCommand(): Command {
+  return withCommon(
+    new Command('verify').description(
+      'compare the replica with the source, row by row, in key order',
+    ),
+  )
+    .addOption(
+      new Option(
+        '--mode <mode>',
+        'full: every column; partial: key and last-modified column; incremental: rows changed since --since',
+      )
+        .choices(['full', 'partial', 'incremental'])
+        .default('full'),
+    )
+    .option('--since <logId>', 'incremental: rows changed after this logId')
+    .addOption(
+      new Option('--max-diffs <n>', 'differing keys to show per table')
+        .argParser(positiveInt)
+        .default(10),
+    )
+    .option('--json', 'print JSON')
+    .action(
+      async (
+        opts: CommonOptions & {
+          mode: 'full' | 'partial' | 'incremental';
+          since?: string;
+          maxDiffs: number;
+          json?: boolean;
+        },
+      ) => {
+        exitWith(
+          await runCommand('verify', 'verify', opts, async ({ config }) => {
+            const { verify, formatReport } = await import('../steps/verify/index.js');
+            if (opts.since !== undefined && !/^(0|[1-9][0-9]*)$/.test(opts.since)) {
+              throw new ConfigError(`--since: '${opts.since}' is not a logId`);
+            }
+            const report = await verify(config, {
+              mode: opts.mode,
+              since: opts.since,
+              maxReported: opts.maxDiffs,
+            });
+            process.stdout.write(
+              opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatReport(report)}\n`,
+            );
+            return report.equal ? ExitCode.OK : EXIT_VERIFY_DIFFERS;
+          }),
+        );
+      },
+    );
+}
+
 function demoCommand(): Command {
   return new Command('demo')
     .description(
@@ -149,6 +203,7 @@ export function mainProgram(): Command {
     .addCommand(statusCommand())
     .addCommand(simulateCommand())
     .addCommand(captureCommand())
+    .addCommand(verifyCommand())
     .addCommand(demoCommand());
 }
 
