@@ -1,0 +1,359 @@
+/**
+ * The throughput benchmark behind GUIDE.md's bars, measured in one run on this machine:
+ *
+ *   1. a raw `COPY … TO STDOUT | COPY … FROM STDIN` pipe between two PostgreSQL databases;
+ *   2. deltasync end to end into an empty PostgreSQL replica (bins run as cron runs them);
+ *   3. the same after touching every source row (an upsert into a full replica);
+ *   4. raw `LOAD DATA LOCAL INFILE` into MariaDB against deltasync loading the same deltas;
+ *   5. a cycle with nothing to do.
+ *
+ * Usage: npm run bench -- [--rows N] [--part-rows N] [--json] [--no-mysql] [--keep]
+ *
+ * Everything it creates (databases, temp dirs) is dropped at the end, on failure and on Ctrl-C
+ * too, unless --keep. Progress goes to stderr; the figures to stdout. Exit code 1 when a replica
+ * does not match its source, a case misses its bar, or anything fails.
+ */
+import { cp, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { BENCH_TABLES, writeJobConfig, type BenchJob } from './bench/config.js';
+import {
+  createMysqlDatabase,
+  mysqlAggregates,
+  mysqlServerVersion,
+  rawLoadData,
+} from './bench/mysql.js';
+import {
+  createPgDatabase,
+  createPgTable,
+  pgCheckpoint,
+  pgExportTsv,
+  pgFingerprint,
+  pgQuery,
+  pgServerVersion,
+  rawPgPipe,
+} from './bench/pg.js';
+import { killRunning } from './bench/process.js';
+import { Releasers } from './bench/releasers.js';
+import { formatReport, makeCase, type BenchReport, type Check } from './bench/report.js';
+import { runStep, type StepName, type StepResult } from './bench/run-step.js';
+import {
+  COLUMNS,
+  PG_AGGREGATES,
+  PG_EXPORT_FOR_MYSQL,
+  PG_SOURCE_INDEX,
+  pgFillSql,
+  pgUpdateSql,
+  TABLE,
+} from './bench/table.js';
+
+/** dist/scripts/bench.js -> the repository root, where bin/ lives. */
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+const PG_ADMIN_URL =
+  process.env.DELTASYNC_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const MYSQL_ADMIN_URL = process.env.DELTASYNC_BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test';
+
+/** GUIDE.md: end to end within 2x the raw pipe; MariaDB loads within 2x LOAD DATA. */
+const INSERT_BAR = 2;
+/** The bench's brief: an upsert of every row within 2.5x the raw pipe. */
+const UPDATE_BAR = 2.5;
+/** GUIDE.md: a cron run with nothing to do finishes in well under a second. */
+const IDLE_STEP_SECONDS = 1;
+
+interface Options {
+  rows: number;
+  partRows: number;
+  json: boolean;
+  mysql: boolean;
+  keep: boolean;
+}
+
+const USAGE = `usage: npm run bench -- [--rows N] [--part-rows N] [--json] [--no-mysql] [--keep]
+  --rows N        source rows (default 100000)
+  --part-rows N   delta.maxRowsPerPart (default 200000)
+  --json          print the figures as one JSON object
+  --no-mysql      skip the MariaDB half
+  --keep          keep the databases and temp dir for inspection
+env: DELTASYNC_BENCH_PG_URL, DELTASYNC_BENCH_MYSQL_URL (admin connections)`;
+
+function positiveInt(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value.replace(/_/g, ''));
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new UsageError(`${flag} must be a positive integer, got '${value}'`);
+  return n;
+}
+
+class UsageError extends Error {}
+
+function parseOptions(argv: string[]): Options | null {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      rows: { type: 'string' },
+      'part-rows': { type: 'string' },
+      json: { type: 'boolean', default: false },
+      'no-mysql': { type: 'boolean', default: false },
+      keep: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) return null;
+  return {
+    rows: positiveInt('--rows', values.rows, 100_000),
+    partRows: positiveInt('--part-rows', values['part-rows'], 200_000),
+    json: values.json,
+    mysql: !values['no-mysql'],
+    keep: values.keep,
+  };
+}
+
+function progress(message: string): void {
+  process.stderr.write(`bench: ${message}\n`);
+}
+
+/** Runs extract, copy and/or load with one config, saying how each went. */
+async function runSteps(
+  steps: StepName[],
+  configFile: string,
+  label: string,
+): Promise<StepResult[]> {
+  const results: StepResult[] = [];
+  for (const step of steps) {
+    const result = await runStep(REPO_ROOT, step, configFile);
+    const rss = result.peakRssMb === null ? '' : `, peak RSS ${result.peakRssMb.toFixed(0)} MB`;
+    progress(
+      `${label} ${step}: ${result.seconds.toFixed(2)} s, ${result.summary.rows ?? '?'} rows${rss}`,
+    );
+    results.push(result);
+  }
+  return results;
+}
+
+async function bench(options: Options, releasers: Releasers): Promise<BenchReport> {
+  const n = options.rows;
+  const checks: Check[] = [];
+  const check = (name: string, ok: boolean, detail: string): void => {
+    checks.push({ name, ok, detail });
+    progress(`check ${ok ? 'ok' : 'FAILED'}: ${name}: ${detail}`);
+  };
+  const sameRows = async (name: string, replicaUrl: string, sourceUrl: string): Promise<void> => {
+    const [want, got] = await Promise.all([pgFingerprint(sourceUrl), pgFingerprint(replicaUrl)]);
+    check(
+      name,
+      want === got,
+      want === got ? `${n} rows, same fingerprint` : `source ${want}, replica ${got}`,
+    );
+  };
+
+  const tmp = await mkdtemp(join(tmpdir(), 'dsbench-'));
+  releasers.add(`temp dir ${tmp}`, () => rm(tmp, { recursive: true, force: true }));
+
+  // ---- PostgreSQL: source, raw-pipe target, deltasync target.
+  const postgres = await pgServerVersion(PG_ADMIN_URL);
+  const mariadb = options.mysql ? await mysqlServerVersion(MYSQL_ADMIN_URL) : null;
+  const srcUrl = await createPgDatabase(PG_ADMIN_URL, 'src', releasers);
+  const rawUrl = await createPgDatabase(PG_ADMIN_URL, 'raw', releasers);
+  const dstUrl = await createPgDatabase(PG_ADMIN_URL, 'dst', releasers);
+  await Promise.all([createPgTable(srcUrl), createPgTable(rawUrl), createPgTable(dstUrl)]);
+  progress(`filling the source with ${n} rows`);
+  const fillStart = process.hrtime.bigint();
+  await pgQuery(srcUrl, pgFillSql(n), PG_SOURCE_INDEX, `VACUUM ANALYZE ${TABLE}`);
+  const fillSeconds = Number(process.hrtime.bigint() - fillStart) / 1e9;
+
+  // ---- 1. The raw pipe.
+  await pgCheckpoint(PG_ADMIN_URL);
+  const pgPipeSeconds = await rawPgPipe(srcUrl, rawUrl);
+  progress(`raw pipe PG -> PG: ${pgPipeSeconds.toFixed(2)} s`);
+  await sameRows('raw pipe copied every row', rawUrl, srcUrl);
+  const pgRaw = { name: 'raw PG pipe', seconds: pgPipeSeconds };
+
+  // ---- 2. deltasync into an empty replica.
+  const dirs = {
+    state: join(tmp, 'state'),
+    stateMysql: join(tmp, 'state-mysql'),
+    outbox: join(tmp, 'outbox'),
+    inbox: join(tmp, 'inbox'),
+    inboxMysql: join(tmp, 'inbox-mysql'),
+  };
+  await Promise.all(Object.values(dirs).map((d) => mkdir(d, { recursive: true })));
+  const pgJob: BenchJob = {
+    name: 'bench',
+    stateDir: dirs.state,
+    source: { client: 'pg', connection: srcUrl },
+    target: { client: 'pg', connection: dstUrl },
+    outbox: dirs.outbox,
+    destinations: [{ name: 'replica', dir: dirs.inbox }],
+    inbox: dirs.inbox,
+    tables: BENCH_TABLES,
+    delta: { maxRowsPerPart: options.partRows, compression: 'gzip' },
+  };
+  const pgConfig = await writeJobConfig(join(tmp, 'bench-pg.mjs'), pgJob);
+
+  // The MariaDB replica loads the very same deltas from an inbox of its own: the inbox is
+  // snapshotted after each copy, outside the timings, before the PostgreSQL load consumes it.
+  const snapshotInbox = () => cp(dirs.inbox, dirs.inboxMysql, { recursive: true, force: true });
+
+  await pgCheckpoint(PG_ADMIN_URL);
+  const insertSteps = await runSteps(['extract', 'copy'], pgConfig, 'insert');
+  if (options.mysql) await snapshotInbox();
+  insertSteps.push(...(await runSteps(['load'], pgConfig, 'insert')));
+  await sameRows('deltasync insert: replica = source', dstUrl, srcUrl);
+  const cases = [makeCase('pg-insert', 'insert PG -> PG', insertSteps, pgRaw, INSERT_BAR)];
+
+  // ---- 4a. MariaDB: raw LOAD DATA against deltasync load of the same rows.
+  let mysqlRaw: { name: string; seconds: number } | undefined;
+  let exportTsvSeconds: number | undefined;
+  let mysqlConfig: string | undefined;
+  let mysqlDstUrl: string | undefined;
+  if (options.mysql) {
+    const mysqlRawUrl = await createMysqlDatabase(MYSQL_ADMIN_URL, 'raw', releasers);
+    mysqlDstUrl = await createMysqlDatabase(MYSQL_ADMIN_URL, 'dst', releasers);
+    const tsv = join(tmp, 'bench_rows.tsv');
+    exportTsvSeconds = await pgExportTsv(srcUrl, PG_EXPORT_FOR_MYSQL, tsv);
+    const loadDataSeconds = await rawLoadData(mysqlRawUrl, tsv);
+    await rm(tsv, { force: true });
+    progress(`raw LOAD DATA into MariaDB: ${loadDataSeconds.toFixed(2)} s`);
+    mysqlRaw = { name: 'raw LOAD DATA', seconds: loadDataSeconds };
+    const sourceAggregates = await pgAggregates(srcUrl);
+    await sameAggregates(check, 'raw LOAD DATA loaded every row', mysqlRawUrl, sourceAggregates);
+
+    mysqlConfig = await writeJobConfig(join(tmp, 'bench-mysql.mjs'), {
+      ...pgJob,
+      stateDir: dirs.stateMysql,
+      source: undefined,
+      target: { client: 'mysql', connection: mysqlDstUrl },
+      destinations: [{ name: 'replica', dir: dirs.inboxMysql }],
+      inbox: dirs.inboxMysql,
+    });
+    const steps = await runSteps(['load'], mysqlConfig, 'insert -> MariaDB');
+    await sameAggregates(
+      check,
+      'deltasync insert -> MariaDB: replica = source',
+      mysqlDstUrl,
+      sourceAggregates,
+    );
+    cases.push(makeCase('mysql-insert', 'insert -> MariaDB', steps, mysqlRaw, INSERT_BAR));
+  }
+
+  // ---- 3. Every row changed: an upsert into a full replica.
+  progress('updating every source row');
+  const updateStart = process.hrtime.bigint();
+  await pgQuery(srcUrl, pgUpdateSql(n), `VACUUM ANALYZE ${TABLE}`);
+  const updateSeconds = Number(process.hrtime.bigint() - updateStart) / 1e9;
+  await pgCheckpoint(PG_ADMIN_URL);
+  const updateSteps = await runSteps(['extract', 'copy'], pgConfig, 'update');
+  if (options.mysql) await snapshotInbox();
+  updateSteps.push(...(await runSteps(['load'], pgConfig, 'update')));
+  await sameRows('deltasync update: replica = source', dstUrl, srcUrl);
+  cases.push(makeCase('pg-update', 'update PG -> PG', updateSteps, pgRaw, UPDATE_BAR));
+
+  // ---- 4b. The same update into MariaDB (no bar is set for it: reported for information).
+  if (options.mysql && mysqlConfig && mysqlDstUrl && mysqlRaw) {
+    const steps = await runSteps(['load'], mysqlConfig, 'update -> MariaDB');
+    await sameAggregates(
+      check,
+      'deltasync update -> MariaDB: replica = source',
+      mysqlDstUrl,
+      await pgAggregates(srcUrl),
+    );
+    cases.push(makeCase('mysql-update', 'update -> MariaDB', steps, mysqlRaw));
+  }
+
+  // ---- 5. Nothing to do: what every quiet cron run costs.
+  const idleSteps = await runSteps(['extract', 'copy', 'load'], pgConfig, 'idle');
+  cases.push(makeCase('idle', 'nothing to do', idleSteps));
+  const slowest = Math.max(...idleSteps.map((s) => s.seconds));
+  check(
+    `idle cycle: each step under ${IDLE_STEP_SECONDS} s`,
+    slowest < IDLE_STEP_SECONDS,
+    `slowest ${slowest.toFixed(2)} s`,
+  );
+
+  const ok = checks.every((c) => c.ok) && cases.every((c) => c.withinBar !== false);
+  return {
+    rows: n,
+    columns: COLUMNS.length,
+    maxRowsPerPart: options.partRows,
+    postgres,
+    mariadb,
+    cores: availableParallelism(),
+    setup: { fillSeconds, updateSeconds, exportTsvSeconds },
+    raw: { pgPipeSeconds, mysqlLoadDataSeconds: mysqlRaw?.seconds },
+    cases,
+    checks,
+    ok,
+  };
+}
+
+async function pgAggregates(url: string): Promise<string[]> {
+  return ((await pgQuery(url, PG_AGGREGATES))[0] ?? []).map(String);
+}
+
+async function sameAggregates(
+  check: (name: string, ok: boolean, detail: string) => void,
+  name: string,
+  mysqlUrl: string,
+  want: string[],
+): Promise<void> {
+  const got = await mysqlAggregates(mysqlUrl);
+  const same = got.length === want.length && got.every((v, i) => v === want[i]);
+  check(
+    name,
+    same,
+    same
+      ? `${want[0]} rows, same aggregates`
+      : `source [${want.join(', ')}], replica [${got.join(', ')}]`,
+  );
+}
+
+async function main(): Promise<number> {
+  let options: Options | null;
+  try {
+    options = parseOptions(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`bench: ${(err as Error).message}\n${USAGE}\n`);
+    return 64;
+  }
+  if (!options) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+
+  const releasers = new Releasers();
+  // One cleanup, shared by the normal end and a signal arriving mid-run, so neither exits while
+  // the other is still dropping a database.
+  let releasing: Promise<void> | undefined;
+  const release = (): Promise<void> =>
+    (releasing ??= options.keep
+      ? Promise.resolve(progress(`--keep: left in place: ${releasers.pending().join('; ')}`))
+      : releasers.releaseAll((what, err) =>
+          progress(`could not remove ${what}: ${(err as Error).message}`),
+        ));
+  const onSignal = (signal: NodeJS.Signals): void => {
+    progress(`${signal}: stopping and cleaning up`);
+    killRunning();
+    void release().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  try {
+    const report = await bench(options, releasers);
+    process.stdout.write(
+      options.json ? `${JSON.stringify(report, null, 2)}\n` : `\n${formatReport(report)}\n`,
+    );
+    return report.ok ? 0 : 1;
+  } catch (err) {
+    process.stderr.write(`bench: FAILED: ${(err as Error).message}\n`);
+    return 1;
+  } finally {
+    await release();
+  }
+}
+
+process.exitCode = await main();
