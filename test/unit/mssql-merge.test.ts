@@ -1,7 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors.js';
 import type { ColumnInfo } from '../../src/db/types.js';
-import { planApply, stagingColumns, stagingTableName } from '../../src/db/mssql/merge.js';
+import {
+  keyMatch,
+  planApply,
+  planDelete,
+  stagingColumns,
+  stagingTableName,
+} from '../../src/db/mssql/merge.js';
 import { tableName } from '../../src/db/mssql/sql.js';
 import { toMssqlColumn, type ReflectedColumn } from '../../src/db/mssql/types.js';
 
@@ -223,5 +229,69 @@ describe('mapping problems are ConfigErrors, all reported at once', () => {
     expect(() => planApply(table, [], [{ name: 'region', type: 'int' }], target, STAGE)).toThrow(
       /no key columns/,
     );
+  });
+});
+
+describe('varchar keys', () => {
+  const sqlCollation = 'SQL_Latin1_General_CP1_CI_AS';
+  const t = [
+    column('code', 'varchar', { max_length: 20, collation_name: sqlCollation }),
+    column('n', 'int'),
+  ];
+  const cols: ColumnInfo[] = [
+    { name: 'code', type: 'text' },
+    { name: 'n', type: 'int' },
+  ];
+
+  it('match as varchar: an index seek, the column collation, and no truncation', () => {
+    const plan = planApply(table, ['code'], cols, t, STAGE);
+    expect(plan.merge).toContain('ON t.[code] = CONVERT(varchar(8000), s.c0)');
+    expect(keyMatch(column('k', 'nvarchar', { max_length: 20 }), 's.c0')).toBe('s.c0');
+    expect(keyMatch(column('k', 'char', { max_length: 3 }), 's.c0')).toBe(
+      'CONVERT(varchar(8000), s.c0)',
+    );
+    // a key column that cannot be indexed but is configured as a key anyway: never truncated
+    expect(keyMatch(column('k', 'varchar', { max_length: -1 }), 's.c0')).toBe(
+      'CONVERT(varchar(max), s.c0)',
+    );
+  });
+});
+
+describe('deleteRows', () => {
+  it('stages only the key columns, then deletes the matching rows in one statement', () => {
+    const t = [
+      column('day', 'datetime'),
+      column('code', 'varchar', { max_length: 20, collation_name: CI }),
+      column('payload', 'nvarchar', { max_length: -1 }),
+    ];
+    const plan = planDelete(
+      table,
+      [
+        { name: 'day', type: 'timestamp' },
+        { name: 'code', type: 'text' },
+      ],
+      t,
+      STAGE,
+    );
+    expect(plan.createStaging).toBe(
+      'CREATE TABLE [#stage_weirdtable_0a1b2c3d] (' +
+        '[c0] varchar(27) COLLATE DATABASE_DEFAULT NULL, ' +
+        '[c1] nvarchar(20) COLLATE Latin1_General_CI_AS NULL, ' +
+        '[seq] bigint NOT NULL)',
+    );
+    expect(plan.delete).toBe(
+      'DELETE t FROM [dbo].[weird]] table] AS t WHERE EXISTS (SELECT 1 FROM [#stage_weirdtable_0a1b2c3d] AS st ' +
+        'WHERE t.[day] = CONVERT(datetime, CONVERT(datetime2(7), st.c0, 121)) ' +
+        'AND t.[code] = CONVERT(varchar(8000), st.c1));\n' +
+        'SELECT @@ROWCOUNT AS deleted;',
+    );
+    expect(plan.dropStaging).toBe('DROP TABLE [#stage_weirdtable_0a1b2c3d]');
+    expect(plan.staging.map((c) => c.key)).toEqual([true, true]);
+  });
+
+  it('refuses keys the target lacks', () => {
+    expect(() =>
+      planDelete(table, [{ name: 'gone', type: 'int' }], [column('id', 'int')], STAGE),
+    ).toThrow(/no column gone/);
   });
 });

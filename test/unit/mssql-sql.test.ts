@@ -4,10 +4,16 @@ import {
   appliedLogIdSql,
   logIdRange,
   maxLogIdQuery,
+  nthLogIdQuery,
   prepareSql,
+  readAllQuery,
   readChangesQuery,
   recordAppliedSql,
+  REFERENCED_TABLES_SQL,
+  referencedNames,
   REFLECT_COLUMNS_SQL,
+  serverTimeSql,
+  serverTimeWire,
   tableName,
 } from '../../src/db/mssql/sql.js';
 import { toMssqlColumn, type ReflectedColumn } from '../../src/db/mssql/types.js';
@@ -197,5 +203,112 @@ describe('bookkeeping SQL', () => {
         'IF @@ROWCOUNT = 0\n' +
         'INSERT INTO [dbo].[deltasync_applied] (job, log_id, delta) VALUES (@job, @logId, @delta);',
     );
+  });
+});
+
+describe('nthLogId query', () => {
+  const orders = tableName('orders', 'dbo');
+  const log = tableName('deltasync_changelog', 'dbo');
+
+  it('takes at most n candidates per table through its own index, then the n-th of them all', () => {
+    const q = nthLogIdQuery(
+      [
+        { table: orders, logId: column('id', 'int'), after: '5' },
+        { table: log, logId: column('log_id', 'timestamp', { max_length: 8 }), after: '0' },
+        {
+          table: tableName('big', 'dbo'),
+          logId: column('seq', 'decimal', { num_precision: 20, num_scale: 0 }),
+          after: '18446744073709551000',
+        },
+      ],
+      '18446744073709551615',
+      1000,
+    );
+    expect(q.text).toBe(
+      'SELECT CONVERT(varchar(40), u.log_id) AS nth_log_id FROM (' +
+        'SELECT log_id FROM (SELECT TOP (@n) CONVERT(bigint, [id]) AS log_id FROM [dbo].[orders] ' +
+        'WHERE [id] > @after0 AND [id] <= @upTo0 ORDER BY [id]) AS t0 UNION ALL ' +
+        'SELECT log_id FROM (SELECT TOP (@n) CONVERT(bigint, [log_id]) AS log_id FROM [dbo].[deltasync_changelog] ' +
+        'WHERE [log_id] > CONVERT(binary(8), @after1) AND [log_id] <= CONVERT(binary(8), @upTo1) ORDER BY [log_id]) AS t1 UNION ALL ' +
+        'SELECT log_id FROM (SELECT TOP (@n) CONVERT(decimal(38,0), [seq]) AS log_id FROM [dbo].[big] ' +
+        'WHERE [seq] > CONVERT(decimal(38,0), @after2) AND [seq] <= CONVERT(decimal(38,0), @upTo2) ORDER BY [seq]) AS t2' +
+        ') AS u ORDER BY u.log_id OFFSET @skip ROWS FETCH NEXT 1 ROWS ONLY',
+    );
+    expect(q.params).toEqual([
+      { name: 'n', type: 'BigInt', value: 1000n },
+      { name: 'skip', type: 'BigInt', value: 999n },
+      { name: 'after0', type: 'BigInt', value: 5n },
+      { name: 'upTo0', type: 'BigInt', value: 9223372036854775807n }, // clamped: no int is above
+      { name: 'after1', type: 'BigInt', value: 0n },
+      { name: 'upTo1', type: 'BigInt', value: 9223372036854775807n },
+      { name: 'after2', type: 'VarChar', value: '18446744073709551000' },
+      { name: 'upTo2', type: 'VarChar', value: '18446744073709551615' },
+    ]);
+  });
+
+  it('refuses n below 1 and a non-counter logId', () => {
+    const t = { table: orders, logId: column('id', 'int'), after: '0' };
+    expect(() => nthLogIdQuery([t], '10', 0)).toThrow(/n must be 1 or more/);
+    expect(() =>
+      nthLogIdQuery([{ ...t, logId: column('at', 'datetime2', { num_scale: 7 }) }], '10', 1),
+    ).toThrow(ConfigError);
+  });
+});
+
+describe('readAll query', () => {
+  it('selects the wire renderings ordered by the key', () => {
+    const q = readAllQuery(
+      tableName('weird] table', 'dbo'),
+      ['[a]', 'CONVERT(varchar(20), [b])'],
+      [column('k]1', 'int'), column('k2', 'int')],
+    );
+    expect(q).toEqual({
+      text: 'SELECT [a], CONVERT(varchar(20), [b]) FROM [dbo].[weird]] table] ORDER BY [k]]1], [k2]',
+      params: [],
+    });
+    expect(() => readAllQuery(tableName('t', 'dbo'), ['[a]'], [])).toThrow(ConfigError);
+  });
+});
+
+describe('referenced tables', () => {
+  it('reads sys.foreign_keys of one table, leaving out self-references', () => {
+    expect(REFERENCED_TABLES_SQL).toContain('FROM sys.foreign_keys AS fk');
+    expect(REFERENCED_TABLES_SQL).toContain(
+      'WHERE fk.parent_object_id = OBJECT_ID(@table) AND fk.referenced_object_id <> fk.parent_object_id',
+    );
+  });
+
+  it('names them as a config may: bare in the configured schema (and qualified), else qualified', () => {
+    expect(
+      referencedNames(
+        [
+          { schema_name: 'dbo', table_name: 'customers' },
+          { schema_name: 'ref', table_name: 'countries' },
+        ],
+        'dbo',
+      ),
+    ).toEqual(['customers', 'dbo.customers', 'ref.countries']);
+  });
+});
+
+describe('server time', () => {
+  it('reads SYSUTCDATETIME for instants, SYSDATETIME (the server wall clock) for timestamps', () => {
+    expect(serverTimeSql('timestamptz')).toBe(
+      'SELECT CONVERT(varchar(27), SYSUTCDATETIME(), 121) AS now',
+    );
+    expect(serverTimeSql('timestamp')).toBe(
+      'SELECT CONVERT(varchar(27), SYSDATETIME(), 121) AS now',
+    );
+  });
+
+  it('is returned with exactly six fractional digits', () => {
+    expect(serverTimeWire('timestamptz', '2026-01-02 03:04:05.1234567')).toBe(
+      '2026-01-02T03:04:05.123456Z',
+    );
+    expect(serverTimeWire('timestamp', '2026-01-02 03:04:05.0000000')).toBe(
+      '2026-01-02 03:04:05.000000',
+    );
+    expect(serverTimeWire('timestamp', '2026-01-02 03:04:05')).toBe('2026-01-02 03:04:05.000000');
+    expect(() => serverTimeWire('timestamp', 'Jan  2 2026  3:04AM')).toThrow();
   });
 });

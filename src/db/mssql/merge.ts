@@ -186,6 +186,22 @@ function asStored(column: StagingColumn): string {
   return unconverted ? `s.${column.name}` : `CONVERT(${nativeType}, s.${column.name})`;
 }
 
+/** Single-byte string columns: a key of theirs is compared as varchar, never as nvarchar. */
+const SINGLE_BYTE_STRINGS = new Set(['char', 'varchar']);
+
+/**
+ * The staged value `value` of a key column, in the form to compare with the target column.
+ * Staged strings are nvarchar; comparing a varchar column with nvarchar converts the column,
+ * which turns an index seek into a scan and, under a SQL_ collation, compares by Unicode rules
+ * instead of the column's own. The value is staged as at most 4000 characters for a sized
+ * column, which varchar(8000) holds whole in any code page, so no longer value is truncated into
+ * matching a shorter key; the staging column carries the target's collation, hence its code page.
+ */
+export function keyMatch(target: MssqlColumn, value: string): string {
+  if (!SINGLE_BYTE_STRINGS.has(target.baseType)) return value;
+  return `CONVERT(varchar(${target.length === 'max' ? 'max' : 8000}), ${value})`;
+}
+
 /**
  * One MERGE from the staging table into the target: the last staged row per key (by seq),
  * updating a matched row only when a mapped column differs (so re-applying a delta writes
@@ -203,7 +219,7 @@ export function mergeSql(table: TableName, staging: string, columns: StagingColu
   const lines = [
     `MERGE INTO ${table.quoted} WITH (HOLDLOCK) AS t`,
     `USING (SELECT ${columns.map((c) => c.name).join(', ')} FROM (${ranked}) AS d WHERE d.rn = 1) AS s`,
-    `ON ${keys.map((c) => `t.${quoteIdent(c.target.name)} = s.${c.name}`).join(' AND ')}`,
+    `ON ${keys.map((c) => `t.${quoteIdent(c.target.name)} = ${keyMatch(c.target, `s.${c.name}`)}`).join(' AND ')}`,
   ];
   if (updatable.length > 0) {
     const stored = updatable.flatMap((c) =>
@@ -250,6 +266,49 @@ export function planApply(
     staging: cols,
     createStaging: createStagingSql(staging, cols),
     merge: mergeSql(table, staging, cols),
+    dropStaging: `DROP TABLE ${quoteIdent(staging)}`,
+  };
+}
+
+/** Everything one deleteRows needs: the key-only staging table and the DELETE. */
+export interface DeletePlan {
+  staging: StagingColumn[];
+  createStaging: string;
+  delete: string;
+  dropStaging: string;
+}
+
+/**
+ * Deletes the target rows whose keys are staged, and reports how many went (`deleted`). A key
+ * staged twice deletes its row once; a key that is not there deletes nothing.
+ */
+export function deleteSql(table: TableName, staging: string, keys: StagingColumn[]): string {
+  const match = keys
+    .map((c) => `t.${quoteIdent(c.target.name)} = ${keyMatch(c.target, c.value)}`)
+    .join(' AND ');
+  return (
+    `DELETE t FROM ${table.quoted} AS t WHERE EXISTS (SELECT 1 FROM ${quoteIdent(staging)} AS st WHERE ${match});\n` +
+    'SELECT @@ROWCOUNT AS deleted;'
+  );
+}
+
+/** Plans one deleteRows: the key columns staged as applyRows stages them, then one DELETE. */
+export function planDelete(
+  table: TableName,
+  key: ColumnInfo[],
+  target: MssqlColumn[],
+  staging: string,
+): DeletePlan {
+  const cols = stagingColumns(
+    table,
+    key.map((k) => k.name),
+    key,
+    target,
+  );
+  return {
+    staging: cols,
+    createStaging: createStagingSql(staging, cols),
+    delete: deleteSql(table, staging, cols),
     dropStaging: `DROP TABLE ${quoteIdent(staging)}`,
   };
 }

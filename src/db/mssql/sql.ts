@@ -5,7 +5,7 @@
  */
 import { ConfigError } from '../../errors.js';
 import { APPLIED_TABLE } from '../types.js';
-import { quoteIdent, readExpression, type MssqlColumn } from './types.js';
+import { quoteIdent, readExpression, type DriverType, type MssqlColumn } from './types.js';
 
 /** A table name resolved against the configured schema. */
 export interface TableName {
@@ -31,7 +31,7 @@ export function tableName(table: string, defaultSchema: string): TableName {
 }
 
 /** A string literal; for the few places that take a name as text (OBJECT_ID). */
-function literal(text: string): string {
+export function literal(text: string): string {
   return `N'${text.replaceAll("'", "''")}'`;
 }
 
@@ -49,11 +49,16 @@ JOIN sys.types AS t ON t.user_type_id = c.user_type_id
 WHERE c.object_id = OBJECT_ID(@table)
 ORDER BY c.column_id`;
 
-/** A parameter of a generated statement: BigInt values are JS bigints, VarChar ones strings. */
+/**
+ * A parameter of a generated statement, typed for the driver: BigInt values are JS bigints (never
+ * numbers, which lose digits past 2^53), VarChar and NVarChar ones strings.
+ */
 export interface QueryParam {
   name: string;
-  type: 'BigInt' | 'VarChar';
-  value: bigint | string;
+  type: DriverType;
+  /** For strings and binary; a VarChar without one is 40 characters (a number in text). */
+  length?: number | 'max';
+  value: unknown;
 }
 
 /** A statement and its parameters. */
@@ -83,40 +88,67 @@ const clamp = (v: bigint, lo: bigint, hi: bigint): bigint => (v < lo ? lo : v > 
  * columns compare with a string the server parses, because tedious sends decimal parameters
  * through parseFloat.
  */
-export function logIdRange(logId: MssqlColumn, after: string, upTo: string): Query {
-  const col = quoteIdent(logId.name);
+export function logIdRange(
+  logId: MssqlColumn,
+  after: string,
+  upTo: string,
+  options: { suffix?: string; column?: string } = {},
+): Query {
+  const col = options.column ?? quoteIdent(logId.name);
+  const a = `after${options.suffix ?? ''}`;
+  const u = `upTo${options.suffix ?? ''}`;
   const lo = parseBound('after', after);
   const hi = parseBound('upTo', upTo);
-  if (logId.baseType === 'rowversion') {
-    return {
-      text: `${col} > CONVERT(binary(8), @after) AND ${col} <= CONVERT(binary(8), @upTo)`,
-      params: [
-        { name: 'after', type: 'BigInt', value: clamp(lo, 0n, INT64_MAX) },
-        { name: 'upTo', type: 'BigInt', value: clamp(hi, 0n, INT64_MAX) },
-      ],
-    };
+  switch (logIdKind(logId)) {
+    case 'rowversion':
+      return {
+        text: `${col} > CONVERT(binary(8), @${a}) AND ${col} <= CONVERT(binary(8), @${u})`,
+        params: [
+          { name: a, type: 'BigInt', value: clamp(lo, 0n, INT64_MAX) },
+          { name: u, type: 'BigInt', value: clamp(hi, 0n, INT64_MAX) },
+        ],
+      };
+    case 'integer':
+      return {
+        text: `${col} > @${a} AND ${col} <= @${u}`,
+        params: [
+          { name: a, type: 'BigInt', value: clamp(lo, INT64_MIN, INT64_MAX) },
+          { name: u, type: 'BigInt', value: clamp(hi, INT64_MIN, INT64_MAX) },
+        ],
+      };
+    case 'decimal':
+      return {
+        text: `${col} > CONVERT(decimal(38,0), @${a}) AND ${col} <= CONVERT(decimal(38,0), @${u})`,
+        params: [
+          { name: a, type: 'VarChar', value: lo.toString() },
+          { name: u, type: 'VarChar', value: hi.toString() },
+        ],
+      };
   }
-  if (INTEGER_TYPES.has(logId.baseType)) {
-    return {
-      text: `${col} > @after AND ${col} <= @upTo`,
-      params: [
-        { name: 'after', type: 'BigInt', value: clamp(lo, INT64_MIN, INT64_MAX) },
-        { name: 'upTo', type: 'BigInt', value: clamp(hi, INT64_MIN, INT64_MAX) },
-      ],
-    };
-  }
-  if (/^(decimal|numeric)\(\d+,0\)$/.test(logId.nativeType)) {
-    return {
-      text: `${col} > CONVERT(decimal(38,0), @after) AND ${col} <= CONVERT(decimal(38,0), @upTo)`,
-      params: [
-        { name: 'after', type: 'VarChar', value: lo.toString() },
-        { name: 'upTo', type: 'VarChar', value: hi.toString() },
-      ],
-    };
-  }
+}
+
+/** How a logId column counts; ConfigError for a column that cannot be a logId. */
+export function logIdKind(logId: MssqlColumn): 'rowversion' | 'integer' | 'decimal' {
+  if (logId.baseType === 'rowversion') return 'rowversion';
+  if (INTEGER_TYPES.has(logId.baseType)) return 'integer';
+  if (/^(decimal|numeric)\(\d+,0\)$/.test(logId.nativeType)) return 'decimal';
   throw new ConfigError(`logId column ${logId.name} is ${logId.nativeType}`, {
     hint: 'use an integer, decimal(p,0) or rowversion column as the logId',
   });
+}
+
+/**
+ * A logId column as a number SQL can order across tables: rowversion (binary(8)) as its bigint
+ * counter, integers as bigint, decimal(p,0) as decimal(38,0) (UNION ALL widens the rest to it).
+ */
+export function logIdNumber(logId: MssqlColumn, column = quoteIdent(logId.name)): string {
+  switch (logIdKind(logId)) {
+    case 'rowversion':
+    case 'integer':
+      return `CONVERT(bigint, ${column})`;
+    case 'decimal':
+      return `CONVERT(decimal(38,0), ${column})`;
+  }
 }
 
 /** The streaming read of `after < logId <= upTo`, ordered by logId, in wire form. */
@@ -128,7 +160,7 @@ export function readChangesQuery(
   upTo: string,
 ): Query {
   const range = logIdRange(logId, after, upTo);
-  const select = columns.map(readExpression).join(', ');
+  const select = columns.map((c) => readExpression(c)).join(', ');
   return {
     text: `SELECT ${select} FROM ${table.quoted} WHERE ${range.text} ORDER BY ${quoteIdent(logId.name)}`,
     params: range.params,
@@ -152,6 +184,93 @@ export function maxLogIdQuery(table: TableName, logId: MssqlColumn): string {
     );
   }
   return `SELECT CONVERT(varchar(40), MAX(${col})) AS max_log_id, NULL AS stable_log_id FROM ${table.quoted}`;
+}
+
+/** One table's part of an nthLogId: its logId column and its own cursor. */
+export interface LogIdCursor {
+  table: TableName;
+  logId: MssqlColumn;
+  after: string;
+}
+
+/**
+ * The n-th smallest logId after each table's cursor and up to `upTo` (`nth_log_id`, no row when
+ * there are fewer). Each table gives at most n candidates through `TOP (@n) ... ORDER BY` on its
+ * own column, which an index on the logId serves without a sort; only those meet in the final
+ * sort, so the cost is n rows per table whatever the backlog.
+ */
+export function nthLogIdQuery(tables: LogIdCursor[], upTo: string, n: number): Query {
+  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`nthLogId: n must be 1 or more, got ${n}`);
+  if (tables.length === 0) throw new Error('nthLogId: no tables');
+  const params: QueryParam[] = [
+    { name: 'n', type: 'BigInt', value: BigInt(n) },
+    { name: 'skip', type: 'BigInt', value: BigInt(n - 1) },
+  ];
+  const branches = tables.map((t, i) => {
+    const range = logIdRange(t.logId, t.after, upTo, { suffix: String(i) });
+    params.push(...range.params);
+    return (
+      `SELECT log_id FROM (SELECT TOP (@n) ${logIdNumber(t.logId)} AS log_id FROM ${t.table.quoted} ` +
+      `WHERE ${range.text} ORDER BY ${quoteIdent(t.logId.name)}) AS t${i}`
+    );
+  });
+  return {
+    text:
+      `SELECT CONVERT(varchar(40), u.log_id) AS nth_log_id FROM (${branches.join(' UNION ALL ')}) AS u ` +
+      'ORDER BY u.log_id OFFSET @skip ROWS FETCH NEXT 1 ROWS ONLY',
+    params,
+  };
+}
+
+/** Every row in wire form, ordered by the key (snapshot mode, verify). */
+export function readAllQuery(table: TableName, select: string[], key: MssqlColumn[]): Query {
+  if (key.length === 0) throw new ConfigError(`table ${table.label}: no key columns to order by`);
+  return {
+    text: `SELECT ${select.join(', ')} FROM ${table.quoted} ORDER BY ${key.map((k) => quoteIdent(k.name)).join(', ')}`,
+    params: [],
+  };
+}
+
+/**
+ * The tables `@table` (a quoted two-part name) references through foreign keys, itself left
+ * out; one row (`schema_name`, `table_name`) each.
+ */
+export const REFERENCED_TABLES_SQL = `SELECT DISTINCT OBJECT_SCHEMA_NAME(fk.referenced_object_id) AS schema_name,
+  OBJECT_NAME(fk.referenced_object_id) AS table_name
+FROM sys.foreign_keys AS fk
+WHERE fk.parent_object_id = OBJECT_ID(@table) AND fk.referenced_object_id <> fk.parent_object_id
+ORDER BY schema_name, table_name`;
+
+/**
+ * The names a configuration may use for a referenced table: `schema.name` always, and the bare
+ * name too when it lives in the configured schema (extract matches them against table names as
+ * configured, and a config may spell `dbo.orders` either way).
+ */
+export function referencedNames(
+  rows: { schema_name: string; table_name: string }[],
+  defaultSchema: string,
+): string[] {
+  return rows.flatMap((r) => {
+    const qualified = `${r.schema_name}.${r.table_name}`;
+    return r.schema_name === defaultSchema ? [r.table_name, qualified] : [qualified];
+  });
+}
+
+/**
+ * The server's clock as `yyyy-mm-dd hh:mi:ss.fffffff` (`now`): SYSUTCDATETIME for timestamptz,
+ * SYSDATETIME (the server's wall clock; SQL Server has no session time zone) for timestamp.
+ */
+export function serverTimeSql(type: 'timestamp' | 'timestamptz'): string {
+  const now = type === 'timestamptz' ? 'SYSUTCDATETIME()' : 'SYSDATETIME()';
+  return `SELECT CONVERT(varchar(27), ${now}, 121) AS now`;
+}
+
+/** The server's clock in wire form, always with six fractional digits. */
+export function serverTimeWire(type: 'timestamp' | 'timestamptz', now: string): string {
+  const m = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d+))?$/.exec(now);
+  if (!m) throw new Error(`SQL Server returned an unexpected time '${now}'`);
+  const wall = `${m[1]} ${m[2]}.${(m[3] ?? '').slice(0, 6).padEnd(6, '0')}`;
+  return type === 'timestamptz' ? `${wall.replace(' ', 'T')}Z` : wall;
 }
 
 /** The bookkeeping table in the configured schema. */

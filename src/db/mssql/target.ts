@@ -14,15 +14,34 @@ import type {
   ApplyRowsRequest,
   ColumnInfo,
   DbConfig,
+  DeleteRowsRequest,
+  ReadAllRequest,
   TargetTransaction,
   TargetWriter,
   WireRow,
 } from '../types.js';
 import { connect, translateError, type MssqlConnection } from './connection.js';
 import { reflectColumns } from './catalog.js';
-import { planApply, SEQ_COLUMN, stagingTableName, type StagingColumn } from './merge.js';
-import { appliedLogIdSql, prepareSql, recordAppliedSql, tableName } from './sql.js';
-import { publicColumn } from './types.js';
+import { driverType } from './driver.js';
+import {
+  planApply,
+  planDelete,
+  SEQ_COLUMN,
+  stagingTableName,
+  type StagingColumn,
+} from './merge.js';
+import {
+  appliedLogIdSql,
+  prepareSql,
+  readAllQuery,
+  recordAppliedSql,
+  tableName,
+  type TableName,
+} from './sql.js';
+import { streamRows, toWireRows } from './stream.js';
+import { publicColumn, wireRead, type MssqlColumn } from './types.js';
+
+export { driverType };
 
 /** Rows per bulk load: big enough that round trips do not matter, small enough to stay flat. */
 export const BATCH_ROWS = 10_000;
@@ -61,21 +80,6 @@ export async function stageInBatches(
   return count;
 }
 
-/** The mssql type object for a staging column (`sql.NVarChar(100)`, `sql.Int`, ...). */
-export function driverType(column: Pick<StagingColumn, 'driver' | 'length'>): sql.ISqlType {
-  const length = column.length === 'max' ? sql.MAX : column.length;
-  switch (column.driver) {
-    case 'NVarChar':
-      return sql.NVarChar(length);
-    case 'VarChar':
-      return sql.VarChar(length);
-    case 'VarBinary':
-      return sql.VarBinary(length);
-    default:
-      return sql[column.driver]();
-  }
-}
-
 /** An mssql Table for one batch, its columns exactly as `createStagingSql` declares them. */
 export function bulkTable(staging: string, columns: StagingColumn[], rows: unknown[][]): sql.Table {
   const table = new sql.Table(staging);
@@ -101,8 +105,8 @@ class Transaction implements TargetTransaction {
     return readAppliedLogId(this.request(), this.conn, job, true);
   }
 
-  async applyRows(request: ApplyRowsRequest): Promise<number> {
-    const table = tableName(request.table, this.conn.schema);
+  /** The target table's columns, read inside the transaction; ConfigError when it is missing. */
+  private async reflect(table: TableName): Promise<MssqlColumn[]> {
     const target = await reflectColumns(this.request(), table).catch((err) => {
       throw translateError(err, this.conn.label, table.label);
     });
@@ -114,19 +118,36 @@ class Transaction implements TargetTransaction {
         },
       );
     }
+    return target;
+  }
+
+  /**
+   * Bulk loads the rows into the staging table, created on the first batch (none for no rows),
+   * and returns the row count. batch(), not query(): query() runs through sp_executesql, and a
+   * #table created inside that call is dropped when the call returns.
+   */
+  private async stage(
+    rows: AsyncIterable<WireRow>,
+    staging: string,
+    plan: { staging: StagingColumn[]; createStaging: string },
+  ): Promise<number> {
+    let created = false;
+    return stageInBatches(rows, plan.staging, async (batch) => {
+      if (!created) {
+        await this.request().batch(plan.createStaging);
+        created = true;
+      }
+      await this.request().bulk(bulkTable(staging, plan.staging, batch));
+    });
+  }
+
+  async applyRows(request: ApplyRowsRequest): Promise<number> {
+    const table = tableName(request.table, this.conn.schema);
+    const target = await this.reflect(table);
     const staging = stagingTableName(table, randomBytes(4).toString('hex'));
     const plan = planApply(table, request.key, request.columns, target, staging);
-    let created = false;
-    // batch(), not query(): query() runs through sp_executesql, and a #table created inside
-    // that call is dropped when the call returns.
     try {
-      const count = await stageInBatches(request.rows, plan.staging, async (batch) => {
-        if (!created) {
-          await this.request().batch(plan.createStaging);
-          created = true;
-        }
-        await this.request().bulk(bulkTable(staging, plan.staging, batch));
-      });
+      const count = await this.stage(request.rows, staging, plan);
       if (count > 0) {
         await this.request().batch(plan.merge);
         await this.request().batch(plan.dropStaging);
@@ -134,6 +155,27 @@ class Transaction implements TargetTransaction {
       return count;
     } catch (err) {
       // The caller rolls back, which also drops the staging table.
+      throw translateError(err, this.conn.label, table.label);
+    }
+  }
+
+  /**
+   * Stages the keys as applyRows stages rows (bulk loads of BATCH_ROWS into a #table), then
+   * deletes every row whose key was staged in one statement. Memory stays flat whatever the
+   * number of keys; a rollback undoes the deletes and drops the staging table.
+   */
+  async deleteRows(request: DeleteRowsRequest): Promise<number> {
+    const table = tableName(request.table, this.conn.schema);
+    const target = await this.reflect(table);
+    const staging = stagingTableName(table, randomBytes(4).toString('hex'));
+    const plan = planDelete(table, request.key, target, staging);
+    try {
+      const count = await this.stage(request.rows, staging, plan);
+      if (count === 0) return 0;
+      const result = await this.request().batch<{ deleted: number }>(plan.delete);
+      await this.request().batch(plan.dropStaging);
+      return Number(result.recordset?.[0]?.deleted ?? 0);
+    } catch (err) {
       throw translateError(err, this.conn.label, table.label);
     }
   }
@@ -226,6 +268,62 @@ export class MssqlTarget implements TargetWriter {
       throw translateError(err, this.conn.label);
     }
     return result;
+  }
+
+  /**
+   * Every row of the replica table in key order (verify), in the delta's types: a column may
+   * hold another type than the source's when load wrote it so (see wireRead).
+   */
+  async *readAll(request: ReadAllRequest): AsyncGenerator<WireRow> {
+    const table = tableName(request.table, this.conn.schema);
+    const columns = await reflectColumns(this.conn.pool.request(), table).catch((err) => {
+      throw translateError(err, this.conn.label, table.label);
+    });
+    if (columns.length === 0) {
+      throw new ConfigError(
+        `target table ${table.label} does not exist in SQL Server ${this.conn.label}`,
+      );
+    }
+    const find = (name: string) => {
+      const found =
+        columns.find((c) => c.name === name) ??
+        columns.find((c) => c.name.toLowerCase() === name.toLowerCase());
+      if (!found) throw new ConfigError(`target table ${table.label} has no column ${name}`);
+      return found;
+    };
+    const reads = request.columns.map((w) => {
+      const column = find(w.name);
+      const read = wireRead(column, w.type, { lenient: true });
+      if (!read) {
+        throw new ConfigError(
+          `target table ${table.label}: column ${column.name} is ${column.nativeType}, which cannot be read as ${w.type}`,
+        );
+      }
+      return read;
+    });
+    const query = readAllQuery(
+      table,
+      reads.map((r) => r.sql),
+      request.key.map(find),
+    );
+    try {
+      yield* toWireRows(
+        streamRows(this.conn.pool.request(), query),
+        reads.map((r) => r.read),
+      );
+    } catch (err) {
+      throw translateError(err, this.conn.label, table.label);
+    }
+  }
+
+  /** Runs the after-load hook's SQL as one batch in autocommit (it may hold several statements). */
+  async execute(statement: string): Promise<void> {
+    await this.conn.pool
+      .request()
+      .batch(statement)
+      .catch((err) => {
+        throw translateError(err, this.conn.label);
+      });
   }
 
   async close(): Promise<void> {

@@ -133,10 +133,11 @@ export function quoteIdent(name: string): string {
  * The SQL expression that renders a column as (the driver form of) its wire value. Styles are
  * explicit so that output does not depend on the database's compatibility level or language:
  * 121 is `yyyy-mm-dd hh:mi:ss.fffffff`, 23 is `yyyy-mm-dd`, 2 is money with four decimals and
- * no thousands separators.
+ * no thousands separators. `expr` is the SQL for the value when it is not simply the column
+ * (a qualified `t.[col]` in a join, a key parsed back from the change log).
  */
-export function readExpression(column: MssqlColumn): string {
-  const col = quoteIdent(column.name);
+export function readExpression(column: MssqlColumn, expr = quoteIdent(column.name)): string {
+  const col = expr;
   switch (column.baseType) {
     case 'bigint':
       return `CONVERT(varchar(20), ${col})`;
@@ -204,6 +205,35 @@ export function wireReader(type: LogicalType): WireReader {
     default:
       return asIs;
   }
+}
+
+const NUMERIC_LOGICAL = new Set<LogicalType>(['int', 'bigint', 'decimal']);
+const STRING_LOGICAL = new Set<LogicalType>(['text', 'json', 'uuid']);
+const toNumber: WireReader = (v) => (v == null ? null : Number(v));
+const toDigits: WireReader = (v) => (v == null ? null : String(v));
+
+/**
+ * How to read `column` as a wire value of `type`: the SQL (over `expr`) and the reader, or
+ * undefined when the column cannot give that type. A source column is read as its own type (or
+ * text as json). A replica column may also hold what `stagingFor` wrote into it from another
+ * type (`lenient`): an int delta column in a bigint one, a bigint in decimal(20,0), a uuid in
+ * nvarchar; verify must read back what load wrote, in the delta's types.
+ */
+export function wireRead(
+  column: MssqlColumn,
+  type: LogicalType,
+  options: { expr?: string; lenient?: boolean } = {},
+): { sql: string; read: WireReader } | undefined {
+  const have = column.type;
+  if (!have) return undefined;
+  const sql = readExpression(column, options.expr);
+  if (have === type || (have === 'text' && type === 'json')) return { sql, read: wireReader(type) };
+  if (!options.lenient) return undefined;
+  if (NUMERIC_LOGICAL.has(type) && NUMERIC_LOGICAL.has(have)) {
+    return { sql, read: type === 'int' ? toNumber : toDigits };
+  }
+  if (STRING_LOGICAL.has(type) && STRING_LOGICAL.has(have)) return { sql, read: asIs };
+  return undefined;
 }
 
 /** The driver types a staging column can be bulk loaded as (names of `sql.<Type>` in mssql). */
@@ -280,6 +310,16 @@ export function stagingFor(type: LogicalType, target: MssqlColumn): Staging {
       // hh:mm:ss[.fffffff] reads the same whatever the session's language or DATEFORMAT.
       return { driver: 'VarChar', length: 16, parse: (s) => `CONVERT(time(7), ${s})` };
     case 'timestamp':
+      // Into datetime, convert explicitly: since SQL Server 2016 (compatibility level 130) a
+      // datetime compared with a datetime2 counts in exact 1/300 s ticks, so '.003' as
+      // datetime2 would never equal the stored .00333... and a key would never match.
+      if (target.baseType === 'datetime') {
+        return {
+          driver: 'VarChar',
+          length: 27,
+          parse: (s) => `CONVERT(datetime, CONVERT(datetime2(7), ${s}, 121))`,
+        };
+      }
       return { driver: 'VarChar', length: 27, parse: (s) => `CONVERT(datetime2(7), ${s}, 121)` };
     case 'timestamptz':
       // The wire's 'YYYY-MM-DDTHH:MM:SS[.ffffff]Z' is ISO 8601 in UTC, which datetimeoffset reads
