@@ -8,21 +8,8 @@ import { planApply } from '../../src/db/mssql/merge.js';
 import { toWireRows } from '../../src/db/mssql/source.js';
 import { tableName } from '../../src/db/mssql/sql.js';
 import { bulkTable, driverType, stageInBatches } from '../../src/db/mssql/target.js';
-import { toMssqlColumn, wireReader, type ReflectedColumn } from '../../src/db/mssql/types.js';
-
-function column(name: string, base_type: string, extra: Partial<ReflectedColumn> = {}) {
-  return toMssqlColumn({
-    name,
-    base_type,
-    max_length: 4,
-    num_precision: 0,
-    num_scale: 0,
-    is_identity: false,
-    is_computed: false,
-    collation_name: null,
-    ...extra,
-  });
-}
+import { wireReader } from '../../src/db/mssql/types.js';
+import { column } from '../helpers/mssql.js';
 
 const STAGE = '#stage_t_00000000';
 /** One target column per staging shape: every driver type the adapter bulk loads. */

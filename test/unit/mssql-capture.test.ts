@@ -9,26 +9,8 @@ import {
   triggerName,
 } from '../../src/db/mssql/capture.js';
 import { tableName } from '../../src/db/mssql/sql.js';
-import {
-  readExpression,
-  toMssqlColumn,
-  wireReader,
-  type ReflectedColumn,
-} from '../../src/db/mssql/types.js';
-
-function column(name: string, base_type: string, extra: Partial<ReflectedColumn> = {}) {
-  return toMssqlColumn({
-    name,
-    base_type,
-    max_length: 4,
-    num_precision: 0,
-    num_scale: 0,
-    is_identity: false,
-    is_computed: false,
-    collation_name: null,
-    ...extra,
-  });
-}
+import { readExpression, wireReader } from '../../src/db/mssql/types.js';
+import { column } from '../helpers/mssql.js';
 
 const CHANGELOG_TABLE = [
   "IF OBJECT_ID(N'[dbo].[deltasync_changelog]', N'U') IS NULL",

@@ -9,21 +9,11 @@ import {
   type HighWaterDeps,
 } from '../../src/db/mssql/high-water.js';
 import { tableName } from '../../src/db/mssql/sql.js';
-import { toMssqlColumn, type ReflectedColumn } from '../../src/db/mssql/types.js';
+import { type ReflectedColumn } from '../../src/db/mssql/types.js';
+import { column as mssqlColumn } from '../helpers/mssql.js';
 
-function column(name: string, base_type: string, extra: Partial<ReflectedColumn> = {}) {
-  return toMssqlColumn({
-    name,
-    base_type,
-    max_length: 8,
-    num_precision: 0,
-    num_scale: 0,
-    is_identity: false,
-    is_computed: false,
-    collation_name: null,
-    ...extra,
-  });
-}
+const column = (name: string, base_type: string, extra: Partial<ReflectedColumn> = {}) =>
+  mssqlColumn(name, base_type, { max_length: 8, ...extra });
 
 const orders: HighWaterColumn = {
   table: tableName('orders', 'dbo'),

@@ -15,23 +15,9 @@ import { tableName } from '../../src/db/mssql/sql.js';
 import {
   canonicalFraction,
   readExpression,
-  toMssqlColumn,
   type ReflectedColumn,
 } from '../../src/db/mssql/types.js';
-
-function column(name: string, base_type: string, extra: Partial<ReflectedColumn> = {}) {
-  return toMssqlColumn({
-    name,
-    base_type,
-    max_length: 4,
-    num_precision: 0,
-    num_scale: 0,
-    is_identity: false,
-    is_computed: false,
-    collation_name: null,
-    ...extra,
-  });
-}
+import { column } from '../helpers/mssql.js';
 
 const wall = (text: string) => parseWireTime(text, false, 'test');
 const TICKS_PER_MS = 10_000n;

@@ -9,21 +9,8 @@ import {
   stagingTableName,
 } from '../../src/db/mssql/merge.js';
 import { tableName } from '../../src/db/mssql/sql.js';
-import { toMssqlColumn, type ReflectedColumn } from '../../src/db/mssql/types.js';
-
-function column(name: string, base_type: string, extra: Partial<ReflectedColumn> = {}) {
-  return toMssqlColumn({
-    name,
-    base_type,
-    max_length: 4,
-    num_precision: 0,
-    num_scale: 0,
-    is_identity: false,
-    is_computed: false,
-    collation_name: null,
-    ...extra,
-  });
-}
+import { type ReflectedColumn } from '../../src/db/mssql/types.js';
+import { column } from '../helpers/mssql.js';
 
 const CI = 'Latin1_General_CI_AS';
 const table = tableName('weird] table', 'dbo');

@@ -16,21 +16,8 @@ import {
   serverTimeWire,
   tableName,
 } from '../../src/db/mssql/sql.js';
-import { toMssqlColumn, type ReflectedColumn } from '../../src/db/mssql/types.js';
-
-function column(name: string, base_type: string, extra: Partial<ReflectedColumn> = {}) {
-  return toMssqlColumn({
-    name,
-    base_type,
-    max_length: 4,
-    num_precision: 0,
-    num_scale: 0,
-    is_identity: false,
-    is_computed: false,
-    collation_name: null,
-    ...extra,
-  });
-}
+import { type ReflectedColumn } from '../../src/db/mssql/types.js';
+import { column } from '../helpers/mssql.js';
 
 describe('tableName', () => {
   it('puts unqualified names in the configured schema, quoted', () => {

@@ -11,23 +11,10 @@ import {
   toMssqlColumn,
   wireRead,
   wireReader,
-  type ReflectedColumn,
 } from '../../src/db/mssql/types.js';
+import { column } from '../helpers/mssql.js';
 
 /** A column as the reflection query returns it. */
-function column(name: string, base_type: string, extra: Partial<ReflectedColumn> = {}) {
-  return toMssqlColumn({
-    name,
-    base_type,
-    max_length: 4,
-    num_precision: 0,
-    num_scale: 0,
-    is_identity: false,
-    is_computed: false,
-    collation_name: null,
-    ...extra,
-  });
-}
 
 describe('SQL Server native type -> logical type', () => {
   it.each([
