@@ -6,19 +6,25 @@
  * A destination stops at its first error; the others go on.
  */
 import { createReadStream, createWriteStream } from 'node:fs';
-import { readFile, rm, stat } from 'node:fs/promises';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import type { DestinationConfig } from '../config/schema.js';
 import { DeltaError, UnavailableError } from '../errors.js';
 import { faultPoint } from '../faults.js';
-import { publishTemporary, temporaryPathFor, writeFileAtomic } from '../format/atomic-file.js';
+import {
+  isTemporaryName,
+  publishTemporary,
+  temporaryPathFor,
+  writeFileAtomic,
+} from '../format/atomic-file.js';
 import { createHasher, hashFile } from '../format/checksum.js';
 import { listManifests } from '../format/delta-dir.js';
+import { compareLogIds, logIdOfFile } from '../format/logid.js';
 import { parseManifest, partsOf, type ManifestPart } from '../format/manifest.js';
 import { readState, writeState } from '../format/state.js';
-import { logSummary } from '../log.js';
+import { logSummary, type Logger } from '../log.js';
 import { elapsedSeconds, fileError, withStepLock, type StepContext } from './common.js';
 
 export interface DestinationResult {
@@ -101,6 +107,21 @@ async function copyPart(outbox: string, dir: string, part: ManifestPart): Promis
   await publishTemporary(tmp, finalPath);
 }
 
+/**
+ * Removes the temporary files an interrupted copy (killed, out of space) left at a destination.
+ * Only those of deltas after the destination's state: under the copy lock nothing else of this
+ * job writes them, and loaders never read temporary names.
+ */
+async function removeLeftovers(dest: DestinationConfig, after: string, log: Logger): Promise<void> {
+  for (const name of await readdir(dest.dir)) {
+    if (!isTemporaryName(name)) continue;
+    const logId = logIdOfFile(name.replace(/^\./, ''));
+    if (logId === null || compareLogIds(logId, after) <= 0) continue;
+    log.warn({ destination: dest.name, file: name }, 'removing a file left by an interrupted copy');
+    await rm(join(dest.dir, name), { force: true });
+  }
+}
+
 async function copyToDestination(
   ctx: StepContext,
   dest: DestinationConfig,
@@ -118,6 +139,9 @@ async function copyToDestination(
       });
     }
     let state = await readState(config.stateDir, config.name, step);
+    await removeLeftovers(dest, state.logId, log).catch((err) => {
+      throw fileError(err, `destination ${dest.name}: cannot clean ${dest.dir}`);
+    });
     for (const entry of await listManifests(outbox, state.logId)) {
       const text = await readFile(entry.path, 'utf8');
       const manifest = parseManifest(text, entry.file, config.name);

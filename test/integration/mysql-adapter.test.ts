@@ -265,12 +265,27 @@ describe.skipIf(!server.available)('MySQL/MariaDB adapter', () => {
       await source.close();
     });
 
-    it('reads one snapshot for its whole life', async () => {
+    it('reads one snapshot per delta: a new mark ends it, the next read starts a fresh one', async () => {
       const source = await MysqlSource.open(config());
+      const columns: ColumnInfo[] = [{ name: 'id', type: 'int' }];
+      const count = async () =>
+        (
+          await collect(
+            source.readChanges({
+              table: 'big',
+              columns,
+              logIdColumn: 'log_id',
+              after: '59990',
+              upTo: '70000',
+            }),
+          )
+        ).length;
       try {
-        expect(await source.maxLogId('big', 'log_id')).toBe('60000');
+        expect(await count()).toBe(10);
         await exec('INSERT INTO big VALUES (60001, 60001, NULL)');
-        expect(await source.maxLogId('big', 'log_id')).toBe('60000');
+        expect(await count()).toBe(10);
+        expect(await source.maxLogId('big', 'log_id')).toBe('60001');
+        expect(await count()).toBe(11);
       } finally {
         await source.close();
         await exec('DELETE FROM big WHERE id = 60001');

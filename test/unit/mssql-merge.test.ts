@@ -9,7 +9,6 @@ import {
   stagingTableName,
 } from '../../src/db/mssql/merge.js';
 import { tableName } from '../../src/db/mssql/sql.js';
-import { type ReflectedColumn } from '../../src/db/mssql/types.js';
 import { column } from '../helpers/mssql.js';
 
 const CI = 'Latin1_General_CI_AS';

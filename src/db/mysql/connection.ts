@@ -203,7 +203,7 @@ export async function closeSession(session: Session): Promise<void> {
 }
 
 /** Splits `db.table` into its parts; a bare name lives in the connection's database. */
-function splitTable(table: string): [schema: string | null, name: string] {
+export function splitTable(table: string): [schema: string | null, name: string] {
   const dot = table.indexOf('.');
   return dot < 0 ? [null, table] : [table.slice(0, dot), table.slice(dot + 1)];
 }
@@ -212,6 +212,8 @@ interface ColumnRow {
   name: string;
   dataType: string;
   columnType: string;
+  charset: string | null;
+  collation: string | null;
 }
 
 /** The table's columns in order, or an empty list when the table does not exist. */
@@ -219,7 +221,8 @@ export async function reflectColumns(session: Session, table: string): Promise<N
   const [schema, name] = splitTable(table);
   const rows = await run<ColumnRow[]>(
     session,
-    `SELECT COLUMN_NAME AS name, LOWER(DATA_TYPE) AS dataType, COLUMN_TYPE AS columnType
+    `SELECT COLUMN_NAME AS name, LOWER(DATA_TYPE) AS dataType, COLUMN_TYPE AS columnType,
+            CHARACTER_SET_NAME AS charset, COLLATION_NAME AS collation
        FROM information_schema.COLUMNS
       WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?
       ORDER BY ORDINAL_POSITION`,
@@ -234,6 +237,8 @@ export async function reflectColumns(session: Session, table: string): Promise<N
     dataType: r.dataType,
     columnType: r.columnType,
     jsonChecked: jsonColumns.has(r.name),
+    charset: r.charset,
+    collation: r.collation,
   }));
 }
 

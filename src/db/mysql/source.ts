@@ -1,63 +1,107 @@
 /**
- * The MySQL/MariaDB SourceReader. Every read runs inside one read-only transaction started with
- * a consistent snapshot when the reader opens, so the high-water mark and the rows of every
- * table come from the same moment; a reader therefore serves one extract run, not a daemon.
+ * The MySQL/MariaDB SourceReader.
+ *
+ * Snapshots: the rows of one delta are read inside one read-only transaction started WITH
+ * CONSISTENT SNAPSHOT, so its tables agree with each other. That snapshot is opened lazily by the
+ * first row read (readChanges, readKeyset, readAll, readChangelog) and ended by every call that
+ * fixes a bound for the reads that follow (stableHighWater, maxLogId, serverTime): rows committed
+ * late, which stableHighWater waited for, must be visible to the reads after it, so those reads
+ * need a snapshot taken after it returned. Bounds themselves are read in autocommit, each
+ * statement with a fresh view. The metadata reads (columns, nthLogId, referencedTables) run in
+ * whichever state the connection is in.
  */
-import type { Readable } from 'node:stream';
-import type { TypeCast } from 'mysql2';
-import { ConfigError, DeltasyncError } from '../../errors.js';
-import type { ColumnInfo, DbConfig, ReadChangesRequest, SourceReader, WireRow } from '../types.js';
-import {
-  closeSession,
-  openSession,
-  reflectColumns,
-  run,
-  translateError,
-  type Session,
-} from './connection.js';
-import {
-  logicalTypeOf,
-  quoteIdent,
-  quoteTable,
-  readConverter,
-  type NativeColumn,
-  type ReadConverter,
-} from './types.js';
+import type { DbConfig, HighWaterRequest } from '../types.js';
+import type {
+  CaptureDdl,
+  CaptureRequest,
+  ChangelogRequest,
+  ChangelogRow,
+  ColumnInfo,
+  NthLogIdRequest,
+  ReadAllRequest,
+  ReadChangesRequest,
+  ReadKeysetRequest,
+  SourceReader,
+  WireRow,
+  WireValue,
+} from '../types.js';
+import { ConfigError } from '../../errors.js';
+import { captureDdl, changelogSql, keyConverter, type CaptureContext } from './capture.js';
+import { closeSession, openSession, run, splitTable, type Session } from './connection.js';
+import { stableHighWater, type HighWaterState } from './high-water.js';
+import { nativeColumns, readPlan, RowStreams, wireRowConverter, type ReadPlan } from './read.js';
+import { changesSql, keysetSql, nthLogIdSql, readAllSql, REFERENCED_TABLES_SQL } from './sql.js';
+import { logicalTypeOf, quoteIdent, quoteTable, writeEncoder } from './types.js';
 
-/** How many rows the driver may buffer before it stops reading the socket. */
-const STREAM_HIGH_WATER_ROWS = 512;
+export interface MysqlSourceOptions {
+  /**
+   * Where the reader's one warning goes (INNODB_TRX unreadable: see `high-water.ts`). The
+   * default is a process warning, which Node prints on stderr.
+   */
+  warn?: (message: string) => void;
+}
 
-/** logId bounds are inlined as numeric literals: a string bound would compare as a double. */
-const LOG_ID_RE = /^-?\d+(\.\d+)?$/;
+/** Privilege errors of DDL, with what to grant. */
+const DDL_PRIVILEGE_HINTS: Record<number, string> = {
+  // ER_TABLEACCESS_DENIED_ERROR, ER_COLUMNACCESS_DENIED_ERROR
+  1142: 'grant CREATE, DROP, INDEX and INSERT on the change log and TRIGGER on the captured tables',
+  1143: 'grant CREATE, DROP, INDEX and INSERT on the change log and TRIGGER on the captured tables',
+  // ER_SPECIFIC_ACCESS_DENIED_ERROR
+  1227: 'grant the privilege named above to the user that runs deltasync capture',
+  // ER_BINLOG_CREATE_ROUTINE_NEED_SUPER: binary logging is on
+  1419: 'with binary logging on, creating triggers needs SUPER, or SET GLOBAL log_bin_trust_function_creators = 1',
+};
 
-// The text protocol would otherwise parse geometry into {x, y} objects.
-const geometryAsBuffer: TypeCast = (field, next) =>
-  field.type === 'GEOMETRY' ? field.buffer() : next();
-
-/** Reads one MySQL/MariaDB database; see the module comment for the snapshot it reads. */
+/** Reads one MySQL/MariaDB database; see the module comment for its snapshots. */
 export class MysqlSource implements SourceReader {
   readonly engine = 'mysql' as const;
-  /** The result being streamed; while it is open the connection can run nothing else. */
-  private streaming: Readable | null = null;
+  private readonly streams: RowStreams;
+  private inSnapshot = false;
+  private readonly highWater: HighWaterState;
 
-  private constructor(private readonly session: Session) {}
+  private constructor(
+    private readonly session: Session,
+    /** MariaDB or MySQL (they replace triggers differently), and the default database. */
+    readonly context: CaptureContext,
+    warn: (message: string) => void,
+  ) {
+    this.streams = new RowStreams(session);
+    this.highWater = { trxViewDenied: false, warn };
+  }
 
-  /** Connects and starts the read-only snapshot transaction. */
-  static async open(config: DbConfig): Promise<MysqlSource> {
+  /** Connects; no transaction is open until the first row read. */
+  static async open(config: DbConfig, options: MysqlSourceOptions = {}): Promise<MysqlSource> {
     const session = await openSession(config, false);
     try {
       // WITH CONSISTENT SNAPSHOT only means something under REPEATABLE READ.
       await run(session, 'SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ');
-      await run(session, 'START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY');
+      // Cursor values are sent as literals with backslash escapes (see sqlString).
+      await run(
+        session,
+        "SET SESSION sql_mode = TRIM(BOTH ',' FROM REPLACE(CONCAT(',', @@SESSION.sql_mode, ','), ',NO_BACKSLASH_ESCAPES,', ','))",
+      );
+      const [server] = await run<{ v: string; db: string | null }[]>(
+        session,
+        'SELECT VERSION() AS v, DATABASE() AS db',
+      );
+      const context: CaptureContext = {
+        flavor: /mariadb/i.test(server?.v ?? '') ? 'mariadb' : 'mysql',
+        database: server?.db ?? null,
+      };
+      const warn =
+        options.warn ??
+        ((message: string) =>
+          process.emitWarning(message, { code: 'DELTASYNC_MYSQL_NO_TRX_VIEW' }));
+      return new MysqlSource(session, context, warn);
     } catch (err) {
       await closeSession(session);
       throw err;
     }
-    return new MysqlSource(session);
   }
 
   async columns(table: string): Promise<ColumnInfo[]> {
-    return (await this.nativeColumns(table)).map((c) => ({
+    this.streams.assertIdle();
+    return (await nativeColumns(this.session, table, 'source')).map((c) => ({
       name: c.name,
       type: logicalTypeOf(c, table),
       nativeType: c.columnType,
@@ -65,7 +109,7 @@ export class MysqlSource implements SourceReader {
   }
 
   async maxLogId(table: string, logIdColumn: string): Promise<string | null> {
-    this.assertIdle();
+    await this.endSnapshot();
     const rows = await run<{ m: unknown }[]>(
       this.session,
       `SELECT MAX(${quoteIdent(logIdColumn)}) AS m FROM ${quoteTable(table)}`,
@@ -76,113 +120,202 @@ export class MysqlSource implements SourceReader {
     return max === null || max === undefined ? null : String(max);
   }
 
-  async *readChanges(request: ReadChangesRequest): AsyncIterable<WireRow> {
-    const { table, columns, logIdColumn, after, upTo } = request;
-    for (const bound of [after, upTo]) {
-      if (!LOG_ID_RE.test(bound)) {
-        throw new ConfigError(`logId bound '${bound}' for table ${table} is not a decimal number`);
-      }
-    }
-    const plan = await this.readPlan(table, columns);
-    const log = quoteIdent(logIdColumn);
-    const sql =
-      `SELECT ${plan.selects.join(', ')} FROM ${quoteTable(table)}` +
-      ` WHERE ${log} > ${after} AND ${log} <= ${upTo} ORDER BY ${log}`;
+  async stableHighWater(request: HighWaterRequest): Promise<string | null> {
+    if (request.tables.length === 0) return null;
+    await this.endSnapshot();
+    return stableHighWater(this.session, request, this.highWater);
+  }
 
-    this.assertIdle();
-    const query = this.session.core.query({
-      sql,
-      rowsAsArray: true,
-      typeCast: plan.hasGeometry ? geometryAsBuffer : true,
-    });
-    // The driver pauses the socket while this buffer is full: back-pressure reaches the server.
-    const stream = query.stream({ highWaterMark: STREAM_HIGH_WATER_ROWS });
-    this.streaming = stream;
-    const { converters } = plan;
-    const width = converters.length;
-    try {
-      for await (const raw of stream as AsyncIterable<unknown[]>) {
-        const row: WireRow = new Array(width);
-        for (let i = 0; i < width; i++) {
-          const v = raw[i];
-          row[i] = v === null || v === undefined ? null : converters[i]!(v);
-        }
-        yield row;
+  async nthLogId(request: NthLogIdRequest): Promise<string | null> {
+    this.streams.assertIdle();
+    if (request.tables.length === 0) return null;
+    const rows = await run<{ l: unknown }[]>(
+      this.session,
+      nthLogIdSql(request),
+      undefined,
+      request.tables.map((t) => t.table).join(', '),
+    );
+    const nth = rows[0]?.l;
+    return nth === null || nth === undefined ? null : String(nth);
+  }
+
+  async *readChanges(request: ReadChangesRequest): AsyncIterable<WireRow> {
+    const { table, logIdColumn, after, upTo } = request;
+    const plan = await this.plan(table, request.columns);
+    const sql = changesSql(table, plan.selects, logIdColumn, after, upTo);
+    yield* this.rows(sql, plan, table);
+  }
+
+  async *readKeyset(request: ReadKeysetRequest): AsyncIterable<WireRow> {
+    const { table, tsColumn, key, after } = request;
+    const plan = await this.plan(table, request.columns);
+    const literal = (name: string, value: WireValue) => {
+      const native = plan.native.get(name);
+      if (!native) {
+        throw new ConfigError(`column ${table}.${name} does not exist in the source`, {
+          hint: 'fix timestampColumn or key in the job config',
+        });
       }
-    } catch (err) {
-      throw translateError(this.session.lostWith ?? err, this.session.where, table);
-    } finally {
-      // Leaving early destroys the stream; the driver then drains the rest of the result.
-      stream.destroy();
-      this.streaming = null;
+      const column = { name, type: logicalTypeOf(native, table) };
+      try {
+        return writeEncoder(column, native.dataType).literal(value);
+      } catch (err) {
+        throw new ConfigError(
+          `table ${table}: the timestamp cursor does not fit: ${(err as Error).message}`,
+        );
+      }
+    };
+    const sql = keysetSql({
+      table,
+      selects: plan.selects,
+      tsColumn,
+      key,
+      upTo: literal(tsColumn, request.upTo),
+      after: after && {
+        ts: literal(tsColumn, after.ts),
+        // A cursor of another length is refused by keysetSql, with a hint.
+        key: after.key.map((v, i) => (i < key.length ? literal(key[i]!, v) : '')),
+      },
+      limit: request.limit,
+    });
+    yield* this.rows(sql, plan, table);
+  }
+
+  async *readAll(request: ReadAllRequest): AsyncIterable<WireRow> {
+    const plan = await this.plan(request.table, request.columns);
+    yield* this.rows(readAllSql(request.table, plan.selects, request.key), plan, request.table);
+  }
+
+  async *readChangelog(request: ChangelogRequest): AsyncIterable<ChangelogRow> {
+    const { table } = request;
+    const plan = await this.plan(table, request.columns, 't.');
+    const key = request.key.map((name) => {
+      const native = plan.native.get(name);
+      if (!native)
+        throw new ConfigError(`key column ${table}.${name} does not exist in the source`);
+      return native;
+    });
+    const sql = changelogSql({
+      changelog: request.changelog,
+      table,
+      key,
+      selects: plan.selects,
+      after: request.after,
+      upTo: request.upTo,
+    });
+    const keyConverters = key.map((k) => keyConverter(k, logicalTypeOf(k, table)));
+    const rowOf = wireRowConverter(plan.converters);
+    const width = key.length;
+    await this.snapshot();
+    yield* this.streams.stream<ChangelogRow>(
+      sql,
+      (raw) =>
+        Number(raw[0]) === 1
+          ? { op: 'upsert', row: rowOf(raw.slice(1 + width)) }
+          : {
+              op: 'delete',
+              key: keyConverters.map((convert, i) => {
+                const v = raw[1 + i];
+                return v === null || v === undefined ? null : convert(v);
+              }),
+            },
+      { table: `${table} (through ${request.changelog})`, hasGeometry: plan.hasGeometry },
+    );
+  }
+
+  async referencedTables(table: string): Promise<string[]> {
+    this.streams.assertIdle();
+    const [schema, name] = splitTable(table);
+    const rows = await run<{ name: string }[]>(this.session, REFERENCED_TABLES_SQL, [schema, name]);
+    // Named the way the config names this table, so extract can match them.
+    return rows.map((r) => (schema === null ? r.name : `${schema}.${r.name}`));
+  }
+
+  /**
+   * timestamptz: UTC as `YYYY-MM-DDTHH:MM:SS.ffffffZ`. timestamp: the wall clock of the server's
+   * default time zone (@@GLOBAL.time_zone), the one applications' DATETIME values are written in
+   * unless they set their own; our own session is pinned to UTC.
+   */
+  async serverTime(type: 'timestamp' | 'timestamptz'): Promise<string> {
+    await this.endSnapshot();
+    const [row] = await run<{ now: string | null }[]>(
+      this.session,
+      type === 'timestamptz'
+        ? 'SELECT UTC_TIMESTAMP(6) AS now'
+        : "SELECT CONVERT_TZ(UTC_TIMESTAMP(6), '+00:00', @@GLOBAL.time_zone) AS now",
+    );
+    const now = row?.now;
+    if (!now) {
+      throw new ConfigError(
+        `MariaDB/MySQL ${this.session.where} cannot convert the time to its time zone @@GLOBAL.time_zone`,
+        { hint: 'load the time zone tables (mariadb-tzinfo-to-sql) or set time_zone to an offset' },
+      );
+    }
+    return type === 'timestamptz' ? `${now.replace(' ', 'T')}Z` : now;
+  }
+
+  captureDdl(request: CaptureRequest): CaptureDdl {
+    return captureDdl(request, this.context);
+  }
+
+  /** Runs each statement in autocommit (DDL commits implicitly in MySQL anyway). */
+  async executeDdl(statements: string[]): Promise<void> {
+    await this.endSnapshot();
+    for (const sql of statements) {
+      try {
+        await run(this.session, sql);
+      } catch (err) {
+        const errno =
+          (err as { errno?: number; cause?: { errno?: number } }).errno ??
+          (err as { cause?: { errno?: number } }).cause?.errno;
+        const hint = errno === undefined ? undefined : DDL_PRIVILEGE_HINTS[errno];
+        if (!hint) throw err;
+        throw new ConfigError(
+          `MariaDB/MySQL ${this.session.where} refused: ${(err as Error).message.split('\n')[0]}`,
+          { hint, cause: err },
+        );
+      }
     }
   }
 
   /** Ends the snapshot transaction (it never wrote anything) and disconnects. */
   async close(): Promise<void> {
-    if (this.streaming) {
-      // A COMMIT would queue behind a paused result forever; dropping the connection ends the
-      // read-only transaction just as well.
-      this.streaming.destroy();
-      this.session.conn.destroy();
-      return;
-    }
-    if (!this.session.lostWith) {
-      try {
-        await run(this.session, 'COMMIT');
-      } catch {
-        // Closing the connection ends the transaction anyway.
-      }
+    // A COMMIT would queue behind a paused result forever; dropping the connection ends the
+    // read-only transaction just as well.
+    if (this.streams.abandon()) return;
+    if (this.inSnapshot && !this.session.lostWith) {
+      await run(this.session, 'COMMIT').catch(() => undefined);
     }
     await closeSession(this.session);
   }
 
-  private async nativeColumns(table: string): Promise<NativeColumn[]> {
-    this.assertIdle();
-    const native = await reflectColumns(this.session, table);
-    if (native.length === 0) {
-      throw new ConfigError(
-        `table ${table} does not exist in MariaDB/MySQL ${this.session.where}`,
-        { hint: 'create it or fix the table name in the job config' },
-      );
-    }
-    return native;
+  /** Opens the delta's snapshot unless one is open. */
+  private async snapshot(): Promise<void> {
+    this.streams.assertIdle();
+    if (this.inSnapshot) return;
+    await run(this.session, 'START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY');
+    this.inSnapshot = true;
   }
 
-  /** The select list and one converter per requested column, checked against the table. */
-  private async readPlan(table: string, columns: ColumnInfo[]) {
-    const byName = new Map((await this.nativeColumns(table)).map((c) => [c.name, c]));
-    const selects: string[] = [];
-    const converters: ReadConverter[] = [];
-    let hasGeometry = false;
-    for (const column of columns) {
-      const native = byName.get(column.name);
-      if (!native) {
-        throw new ConfigError(`column ${table}.${column.name} does not exist in the source`, {
-          hint: 'fix the column list in the job config',
-        });
-      }
-      const type = logicalTypeOf(native, table);
-      if (type !== column.type) {
-        throw new ConfigError(
-          `column ${table}.${column.name} is ${native.columnType} (${type}) in the source, not ${column.type}`,
-        );
-      }
-      // FLOAT prints with 6 significant digits; `+ 0e0` sends the exact value as a DOUBLE.
-      const quoted = quoteIdent(column.name);
-      selects.push(native.dataType === 'float' ? `${quoted} + 0e0` : quoted);
-      converters.push(readConverter(type, native.dataType));
-      hasGeometry ||= type === 'binary' && !/blob|binary/.test(native.dataType);
-    }
-    return { selects, converters, hasGeometry };
+  /** Ends the snapshot, so that the next read sees what committed until now. */
+  private async endSnapshot(): Promise<void> {
+    this.streams.assertIdle();
+    if (!this.inSnapshot) return;
+    this.inSnapshot = false;
+    await run(this.session, 'COMMIT');
   }
 
-  /** A paused stream holds the connection: a second query would wait for it forever. */
-  private assertIdle(): void {
-    if (this.streaming) {
-      throw new DeltasyncError(
-        'MySQL source: another query was started while readChanges was still streaming; finish or abandon the iteration first',
-      );
-    }
+  private async plan(table: string, columns: ColumnInfo[], qualifier = ''): Promise<ReadPlan> {
+    this.streams.assertIdle();
+    return readPlan(this.session, table, columns, true, qualifier);
+  }
+
+  /** Streams a plain row query inside the snapshot. */
+  private async *rows(sql: string, plan: ReadPlan, table: string): AsyncGenerator<WireRow> {
+    await this.snapshot();
+    yield* this.streams.stream(sql, wireRowConverter(plan.converters), {
+      table,
+      hasGeometry: plan.hasGeometry,
+    });
   }
 }

@@ -3,15 +3,19 @@
  * holding the rows and the `deltasync_applied` record together, so a load is applied exactly
  * once or not at all.
  */
-import { ConfigError, DeltasyncError } from '../../errors.js';
+import type { ResultSetHeader } from 'mysql2';
+import { ConfigError, DeltaError, DeltasyncError } from '../../errors.js';
 import {
   APPLIED_TABLE,
   type AppliedRecord,
   type ApplyRowsRequest,
   type ColumnInfo,
   type DbConfig,
+  type DeleteRowsRequest,
+  type ReadAllRequest,
   type TargetTransaction,
   type TargetWriter,
+  type WireRow,
 } from '../types.js';
 import {
   closeSession,
@@ -28,7 +32,14 @@ import {
   type ApplyPlan,
   type LoadStrategy,
 } from './load.js';
+import { readPlan, RowStreams, wireRowConverter } from './read.js';
+import { deleteSql, readAllSql } from './sql.js';
 import { logicalTypeOf, quoteIdent, quoteTable, writeEncoder } from './types.js';
+
+/** Deletes go out in batches of this many keys… */
+const DELETE_BATCH_KEYS = 1000;
+/** …or fewer, when their literals reach this many characters. */
+const DELETE_BATCH_CHARS = 1024 * 1024;
 
 export interface MysqlTargetOptions {
   /**
@@ -44,12 +55,15 @@ const APPLIED = quoteIdent(APPLIED_TABLE);
 export class MysqlTarget implements TargetWriter {
   readonly engine = 'mysql' as const;
   private inTransaction = false;
+  private readonly streams: RowStreams;
 
   private constructor(
     private readonly session: Session,
     /** The strategy applyRows uses, decided once at open. */
     readonly loadStrategy: LoadStrategy,
-  ) {}
+  ) {
+    this.streams = new RowStreams(session);
+  }
 
   /** Connects and makes the session strict, so a value that does not fit is an error. */
   static async open(config: DbConfig, options: MysqlTargetOptions = {}): Promise<MysqlTarget> {
@@ -121,6 +135,7 @@ export class MysqlTarget implements TargetWriter {
           appliedLogId: (job) => this.readApplied(job, true),
           applyRows: (request) => this.applyRows(request),
           recordApplied: (record) => this.recordApplied(record),
+          deleteRows: (request) => this.deleteRows(request),
         });
       } catch (err) {
         if (!this.session.lostWith) {
@@ -137,7 +152,29 @@ export class MysqlTarget implements TargetWriter {
     }
   }
 
+  /**
+   * Every row ordered by key, for `verify`. Values are read back the way load wrote the delta's
+   * types into the replica's columns, so they compare with the source's wire values.
+   */
+  async *readAll(request: ReadAllRequest): AsyncIterable<WireRow> {
+    this.streams.assertIdle();
+    const plan = await readPlan(this.session, request.table, request.columns, false);
+    yield* this.streams.stream(
+      readAllSql(request.table, plan.selects, request.key),
+      wireRowConverter(plan.converters),
+      { table: request.table, hasGeometry: plan.hasGeometry },
+    );
+  }
+
+  /** Runs one statement in autocommit: the after-load hook, once its deltas are committed. */
+  async execute(sql: string): Promise<void> {
+    if (this.inTransaction) throw new DeltasyncError('execute() called inside a transaction');
+    this.streams.assertIdle();
+    await run(this.session, sql);
+  }
+
   async close(): Promise<void> {
+    if (this.streams.abandon()) return;
     await closeSession(this.session);
   }
 
@@ -175,6 +212,58 @@ export class MysqlTarget implements TargetWriter {
       [record.job, record.logId, record.delta],
       APPLIED_TABLE,
     );
+  }
+
+  /** Deletes by key in batches of `k IN (…)`; keys that are not there are no error. */
+  private async deleteRows(request: DeleteRowsRequest): Promise<number> {
+    const { table, key } = request;
+    const native = await reflectColumns(this.session, table);
+    if (native.length === 0) {
+      throw new ConfigError(
+        `table ${table} does not exist in MariaDB/MySQL ${this.session.where}`,
+        { hint: 'create it on the replica before loading' },
+      );
+    }
+    const byName = new Map(native.map((c) => [c.name, c]));
+    const encoders = key.map((column) => {
+      const target = byName.get(column.name);
+      if (!target) {
+        throw new ConfigError(
+          `key column ${table}.${column.name} does not exist in MariaDB/MySQL ${this.session.where}`,
+        );
+      }
+      return writeEncoder(column, target.dataType);
+    });
+    const names = key.map((c) => c.name);
+    let deleted = 0;
+    let batch: string[][] = [];
+    let chars = 0;
+    const flush = async () => {
+      const header = await run<ResultSetHeader>(
+        this.session,
+        deleteSql(table, names, batch),
+        undefined,
+        table,
+      );
+      deleted += header.affectedRows;
+      batch = [];
+      chars = 0;
+    };
+    let index = 0;
+    for await (const row of request.rows) {
+      if (!Array.isArray(row) || row.length !== key.length) {
+        throw new DeltaError(
+          `table ${table}: delete ${index + 1} has ${Array.isArray(row) ? row.length : 'no'} key values, expected ${key.length}`,
+        );
+      }
+      const tuple = encoders.map((e, i) => e.literal(row[i]!));
+      batch.push(tuple);
+      chars += tuple.reduce((n, t) => n + t.length + 2, 2);
+      index++;
+      if (batch.length >= DELETE_BATCH_KEYS || chars >= DELETE_BATCH_CHARS) await flush();
+    }
+    if (batch.length > 0) await flush();
+    return deleted;
   }
 
   private async applyRows(request: ApplyRowsRequest): Promise<number> {

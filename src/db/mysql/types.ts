@@ -20,6 +20,9 @@ export interface NativeColumn {
   columnType: string;
   /** True when a CHECK (json_valid(col)) makes a MariaDB LONGTEXT a JSON column. */
   jsonChecked: boolean;
+  /** CHARACTER_SET_NAME and COLLATION_NAME of a character column (null for other types). */
+  charset?: string | null;
+  collation?: string | null;
 }
 
 const LOGICAL_BY_DATA_TYPE: Record<string, LogicalType> = {

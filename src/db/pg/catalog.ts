@@ -80,3 +80,51 @@ export async function tableExists(conn: PgConnection, table: TableRef): Promise<
   );
   return rows[0]?.found === true;
 }
+
+/**
+ * True when a unique index (or the primary key) covers exactly the key columns, in any order:
+ * what `INSERT … ON CONFLICT (key)` needs. Partial, expression and deferrable indexes do not
+ * count, as ON CONFLICT cannot use them either.
+ */
+export async function hasUniqueIndex(
+  conn: PgConnection,
+  table: TableRef,
+  key: string[],
+): Promise<boolean> {
+  const { rows } = await run<{ found: boolean }>(
+    conn,
+    `SELECT EXISTS (
+       SELECT 1 FROM pg_catalog.pg_index i
+        WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indimmediate
+          AND i.indpred IS NULL AND i.indexprs IS NULL
+          AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text)
+                 FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey))
+              = (SELECT array_agg(k ORDER BY k) FROM unnest($2::text[]) k)) AS found`,
+    [table.sql, key],
+    table.name,
+  );
+  return rows[0]?.found === true;
+}
+
+/**
+ * The tables `table` references through foreign keys, named the way the configuration names
+ * tables: schema-qualified when `qualified`, else by bare name.
+ */
+export async function referencedTables(
+  conn: PgConnection,
+  table: TableRef,
+  qualified: boolean,
+): Promise<string[]> {
+  const { rows } = await run<{ name: string }>(
+    conn,
+    `SELECT DISTINCT CASE WHEN $2 THEN n.nspname || '.' || p.relname ELSE p.relname::text END AS name
+       FROM pg_catalog.pg_constraint c
+       JOIN pg_catalog.pg_class p ON p.oid = c.confrelid
+       JOIN pg_catalog.pg_namespace n ON n.oid = p.relnamespace
+      WHERE c.contype = 'f' AND c.conrelid = to_regclass($1)`,
+    [table.sql, qualified],
+    table.name,
+  );
+  return rows.map((r) => r.name);
+}

@@ -1,98 +1,60 @@
 /**
- * Reading changes from PostgreSQL.
+ * Reading changes from PostgreSQL. Never writes: every read runs in a READ ONLY transaction.
  *
- * One snapshot per reader: the first statement opens a `REPEATABLE READ READ ONLY` transaction
- * that lasts until close(), so maxLogId and every table read by one extract see the same
- * committed state (parent and child rows agree) and nothing is ever written. Keep a reader
+ * Snapshots. The reads (readChanges, readKeyset, readAll, readChangelog) and serverTime share one
+ * `REPEATABLE READ READ ONLY` snapshot, opened by the first of them and kept until close(), so
+ * every table of a delta sees the same committed state (parent and child rows agree).
+ * stableHighWater ends that snapshot: it takes the mark, waits for the transactions that were
+ * still running when it did, and only then does the next read open a new snapshot, which so
+ * sees every row at or below the mark. Other calls (columns, maxLogId, nthLogId,
+ * referencedTables) use the open snapshot if there is one and open none. Keep a reader
  * short-lived: an open snapshot holds back vacuum on the source.
  *
- * Rows stream out of a plain `COPY (SELECT cols …) TO STDOUT` in text format, decoded to wire
- * values in Node (see `copyDecoder`): the server does no more than for a raw COPY, and nothing
- * goes through node-postgres' row parsing. COPY sends rows only as fast as the consumer pulls
- * them, so memory stays flat. Calls must not overlap: a query waits behind an unfinished COPY.
+ * Each read runs under a savepoint, so a read stopped half-way (a row limit, a failed part file)
+ * is cancelled and rolled back without losing the snapshot. Calls must not overlap.
  */
-import type { Readable } from 'node:stream';
-import { to as copyTo } from 'pg-copy-streams';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError } from '../../errors.js';
-import type { ColumnInfo, DbConfig, ReadChangesRequest, SourceReader, WireRow } from '../types.js';
-import { reflectColumns, tableRef, type TableRef } from './catalog.js';
+import type {
+  CaptureDdl,
+  CaptureRequest,
+  ChangelogRequest,
+  ChangelogRow,
+  ColumnInfo,
+  DbConfig,
+  HighWaterRequest,
+  NthLogIdRequest,
+  ReadAllRequest,
+  ReadChangesRequest,
+  ReadKeysetRequest,
+  SourceReader,
+  WireRow,
+} from '../types.js';
+import { captureDdl } from './capture.js';
+import { reflectColumns, referencedTables, tableRef } from './catalog.js';
+import { connect, disconnect, run, type PgConnection } from './connection.js';
 import {
-  cancelQuery,
-  connect,
-  disconnect,
-  run,
-  translateError,
-  type PgConnection,
-} from './connection.js';
-import { copyDecoder, parseCopyLine, quoteIdent, quoteLiteral, type CopyDecoder } from './types.js';
+  copyOut,
+  dropConnection,
+  readAllSql,
+  readChangelogSql,
+  readChangesSql,
+  readKeysetSql,
+  type CopyOutcome,
+} from './read.js';
+import {
+  copyDecoder,
+  quoteIdent,
+  quoteLiteral,
+  timestamptzToWire,
+  timestampToWire,
+} from './types.js';
 
-const NEWLINE = 0x0a;
-
-/** Each read runs under this savepoint, so that a read stopped half-way keeps the snapshot. */
 const READ_SAVEPOINT = 'deltasync_read';
-
-/** node-postgres keeps the socket on an untyped internal; dropping it is the last resort. */
-function socketOf(conn: PgConnection): { destroy(): void } {
-  return (conn.client as unknown as { connection: { stream: { destroy(): void } } }).connection
-    .stream;
-}
-
-/** Resolves once a COPY TO stream is over, whether it ended or failed. */
-function settled(stream: Readable): Promise<void> {
-  if (stream.readableEnded || stream.errored) return Promise.resolve();
-  return new Promise((resolve) => {
-    stream.once('end', resolve);
-    stream.once('error', () => resolve());
-    stream.once('close', resolve);
-  });
-}
-
-/** The `COPY … TO STDOUT` statement for a ReadChangesRequest (pure; exported for tests). */
-export function readChangesSql(request: ReadChangesRequest, table: TableRef): string {
-  if (request.columns.length === 0) {
-    throw new ConfigError(`no columns to read from table '${request.table}'`);
-  }
-  const cols = request.columns.map((c) => quoteIdent(c.name)).join(', ');
-  const log = quoteIdent(request.logIdColumn);
-  // COPY takes no parameters; the bounds are quoted literals, which PostgreSQL casts to the
-  // logId column's own type (so an index on it is used).
-  return (
-    `COPY (SELECT ${cols} FROM ${table.sql} ` +
-    `WHERE ${log} > ${quoteLiteral(request.after)} AND ${log} <= ${quoteLiteral(request.upTo)} ` +
-    `ORDER BY ${log}) TO STDOUT`
-  );
-}
-
-/**
- * Splits a stream of COPY output chunks into batches of wire rows (one batch per chunk, so the
- * caller pays one async step per chunk rather than per row). A chunk may end in the middle of a
- * row (or of a UTF-8 character), so bytes after the last newline wait for the next chunk; a
- * newline byte never occurs inside a multi-byte UTF-8 character, so splitting on bytes is safe.
- */
-export async function* copyRowBatches(
-  chunks: AsyncIterable<Buffer>,
-  decoders: CopyDecoder[],
-): AsyncGenerator<WireRow[]> {
-  let pending: Buffer[] = [];
-  for await (const chunk of chunks) {
-    const end = chunk.lastIndexOf(NEWLINE);
-    if (end < 0) {
-      pending.push(chunk);
-      continue;
-    }
-    let text: string;
-    if (pending.length === 0) {
-      text = chunk.toString('utf8', 0, end);
-    } else {
-      pending.push(chunk.subarray(0, end));
-      text = Buffer.concat(pending).toString('utf8');
-      pending = [];
-    }
-    if (end + 1 < chunk.length) pending.push(chunk.subarray(end + 1));
-    yield text.split('\n').map((line) => parseCopyLine(line, decoders));
-  }
-  if (pending.length > 0) throw new Error('COPY output ended in the middle of a row');
-}
+/** How often stableHighWater looks again at the transactions it waits for. */
+const HIGH_WATER_POLL_MS = 100;
+/** txid values carry an epoch above the 32-bit xid that pg_stat_activity shows. */
+const XID_MODULUS = '4294967296';
 
 class PgSource implements SourceReader {
   readonly engine = 'pg' as const;
@@ -102,85 +64,227 @@ class PgSource implements SourceReader {
 
   constructor(
     private readonly conn: PgConnection,
-    private readonly schema: string | undefined,
+    private readonly config: DbConfig,
   ) {}
 
-  private async snapshot(): Promise<void> {
+  private ref(table: string) {
+    return tableRef(table, this.config.schema);
+  }
+
+  private usable(): void {
     if (this.broken) {
-      throw new Error(
-        'PostgreSQL source connection was dropped after a failed read; open a new reader',
-      );
+      throw new Error('the PostgreSQL source connection was dropped after a failed read');
     }
+  }
+
+  private async snapshot(): Promise<void> {
+    this.usable();
     if (this.inSnapshot) return;
     await run(this.conn, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     this.inSnapshot = true;
   }
 
+  private async endSnapshot(): Promise<void> {
+    this.usable();
+    if (!this.inSnapshot) return;
+    this.inSnapshot = false;
+    await run(this.conn, 'COMMIT');
+  }
+
   async columns(table: string): Promise<ColumnInfo[]> {
-    await this.snapshot();
-    const columns = await reflectColumns(this.conn, tableRef(table, this.schema));
+    this.usable();
+    const columns = await reflectColumns(this.conn, this.ref(table));
     if (!columns) {
       throw new ConfigError(
         `source table '${table}' does not exist in PostgreSQL ${this.conn.label}`,
-        {
-          hint: 'check the table name (and schema) in the job configuration',
-        },
+        { hint: 'check the table name (and schema) in the job configuration' },
       );
     }
     return columns.map(({ name, type, nativeType }) => ({ name, type, nativeType }));
   }
 
   async maxLogId(table: string, logIdColumn: string): Promise<string | null> {
-    await this.snapshot();
-    const ref = tableRef(table, this.schema);
+    this.usable();
     const { rows } = await run<{ max: string | null }>(
       this.conn,
-      `SELECT max(${quoteIdent(logIdColumn)})::text AS max FROM ${ref.sql}`,
+      `SELECT max(${quoteIdent(logIdColumn)})::text AS max FROM ${this.ref(table).sql}`,
       [],
       table,
     );
     return rows[0]?.max ?? null;
   }
 
-  async *readChanges(request: ReadChangesRequest): AsyncGenerator<WireRow> {
+  /**
+   * The mark and the transactions running when it was taken come from one statement, so from
+   * one snapshot: any logId at or below the mark not yet visible belongs to one of them (logIds
+   * from a sequence only grow, so later transactions take higher ones). Waiting for them to end
+   * before the reads open their snapshot is what SQL Server's MIN_ACTIVE_ROWVERSION() gives for
+   * free. Transactions of other databases are not waited for.
+   */
+  async stableHighWater(req: HighWaterRequest): Promise<string | null> {
+    await this.endSnapshot();
+    const maxes = req.tables.map(
+      (t) => `(SELECT max(${quoteIdent(t.logIdColumn)}) FROM ${this.ref(t.table).sql})::numeric`,
+    );
+    const { rows } = await run<{ high: string | null; running: string[] }>(
+      this.conn,
+      `SELECT greatest(${maxes.join(', ')})::text AS high,
+              ARRAY(SELECT txid_snapshot_xip(txid_current_snapshot()))::text[] AS running`,
+      [],
+      req.tables.map((t) => t.table).join(', '),
+    );
+    const high = rows[0]?.high ?? null;
+    let running = rows[0]?.running ?? [];
+    const deadline = Date.now() + req.maxWaitSeconds * 1000;
+    while (high !== null && running.length > 0) {
+      const { rows: still } = await run<{ xid: string }>(
+        this.conn,
+        `SELECT x::text AS xid FROM unnest($1::bigint[]) AS x
+          WHERE txid_status(x) = 'in progress'
+            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
+                             WHERE a.datname <> current_database()
+                               AND a.backend_xid::text::bigint = x % ${XID_MODULUS})`,
+        [running],
+      );
+      running = still.map((r) => r.xid);
+      if (running.length === 0) break;
+      if (Date.now() >= deadline) return null;
+      await sleep(HIGH_WATER_POLL_MS);
+    }
+    return high;
+  }
+
+  async nthLogId(req: NthLogIdRequest): Promise<string | null> {
+    this.usable();
+    // Untyped literals take each table's own logId type (one parameter shared by tables of
+    // different types would not), so each branch is an index range scan, merged in order.
+    // ORDER BY u.l orders numbers: a bare `l` would be the text output column.
+    const parts = req.tables.map((t) => {
+      const log = quoteIdent(t.logIdColumn);
+      return (
+        `SELECT ${log} AS l FROM ${this.ref(t.table).sql} ` +
+        `WHERE ${log} > ${quoteLiteral(t.after)} AND ${log} <= ${quoteLiteral(req.upTo)}`
+      );
+    });
+    const { rows } = await run<{ l: string }>(
+      this.conn,
+      `SELECT l::text AS l FROM (${parts.join(' UNION ALL ')}) u ORDER BY u.l OFFSET $1 LIMIT 1`,
+      [req.n - 1],
+      req.tables.map((t) => t.table).join(', '),
+    );
+    return rows[0]?.l ?? null;
+  }
+
+  /** Streams rows of one COPY inside the snapshot, under a savepoint (see the module comment). */
+  private async *read(
+    sql: string,
+    columns: ColumnInfo[],
+    table: string,
+  ): AsyncGenerator<WireRow[]> {
     await this.snapshot();
-    const sql = readChangesSql(request, tableRef(request.table, this.schema));
     await run(this.conn, `SAVEPOINT ${READ_SAVEPOINT}`);
-    const stream = this.conn.client.query(copyTo(sql));
-    let finished = false;
+    const outcome: CopyOutcome = { complete: false, usable: true };
     try {
-      const decoders = request.columns.map((c) => copyDecoder(c.type));
-      // destroyOnReturn false: a stream destroyed mid-COPY would stall the connection for good.
-      const chunks = stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>;
-      for await (const rows of copyRowBatches(chunks, decoders)) {
-        for (const row of rows) yield row;
-      }
-      finished = true;
-    } catch (err) {
-      throw translateError(err, this.conn, request.table);
+      yield* copyOut(
+        this.conn,
+        sql,
+        columns.map((c) => copyDecoder(c.type)),
+        table,
+        outcome,
+      );
     } finally {
-      await (finished ? run(this.conn, `RELEASE SAVEPOINT ${READ_SAVEPOINT}`) : this.stop(stream));
+      const end = outcome.complete ? 'RELEASE' : 'ROLLBACK TO';
+      if (!outcome.usable) this.broken = true;
+      else await run(this.conn, `${end} SAVEPOINT ${READ_SAVEPOINT}`).catch(() => this.drop());
     }
   }
 
+  private drop(): void {
+    this.broken = true;
+    dropConnection(this.conn);
+  }
+
+  async *readChanges(req: ReadChangesRequest): AsyncGenerator<WireRow> {
+    for await (const rows of this.read(
+      readChangesSql(req, this.ref(req.table)),
+      req.columns,
+      req.table,
+    )) {
+      for (const row of rows) yield row;
+    }
+  }
+
+  async *readKeyset(req: ReadKeysetRequest): AsyncGenerator<WireRow> {
+    for await (const rows of this.read(
+      readKeysetSql(req, this.ref(req.table)),
+      req.columns,
+      req.table,
+    )) {
+      for (const row of rows) yield row;
+    }
+  }
+
+  async *readAll(req: ReadAllRequest): AsyncGenerator<WireRow> {
+    for await (const rows of this.read(
+      readAllSql(req, this.ref(req.table)),
+      req.columns,
+      req.table,
+    )) {
+      for (const row of rows) yield row;
+    }
+  }
+
+  async *readChangelog(req: ChangelogRequest): AsyncGenerator<ChangelogRow> {
+    const keys = req.key.map((k) => req.columns.find((c) => c.name === k)!);
+    const sql = readChangelogSql(req, this.ref(req.changelog), this.ref(req.table));
+    const decoded: ColumnInfo[] = [{ name: 'found', type: 'bool' }, ...keys, ...req.columns];
+    for await (const rows of this.read(sql, decoded, req.table)) {
+      for (const r of rows) {
+        yield r[0] === true
+          ? { op: 'upsert', row: r.slice(1 + keys.length) }
+          : { op: 'delete', key: r.slice(1, 1 + keys.length) };
+      }
+    }
+  }
+
+  async referencedTables(table: string): Promise<string[]> {
+    this.usable();
+    return referencedTables(this.conn, this.ref(table), table.includes('.'));
+  }
+
   /**
-   * The consumer stopped early, or the COPY failed. A running COPY TO can only be stopped by
-   * cancelling it; what the server had already sent is drained, and rolling back to the
-   * savepoint leaves the snapshot transaction usable for the next table. If any of that fails,
-   * the connection is dropped (it held nothing but a read-only snapshot).
+   * now() inside the read snapshot: the horizon then never runs ahead of what the reads see.
+   * A timestamp (no zone) column holds wall-clock time in the database's own time zone (what
+   * `DEFAULT now()` writes), not in the UTC this session runs with.
    */
-  private async stop(stream: Readable): Promise<void> {
-    stream.on('error', () => {}); // the cancel's own error is expected
-    const over = settled(stream);
-    stream.resume();
+  async serverTime(type: 'timestamp' | 'timestamptz'): Promise<string> {
+    await this.snapshot();
+    const expr =
+      type === 'timestamptz'
+        ? 'now()'
+        : `now() AT TIME ZONE (SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'TimeZone')`;
+    const { rows } = await run<{ now: string }>(this.conn, `SELECT (${expr})::text AS now`);
+    const now = rows[0]!.now;
+    return type === 'timestamptz' ? timestamptzToWire(now) : timestampToWire(now);
+  }
+
+  captureDdl(req: CaptureRequest): CaptureDdl {
+    return captureDdl(req, this.config.schema);
+  }
+
+  /**
+   * Runs DDL on a connection of its own, in one transaction: all of it or none. The read
+   * snapshot ends first: its locks would make DDL on the tables it read wait for this reader.
+   */
+  async executeDdl(statements: string[]): Promise<void> {
+    await this.endSnapshot();
+    const conn = await connect(this.config);
     try {
-      if (!stream.readableEnded && !stream.errored) await cancelQuery(this.conn);
-      await over;
-      await run(this.conn, `ROLLBACK TO SAVEPOINT ${READ_SAVEPOINT}`);
-    } catch {
-      this.broken = true;
-      stream.destroy();
-      socketOf(this.conn).destroy();
+      await run(conn, 'BEGIN');
+      for (const s of statements) await run(conn, s);
+      await run(conn, 'COMMIT');
+    } finally {
+      await disconnect(conn);
     }
   }
 
@@ -195,5 +299,5 @@ class PgSource implements SourceReader {
 
 /** Opens a read-only reader; throws UnavailableError when PostgreSQL cannot be reached. */
 export async function openPgSource(config: DbConfig): Promise<SourceReader> {
-  return new PgSource(await connect(config), config.schema);
+  return new PgSource(await connect(config), config);
 }
