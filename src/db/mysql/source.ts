@@ -265,9 +265,9 @@ export class MysqlSource implements SourceReader {
       try {
         await run(this.session, sql);
       } catch (err) {
-        const errno =
-          (err as { errno?: number; cause?: { errno?: number } }).errno ??
-          (err as { cause?: { errno?: number } }).cause?.errno;
+        // translateError may have wrapped the driver's error: its errno is then on the cause.
+        const e = err as { errno?: number; cause?: { errno?: number } };
+        const errno = e.errno ?? e.cause?.errno;
         const hint = errno === undefined ? undefined : DDL_PRIVILEGE_HINTS[errno];
         if (!hint) throw err;
         throw new ConfigError(
