@@ -246,7 +246,7 @@ describe.skipIf(!server.available)('MySQL/MariaDB capture members', () => {
       const seen: WireRow[] = [];
       let after: { ts: string; key: number[] } | null = null;
       for (let call = 0; call < 10; call++) {
-        const rows = await collect(
+        const rows: WireRow[] = await collect(
           source.readKeyset({
             table: 'events',
             columns,
@@ -259,7 +259,7 @@ describe.skipIf(!server.available)('MySQL/MariaDB capture members', () => {
         );
         if (rows.length === 0) break;
         seen.push(...rows);
-        const last = rows[rows.length - 1]!;
+        const last: WireRow = rows[rows.length - 1]!;
         after = { ts: last[1] as string, key: [last[0] as number] };
       }
       expect(seen.map((r) => r[0])).toEqual([
