@@ -278,3 +278,68 @@ describe.each(ENGINES)('%s', (engine) => {
     },
   );
 });
+
+describe.each(['pg', 'mysql'] as const)(
+  '%s: the late commit (stable high-water mark)',
+  (engine) => {
+    it.skipIf(!dbs.available(engine))(
+      'a transaction that took a lower logId and commits last loses no row',
+      async () => {
+        const p = await pair(engine, 'late');
+        const auto = engine === 'pg' ? 'bigserial' : 'bigint AUTO_INCREMENT';
+        const job = writeJob(
+          p.source,
+          p.target,
+          `capture: { maxWaitSeconds: 1 },
+         tables: [{ name: 'ledger', key: ['log_id'], mode: 'logid', logIdColumn: 'log_id' }]`,
+        );
+        const T = TYPES[engine];
+        await p.source.exec(
+          `CREATE TABLE ledger (log_id ${auto} PRIMARY KEY, note ${T.text})${T.suffix}`,
+        );
+        await p.target.exec(
+          `CREATE TABLE ledger (log_id ${T.id} PRIMARY KEY, note ${T.text})${T.suffix}`,
+        );
+        await p.source.exec(`INSERT INTO ledger (note) VALUES ('first')`);
+        const slow = await openSlowWriter(engine, p.source);
+        try {
+          await slow.exec('BEGIN');
+          await slow.exec(`INSERT INTO ledger (note) VALUES ('slow')`); // takes logId 2, commits last
+          await p.source.exec(`INSERT INTO ledger (note) VALUES ('fast')`); // logId 3, committed now
+          const during = run('deltasync-extract', job);
+          expect(during.stdout).toContain('transactions still running');
+          await slow.exec('COMMIT');
+          cycle(job);
+          const sql = `SELECT ${txt(engine, 'log_id')}, note FROM ledger ORDER BY ledger.log_id`;
+          expect(await p.target.rows(sql)).toEqual([
+            ['1', 'first'],
+            ['2', 'slow'],
+            ['3', 'fast'],
+          ]);
+        } finally {
+          await slow.close();
+          await p.source.close();
+          await p.target.close();
+          job.cleanup();
+        }
+      },
+    );
+  },
+);
+
+/** A second connection to the same source database, for a transaction held open. */
+async function openSlowWriter(
+  engine: 'pg' | 'mysql',
+  source: Db,
+): Promise<{ exec(sql: string): Promise<void>; close(): Promise<void> }> {
+  const url = source.config.connection as string;
+  if (engine === 'pg') {
+    const { default: pg } = await import('pg');
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    return { exec: async (sql) => void (await c.query(sql)), close: () => c.end() };
+  }
+  const mysql = await import('mysql2/promise');
+  const c = await mysql.createConnection(url);
+  return { exec: async (sql) => void (await c.query(sql)), close: () => c.end() };
+}

@@ -5,6 +5,7 @@
 import { existsSync, readdirSync, readFileSync, rmSync, mkdirSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { hostname } from 'node:os';
+import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runBin, sqliteJob, summaryOf, type SqliteJob } from '../helpers/cli.js';
@@ -333,5 +334,27 @@ describe('batch limit and after-load hook', () => {
     const again = runBin('deltasync-load', ['-c', job.config]);
     expect(again.code).toBe(0);
     expect(summaryOf(again.stdout)).toMatchObject({ deltas: 0 });
+  });
+});
+
+describe('after-load hook SQL', () => {
+  it('runs on the replica after each delta with {logId} and {rows} filled in', () => {
+    job = sqliteJob({
+      afterLoad: { sql: "INSERT INTO audit (log_id, rows) VALUES ('{logId}', {rows})" },
+    });
+    const db = new Database(job.target);
+    db.exec('CREATE TABLE audit (log_id TEXT, rows INTEGER)');
+    db.close();
+    job.sourceExec("INSERT INTO items VALUES (1, 'a', 1, 5)");
+    job.sourceExec("INSERT INTO items VALUES (2, 'b', 1, 6)");
+    for (const bin of ['deltasync-extract', 'deltasync-copy', 'deltasync-load']) {
+      const r = runBin(bin, ['-c', job.config]);
+      expect(r.code, r.stderr).toBe(0);
+    }
+    const check = new Database(job.target, { readonly: true });
+    expect(check.prepare('SELECT log_id, rows FROM audit').all()).toEqual([
+      { log_id: '6', rows: 2 },
+    ]);
+    check.close();
   });
 });
