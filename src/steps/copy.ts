@@ -122,6 +122,20 @@ async function removeLeftovers(dest: DestinationConfig, after: string, log: Logg
   }
 }
 
+/**
+ * After a failed copy of a delta, removes the parts this run placed at the destination, so that
+ * nobody finds half a delta there. Not when its manifest is there (or may be): then the delta was
+ * copied whole before, a state write was lost, and the parts (the same bytes) belong to it.
+ */
+async function removeHalfCopied(dir: string, manifestFile: string, parts: string[]): Promise<void> {
+  const manifestThere = await stat(join(dir, manifestFile)).then(
+    () => true,
+    (err: NodeJS.ErrnoException) => err.code !== 'ENOENT',
+  );
+  if (manifestThere) return;
+  await Promise.all(parts.map((f) => rm(join(dir, f), { force: true }).catch(() => undefined)));
+}
+
 async function copyToDestination(
   ctx: StepContext,
   dest: DestinationConfig,
@@ -145,14 +159,17 @@ async function copyToDestination(
     for (const entry of await listManifests(outbox, state.logId)) {
       const text = await readFile(entry.path, 'utf8');
       const manifest = parseManifest(text, entry.file, config.name);
+      const placed: string[] = [];
       try {
         for (const part of partsOf(manifest)) {
           await copyPart(outbox, dest.dir, part);
+          placed.push(part.file);
           await faultPoint('copy:after-part');
         }
         await faultPoint('copy:before-manifest');
         await writeFileAtomic(join(dest.dir, entry.file), text);
       } catch (err) {
+        await removeHalfCopied(dest.dir, entry.file, placed);
         throw fileError(err, `destination ${dest.name}: cannot copy ${entry.file} to ${dest.dir}`);
       }
       state = {

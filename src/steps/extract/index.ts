@@ -17,7 +17,7 @@ import { openSource } from '../../db/index.js';
 import { CHANGELOG_LOGID_COLUMN, type SourceReader } from '../../db/types.js';
 import { ConfigError } from '../../errors.js';
 import { faultPoint } from '../../faults.js';
-import { DeltaWriter } from '../../format/delta-writer.js';
+import { DeltaWriter, type TableWriter } from '../../format/delta-writer.js';
 import { compareLogIds, maxLogId } from '../../format/logid.js';
 import type { Cursor } from '../../format/manifest.js';
 import { readState, writeState, type StepState } from '../../format/state.js';
@@ -31,7 +31,7 @@ import {
   type CaptureOutcome,
   type TableCapture,
 } from './modes.js';
-import { recoverOutbox } from './recover.js';
+import { recoverOutbox, removeTemporaryFiles } from './recover.js';
 import { Shaper } from './shape.js';
 import { pruneSnapshots } from './snapshot.js';
 import { orderTables } from './order.js';
@@ -193,13 +193,15 @@ async function extractDelta(
   });
   const outcomes = new Map<string, CaptureOutcome>();
   const timestampHorizon = new Map<string, string>();
+  // The table being written: on failure its open part is closed and its temporary file removed.
+  let tw: TableWriter | undefined;
   try {
     // Budgeted modes first, in mode order, so the limit is shared; the manifest lists tables in
     // plan order (parents first) whatever order they were written in.
     const byMode = [...plans].sort((a, b) => modeRank(a) - modeRank(b));
     for (const p of byMode) {
       const t = p.config;
-      const tw = writer.beginTable(p.shaper.target, p.shaper.key, p.shaper.columns);
+      tw = writer.beginTable(p.shaper.target, p.shaper.key, p.shaper.columns);
       let outcome: CaptureOutcome;
       switch (t.mode) {
         case 'logid':
@@ -316,7 +318,9 @@ async function extractDelta(
     log.debug({ delta: file, rows, limited }, 'delta extracted');
     return { state: next, file, rows, bytes, tables, limited };
   } catch (err) {
+    await tw?.abort();
     await writer.abort();
+    await removeTemporaryFiles(config.outbox!, toLogId);
     throw fileError(err, `cannot write delta ${toLogId} into ${config.outbox}`);
   }
 }
