@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { open, readdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -78,4 +78,31 @@ export async function writeStreamAtomic(path: string, source: Readable): Promise
     throw err;
   }
   await publishTemporary(tmp, path);
+}
+
+function processIsGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+/**
+ * Removes temporary files in `dir` left by processes that no longer exist (killed mid-write).
+ * A temporary file of a live process is left alone: it may be another step writing right now.
+ */
+export async function sweepTemporaryFiles(dir: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const at = name.indexOf(TMP_MARKER);
+    if (at === -1) continue;
+    const pid = Number.parseInt(name.slice(at + TMP_MARKER.length), 10);
+    if (Number.isInteger(pid) && pid > 0 && processIsGone(pid)) {
+      await rm(join(dir, name), { force: true });
+      removed.push(name);
+    }
+  }
+  return removed;
 }

@@ -119,7 +119,7 @@ export class TableWriter {
         parts: this.deletes.parts,
       };
     }
-    this.delta.addTable(table);
+    this.delta.addTable(table, this);
     return table;
   }
 
@@ -135,6 +135,8 @@ export class DeltaWriter {
   private readonly prefix: string;
   /** File labels used so far, to keep two tables from sharing part names. */
   private readonly labels = new Set<string>();
+  /** Tables begun and not finished: abort() must remove their part being written too. */
+  private readonly open = new Set<TableWriter>();
 
   constructor(private readonly options: DeltaWriterOptions) {
     this.prefix = logIdPrefix(options.toLogId);
@@ -152,7 +154,17 @@ export class DeltaWriter {
     let label = name;
     for (let n = 2; this.labels.has(safe(label)); n++) label = `${name}-${n}`;
     this.labels.add(safe(label));
-    return new TableWriter(this, name, key, columns, label, this.prefix, this.options.compression);
+    const table = new TableWriter(
+      this,
+      name,
+      key,
+      columns,
+      label,
+      this.prefix,
+      this.options.compression,
+    );
+    this.open.add(table);
+    return table;
   }
 
   /** Streams a table's rows (upserts only) into as many parts as maxRowsPerPart requires. */
@@ -188,7 +200,8 @@ export class DeltaWriter {
   }
 
   /** @internal */
-  addTable(table: ManifestTable): void {
+  addTable(table: ManifestTable, writer: TableWriter): void {
+    this.open.delete(writer);
     this.tables.push(table);
   }
 
@@ -228,6 +241,8 @@ export class DeltaWriter {
 
   /** Removes every part this writer published; used when the delta cannot be finished. */
   async abort(): Promise<void> {
+    for (const table of this.open) await table.abort();
+    this.open.clear();
     await Promise.all(this.written.map((f) => rm(join(this.options.dir, f), { force: true })));
   }
 }

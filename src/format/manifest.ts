@@ -30,7 +30,9 @@ const logIdString = z.string().refine(isLogId, 'must be a decimal logId string')
 const count = z.number().int().nonnegative();
 
 const partSchema = z.object({
-  file: z.string().regex(SAFE_FILE, 'must be a plain file name (no directories)'),
+  file: z.string().refine((f) => SAFE_FILE.test(f), {
+    error: (issue) => `'${String(issue.input)}' must be a plain file name (no directories)`,
+  }),
   rows: count,
   bytes: count,
   xxhash64: z.string().regex(/^[0-9a-f]{16}$/, 'must be 16 lowercase hex digits'),

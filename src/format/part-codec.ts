@@ -130,11 +130,12 @@ export class PartWriter {
 
   /** Flushes, fsyncs and renames the part into place; returns its manifest entry. */
   async finish(): Promise<ManifestPart> {
-    if (this.pending.length > 0) await this.flushPending();
-    this.head.end();
     try {
+      if (this.pending.length > 0) await this.flushPending();
+      this.head.end();
       await this.done;
     } catch (err) {
+      this.head.destroy();
       await rm(this.tmpPath, { force: true });
       throw err;
     }

@@ -2,6 +2,7 @@
 import { join } from 'node:path';
 import type { LoadedConfig } from '../config/load.js';
 import { DeltasyncError, UnavailableError } from '../errors.js';
+import { sweepTemporaryFiles } from '../format/atomic-file.js';
 import { acquireLock } from '../format/lock.js';
 import { ensureStateDir } from '../format/state.js';
 import type { Logger } from '../log.js';
@@ -23,6 +24,8 @@ export async function withStepLock<T>(
   await ensureStateDir(config.stateDir);
   const lock = await acquireLock(join(config.stateDir, `${config.name}.${step}.lock`));
   try {
+    // State writes of a process killed mid-write leave temporary files; only dead writers' go.
+    await sweepTemporaryFiles(config.stateDir);
     return await fn();
   } finally {
     await lock.release();

@@ -348,6 +348,9 @@ export async function expectConverged(
     since.map((d) => d.toLogId),
   );
 
+  expect(tempFiles(dirs.stateDir), `${why}: temporary files left in the state directory`).toEqual(
+    [],
+  );
   for (const [where, dir, chain] of [
     ['outbox', dirs.outbox, outbox],
     ['inbox', dirs.inbox, inbox],

@@ -142,3 +142,27 @@ describe('writeStreamAtomic', () => {
     expect(seen.has(next)).toBe(true);
   });
 });
+
+describe('sweepTemporaryFiles', () => {
+  it('removes temporary files of dead processes and keeps those of live ones', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { mkdtempSync, writeFileSync, readdirSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { sweepTemporaryFiles, TMP_MARKER } = await import('../../src/format/atomic-file.js');
+    const dir = mkdtempSync(join(tmpdir(), 'deltasync-sweep-'));
+    try {
+      const dead = spawnSync('true').pid!;
+      writeFileSync(join(dir, `.a.state.json${TMP_MARKER}${dead}-abcd`), 'x');
+      writeFileSync(join(dir, `.b.state.json${TMP_MARKER}${process.pid}-abcd`), 'x');
+      writeFileSync(join(dir, 'a.state.json'), '{}');
+      expect(await sweepTemporaryFiles(dir)).toEqual([`.a.state.json${TMP_MARKER}${dead}-abcd`]);
+      expect(readdirSync(dir).sort()).toEqual([
+        `.b.state.json${TMP_MARKER}${process.pid}-abcd`,
+        'a.state.json',
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
