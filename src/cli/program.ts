@@ -2,6 +2,7 @@
  * The command line: flags in, library calls out. `deltasync <command>` and the cron entrypoints
  * `deltasync-extract`, `deltasync-copy`, `deltasync-load` share these definitions.
  */
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, ExitCode } from '../errors.js';
 import { copy } from '../steps/copy.js';
@@ -192,8 +193,17 @@ function demoCommand(): Command {
     });
 }
 
+/** The package's version, for --version (read once, only when the umbrella command is built). */
+function packageVersion(): string {
+  const pkg = JSON.parse(
+    readFileSync(new URL('../../../package.json', import.meta.url), 'utf8'),
+  ) as { version: string };
+  return pkg.version;
+}
+
 export function mainProgram(): Command {
   return new Command('deltasync')
+    .version(packageVersion())
     .description(
       'keep a replica database in step with a source by shipping checksummed delta files',
     )
