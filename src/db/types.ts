@@ -179,26 +179,26 @@ export interface SourceReader {
   readChanges(request: ReadChangesRequest): AsyncIterable<WireRow>;
   /**
    * The highest logId that no transaction still running can commit a row below (GUIDE: "the
-   * high-water mark must be stable"), or null when the tables are empty. Engines without a way to
-   * know return the plain maximum; extract then applies the configured settle lag.
+   * high-water mark must be stable"), or null when the tables are empty or such transactions did
+   * not finish within maxWaitSeconds. Reads after it must use a snapshot taken after it returned.
    */
-  stableHighWater?(request: HighWaterRequest): Promise<string | null>;
+  stableHighWater(request: HighWaterRequest): Promise<string | null>;
   /** The n-th smallest logId across the tables after their cursors, or null if there are fewer rows. */
-  nthLogId?(request: NthLogIdRequest): Promise<string | null>;
+  nthLogId(request: NthLogIdRequest): Promise<string | null>;
   /** Timestamp mode: rows after a (ts, key) cursor, ordered by (ts, key). */
-  readKeyset?(request: ReadKeysetRequest): AsyncIterable<WireRow>;
+  readKeyset(request: ReadKeysetRequest): AsyncIterable<WireRow>;
   /** Every row, ordered by key (snapshot mode, verify). */
-  readAll?(request: ReadAllRequest): AsyncIterable<WireRow>;
+  readAll(request: ReadAllRequest): AsyncIterable<WireRow>;
   /** Changelog mode: each key changed in (after, upTo], as its current row or as a delete. */
-  readChangelog?(request: ChangelogRequest): AsyncIterable<ChangelogRow>;
+  readChangelog(request: ChangelogRequest): AsyncIterable<ChangelogRow>;
   /** The tables `table` references through foreign keys (to order parents first). */
-  referencedTables?(table: string): Promise<string[]>;
+  referencedTables(table: string): Promise<string[]>;
   /** The database server's current time as a wire value of the given type (timestamp mode). */
-  serverTime?(type: 'timestamp' | 'timestamptz'): Promise<string>;
+  serverTime(type: 'timestamp' | 'timestamptz'): Promise<string>;
   /** DDL for the change log and its triggers (`deltasync capture`). */
-  captureDdl?(request: CaptureRequest): CaptureDdl;
+  captureDdl(request: CaptureRequest): CaptureDdl;
   /** Runs DDL (only `deltasync capture --apply` does; extract never writes to the source). */
-  executeDdl?(statements: string[]): Promise<void>;
+  executeDdl(statements: string[]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -231,7 +231,7 @@ export interface TargetTransaction {
   /** Records the applied logId for the job (creates or updates the bookkeeping row). */
   recordApplied(record: AppliedRecord): Promise<void>;
   /** Deletes the rows whose key values (in `key` order, typed by `columns`) are given. Returns the count deleted. */
-  deleteRows?(request: DeleteRowsRequest): Promise<number>;
+  deleteRows(request: DeleteRowsRequest): Promise<number>;
 }
 
 export interface DeleteRowsRequest {
@@ -253,9 +253,9 @@ export interface TargetWriter {
   /** Runs fn in one transaction: commits when it resolves, rolls back and rethrows when it throws. */
   transaction<T>(fn: (tx: TargetTransaction) => Promise<T>): Promise<T>;
   /** Every row, ordered by key (verify). */
-  readAll?(request: ReadAllRequest): AsyncIterable<WireRow>;
+  readAll(request: ReadAllRequest): AsyncIterable<WireRow>;
   /** Runs one SQL statement on its own, after a delta committed (the after-load hook). */
-  execute?(sql: string): Promise<void>;
+  execute(sql: string): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -22,9 +22,6 @@ export async function captureDdlFor(
   }
   const source = await openSource(config.source!);
   try {
-    if (!source.captureDdl || !source.executeDdl) {
-      throw new ConfigError(`the ${source.engine} engine has no change-capture triggers`);
-    }
     const specs = [];
     for (const t of tables) {
       const columns = await source.columns(t.name);
@@ -37,7 +34,7 @@ export async function captureDdlFor(
       specs.push({ table: t.name, key });
     }
     const ddl = source.captureDdl({ changelog: config.capture.changelogTable, tables: specs });
-    return { ddl, run: (s) => source.executeDdl!(s), close: () => source.close() };
+    return { ddl, run: (s) => source.executeDdl(s), close: () => source.close() };
   } catch (err) {
     await source.close();
     throw err;

@@ -82,7 +82,6 @@ export async function runAfterLoad(
   if (!hook) return null;
   if (hook.sql) {
     try {
-      if (!target.execute) return `the ${target.engine} engine cannot run hook SQL`;
       await target.execute(hookSql(hook.sql, config.name, applied));
     } catch (err) {
       return `hook SQL failed: ${(err as Error).message.split('\n')[0]}`;

@@ -62,13 +62,22 @@ async function checkPartsPresent(inbox: string, file: string, manifest: Manifest
  * error; a column the target lacks is skipped (and said once per run); target columns the delta
  * does not carry are never touched.
  */
+/** What load learns once per run about the replica: its tables' columns, and what it warned of. */
+interface RunMemo {
+  columns: Map<string, Promise<ColumnInfo[] | null>>;
+  warned: Set<string>;
+}
+
 async function planTable(
   target: TargetWriter,
   table: ManifestTable,
-  warned: Set<string>,
+  memo: RunMemo,
   log: Logger,
 ): Promise<TablePlan> {
-  const targetColumns = await target.columns(table.name);
+  // Reflected once per run, not once per delta: a backlog of deltas hits the same tables.
+  if (!memo.columns.has(table.name)) memo.columns.set(table.name, target.columns(table.name));
+  const targetColumns = await memo.columns.get(table.name)!;
+  const warned = memo.warned;
   if (!targetColumns) {
     throw new ConfigError(`target table '${table.name}' does not exist`, {
       hint: 'create it on the replica before loading',
@@ -144,8 +153,6 @@ async function applyDelta(
   for (const plan of [...plans].reverse()) {
     const deletes = plan.table.deletes;
     if (!deletes || deletes.parts.length === 0) continue;
-    if (!tx.deleteRows)
-      throw new ConfigError(`this target engine cannot delete rows (table '${plan.table.name}')`);
     const key = plan.table.key.map((k) => plan.table.columns.find((c) => c.name === k)!);
     const keys = (async function* () {
       for (const part of deletes.parts)
@@ -188,7 +195,7 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
       });
     }
     result.fromLogId = result.toLogId = applied;
-    const warned = new Set<string>();
+    const memo: RunMemo = { columns: new Map(), warned: new Set() };
     const hookFailures: string[] = [];
     const signingKeys = config.signingKey
       ? [config.signingKey, ...(config.previousSigningKeys ?? [])]
@@ -211,7 +218,7 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
       }
       await checkPartsPresent(inbox, entry.file, manifest);
       const plans: TablePlan[] = [];
-      for (const t of manifest.tables) plans.push(await planTable(target, t, warned, log));
+      for (const t of manifest.tables) plans.push(await planTable(target, t, memo, log));
       const counts = await target.transaction(async (tx) => {
         const inTx = (await tx.appliedLogId(config.name)) ?? '0';
         if (inTx !== applied)

@@ -16,7 +16,6 @@ import {
   serverTimeWire,
   tableName,
 } from '../../src/db/mssql/sql.js';
-import { type ReflectedColumn } from '../../src/db/mssql/types.js';
 import { column } from '../helpers/mssql.js';
 
 describe('tableName', () => {

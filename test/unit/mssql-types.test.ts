@@ -8,13 +8,10 @@ import {
   quoteIdent,
   readExpression,
   stagingFor,
-  toMssqlColumn,
   wireRead,
   wireReader,
 } from '../../src/db/mssql/types.js';
 import { column } from '../helpers/mssql.js';
-
-/** A column as the reflection query returns it. */
 
 describe('SQL Server native type -> logical type', () => {
   it.each([

@@ -17,7 +17,7 @@ import { openSource } from '../../db/index.js';
 import { CHANGELOG_LOGID_COLUMN, type SourceReader } from '../../db/types.js';
 import { ConfigError } from '../../errors.js';
 import { faultPoint } from '../../faults.js';
-import { DeltaWriter, type TableWriter } from '../../format/delta-writer.js';
+import { DeltaWriter } from '../../format/delta-writer.js';
 import { compareLogIds, maxLogId } from '../../format/logid.js';
 import type { Cursor } from '../../format/manifest.js';
 import { readState, writeState, type StepState } from '../../format/state.js';
@@ -31,7 +31,7 @@ import {
   type CaptureOutcome,
   type TableCapture,
 } from './modes.js';
-import { recoverOutbox, removeTemporaryFiles } from './recover.js';
+import { recoverOutbox } from './recover.js';
 import { Shaper } from './shape.js';
 import { pruneSnapshots } from './snapshot.js';
 import { orderTables } from './order.js';
@@ -66,20 +66,12 @@ async function highWater(
   maxWaitSeconds: number,
   log: Logger,
 ): Promise<string | null> {
-  if (source.stableHighWater) {
-    const high = await source.stableHighWater({ tables, maxWaitSeconds });
-    if (high === null) {
-      log.warn(
-        { tables: tables.map((t) => t.table), maxWaitSeconds },
-        'transactions still running may commit lower logIds; nothing from these tables this run',
-      );
-    }
-    return high;
-  }
-  let high: string | null = null;
-  for (const t of tables) {
-    const m = await source.maxLogId(t.table, t.logIdColumn);
-    if (m !== null) high = high === null ? m : maxLogId(high, m);
+  const high = await source.stableHighWater({ tables, maxWaitSeconds });
+  if (high === null) {
+    log.warn(
+      { tables: tables.map((t) => t.table), maxWaitSeconds },
+      'no stable high-water mark (empty tables, or transactions still running may commit lower logIds); nothing from these tables this run',
+    );
   }
   return high;
 }
@@ -126,7 +118,7 @@ async function extractDelta(
       capture.maxWaitSeconds,
       log,
     );
-    if (high !== null && limit && source.nthLogId) {
+    if (high !== null && limit) {
       const nth = await source.nthLogId({
         tables: logidPlans.map((p) => ({
           table: p.config.name,
@@ -155,7 +147,7 @@ async function extractDelta(
       capture.maxWaitSeconds,
       log,
     );
-    if (clHigh !== null && logidPlans.length === 0 && limit && source.nthLogId) {
+    if (clHigh !== null && logidPlans.length === 0 && limit) {
       const nth = await source.nthLogId({
         tables: [
           { table: capture.changelogTable, logIdColumn: CHANGELOG_LOGID_COLUMN, after: clAfter },
@@ -191,17 +183,14 @@ async function extractDelta(
     compression: delta.compression,
     signingKey: config.signingKey,
   });
-  const outcomes = new Map<string, CaptureOutcome>();
   const timestampHorizon = new Map<string, string>();
-  // The table being written: on failure its open part is closed and its temporary file removed.
-  let tw: TableWriter | undefined;
   try {
     // Budgeted modes first, in mode order, so the limit is shared; the manifest lists tables in
     // plan order (parents first) whatever order they were written in.
     const byMode = [...plans].sort((a, b) => modeRank(a) - modeRank(b));
     for (const p of byMode) {
       const t = p.config;
-      tw = writer.beginTable(p.shaper.target, p.shaper.key, p.shaper.columns);
+      const tw = writer.beginTable(p.shaper.target, p.shaper.key, p.shaper.columns);
       let outcome: CaptureOutcome;
       switch (t.mode) {
         case 'logid':
@@ -213,7 +202,7 @@ async function extractDelta(
         case 'changelog': {
           let upTo = clHigh;
           const budget = limit ? limit - writer.rowCount : undefined;
-          if (upTo !== null && budget !== undefined && logidPlans.length > 0 && source.nthLogId) {
+          if (upTo !== null && budget !== undefined && logidPlans.length > 0) {
             if (budget <= 0) upTo = null;
             else {
               const nth = await source.nthLogId({
@@ -248,8 +237,6 @@ async function extractDelta(
           }
           let horizon = timestampHorizon.get(type);
           if (!horizon) {
-            if (!source.serverTime)
-              throw new ConfigError(`the ${source.engine} engine cannot read by timestamp`);
             horizon = minusSeconds(await source.serverTime(type), capture.timestampLagSeconds);
             timestampHorizon.set(type, horizon);
           }
@@ -279,7 +266,6 @@ async function extractDelta(
       await tw.finish();
       if (outcome.cursor !== undefined) cursors[t.name] = outcome.cursor;
       limited ||= outcome.limited;
-      outcomes.set(t.name, outcome);
     }
     writer.orderTables(plans.map((p) => p.shaper.target));
     const rows = writer.rowCount;
@@ -318,9 +304,8 @@ async function extractDelta(
     log.debug({ delta: file, rows, limited }, 'delta extracted');
     return { state: next, file, rows, bytes, tables, limited };
   } catch (err) {
-    await tw?.abort();
+    // Removes the parts published so far and the one being written, temporary files included.
     await writer.abort();
-    await removeTemporaryFiles(config.outbox!, toLogId);
     throw fileError(err, `cannot write delta ${toLogId} into ${config.outbox}`);
   }
 }

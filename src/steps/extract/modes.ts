@@ -8,8 +8,6 @@
  * - snapshot: every row, compared by hash with the previous run's, as inserts/updates/deletes.
  */
 import type { SourceReader, WireRow } from '../../db/types.js';
-import { CHANGELOG_LOGID_COLUMN } from '../../db/types.js';
-import { ConfigError } from '../../errors.js';
 import type { TableWriter } from '../../format/delta-writer.js';
 import type { Cursor } from '../../format/manifest.js';
 import type { TableConfig } from '../../config/schema.js';
@@ -30,11 +28,6 @@ export interface CaptureOutcome {
   rows: number;
   /** True when a limit stopped it before it was caught up. */
   limited: boolean;
-}
-
-function need<T>(fn: T | undefined, what: string, engine: string): T {
-  if (!fn) throw new ConfigError(`the ${engine} engine cannot ${what}`);
-  return fn;
 }
 
 async function writeRows(
@@ -78,7 +71,7 @@ export async function captureChangelog(
   after: string,
   upTo: string,
 ): Promise<CaptureOutcome> {
-  const read = need(source.readChangelog?.bind(source), 'read a change log', source.engine);
+  const read = source.readChangelog.bind(source);
   let n = 0;
   for await (const change of read({
     changelog,
@@ -110,7 +103,7 @@ export async function captureTimestamp(
   upTo: string,
   limit: number | undefined,
 ): Promise<CaptureOutcome> {
-  const read = need(source.readKeyset?.bind(source), 'read by timestamp', source.engine);
+  const read = source.readKeyset.bind(source);
   const { config, shaper } = capture;
   const tsIndex = capture.source.findIndex((c) => c.name === config.timestampColumn);
   let after =
@@ -149,7 +142,7 @@ export async function captureSnapshot(
   next: string,
   snapshotDir: { dir: string; job: string },
 ): Promise<CaptureOutcome> {
-  const read = need(source.readAll?.bind(source), 'read whole tables', source.engine);
+  const read = source.readAll.bind(source);
   const rows = read({
     table: capture.config.name,
     columns: capture.source,
@@ -164,5 +157,3 @@ export async function captureSnapshot(
   // Unchanged tables keep pointing at their previous snapshot.
   return { cursor: changed > 0 ? next : (previous ?? undefined), rows: changed, limited: false };
 }
-
-export { CHANGELOG_LOGID_COLUMN };

@@ -13,11 +13,6 @@ export async function orderTables(
   order: 'config' | 'foreign-keys',
 ): Promise<TableConfig[]> {
   if (order === 'config') return tables;
-  if (!source.referencedTables) {
-    throw new ConfigError(
-      `tableOrder: the ${source.engine} engine cannot read foreign keys; list the tables parents first and use 'config'`,
-    );
-  }
   const names = new Set(tables.map((t) => t.name));
   const parents = new Map<string, string[]>();
   for (const t of tables) {

@@ -39,14 +39,3 @@ export async function recoverOutbox(ctx: StepContext, state: StepState): Promise
   }
   return state;
 }
-
-/**
- * Removes the temporary files of one delta whose writing failed. The delta writer removes its
- * own, except a part whose final flush failed (disk full), which it has already let go of.
- */
-export async function removeTemporaryFiles(outbox: string, logId: string): Promise<void> {
-  for (const name of await readdir(outbox).catch(() => [] as string[])) {
-    if (isTemporaryName(name) && logIdOfFile(name.replace(/^\./, '')) === logId)
-      await rm(join(outbox, name), { force: true }).catch(() => undefined);
-  }
-}

@@ -23,7 +23,7 @@ export class Shaper {
   private readonly identity: boolean;
 
   constructor(
-    private readonly table: TableConfig,
+    table: TableConfig,
     private readonly source: ColumnInfo[],
   ) {
     const where = `tables.${table.name}`;

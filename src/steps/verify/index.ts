@@ -117,8 +117,6 @@ async function* sourceRows(
   t: TableConfig,
   p: Plan,
 ): AsyncGenerator<KeyedRow> {
-  if (!source.readAll)
-    throw new ConfigError(`the ${source.engine} engine cannot read whole tables`);
   for await (const raw of source.readAll({ table: t.name, columns: p.sourceColumns, key: t.key })) {
     const row = p.shaper.row(raw);
     if (row) yield keyed(p, row);
@@ -126,8 +124,6 @@ async function* sourceRows(
 }
 
 async function* replicaRows(target: TargetWriter, p: Plan): AsyncGenerator<KeyedRow> {
-  if (!target.readAll)
-    throw new ConfigError(`the ${target.engine} engine cannot read whole tables`);
   const n = p.keyIdx.length;
   for await (const row of target.readAll({
     table: p.shaper.target,
@@ -167,8 +163,6 @@ async function changedSince(
     }))
       put(raw);
   } else if (t.mode === 'changelog') {
-    if (!source.readChangelog)
-      throw new ConfigError(`the ${source.engine} engine cannot read a change log`);
     const upTo = await source.maxLogId(changelog, CHANGELOG_LOGID_COLUMN);
     if (upTo === null || BigInt(upTo) <= BigInt(since)) return changed;
     for await (const c of source.readChangelog({
