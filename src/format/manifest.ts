@@ -56,6 +56,12 @@ const tableSchema = z.object({
   parts: z.array(partSchema),
   /** Rows to delete, by key: each line holds the key values in `key` order. */
   deletes: z.object({ rows: count, parts: z.array(partSchema) }).optional(),
+  /**
+   * True in a base delta (seeding, `deltasync resync`): the parts hold the table's whole content
+   * as of the delta's snapshot, and load replaces the replica table's content with them (rows the
+   * base lacks are deleted) inside the delta's transaction. Such a table has no delete parts.
+   */
+  base: z.boolean().optional(),
 });
 
 /** Where extract stood after a delta, per table: a logId, or a timestamp-mode cursor. */
@@ -77,6 +83,11 @@ const manifestSchema = z.object({
   compression: z.enum(['gzip', 'none']),
   /** True for deltas made by `deltasync simulate`; load treats them like any other. */
   simulated: z.boolean().optional(),
+  /**
+   * True when every table of the job is a base table in this delta: a replica that has applied
+   * nothing of this job (or is rebuilt) may start here, whatever came before `fromLogId`.
+   */
+  fullBase: z.boolean().optional(),
   tables: z.array(tableSchema),
   /**
    * Extract's per-table cursors after this delta, so that a delta published by a run that died
@@ -134,9 +145,13 @@ function semanticProblems(m: Manifest, fileName: string): string[] {
       if (rows !== declared)
         problems.push(`table ${t.name}: ${what}parts hold ${rows} rows, table says ${declared}`);
     };
+    if (t.base && t.deletes && t.deletes.rows > 0)
+      problems.push(`table ${t.name}: a base table cannot carry deletes`);
     checkParts(t.parts, t.rows, '');
     if (t.deletes) checkParts(t.deletes.parts, t.deletes.rows, 'delete ');
   }
+  if (m.fullBase && !m.tables.every((t) => t.base))
+    problems.push('fullBase is set but not every table is a base table');
   return problems;
 }
 
