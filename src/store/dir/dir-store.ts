@@ -1,0 +1,155 @@
+/**
+ * A directory store: a local folder or a mounted network disk, written exactly as deltasync always
+ * has (src/format/atomic-file.ts): a temporary name, fsync, rename, fsync the directory.
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { readdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { UnavailableError } from '../../errors.js';
+import {
+  TMP_MARKER,
+  isTemporaryName,
+  publishTemporary,
+  temporaryPathFor,
+  writeFileAtomic,
+} from '../../format/atomic-file.js';
+import { hashFile } from '../../format/checksum.js';
+import { listManifests } from '../../format/delta-dir.js';
+import {
+  acceptExisting,
+  digestStream,
+  fsError,
+  missingFile,
+  orphanParts,
+  toReadable,
+} from '../common.js';
+import type { DeltaStore, FileDigest, Leftover, PublishOptions, StoreManifest } from '../store.js';
+
+export class DirStore implements DeltaStore {
+  readonly where: string;
+
+  constructor(readonly dir: string) {
+    this.where = dir;
+  }
+
+  async check(): Promise<void> {
+    const s = await stat(this.dir).catch(() => null);
+    if (!s?.isDirectory()) {
+      throw new UnavailableError(`${this.dir} is not a directory`, {
+        hint: 'check that the disk is mounted; deltasync does not create store directories there',
+      });
+    }
+  }
+
+  async listManifests(after = '0'): Promise<StoreManifest[]> {
+    return (await listManifests(this.dir, after)).map(({ file, logId }) => ({ file, logId }));
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    return (await this.names()).filter((n) => n.startsWith(prefix) && !isTemporaryName(n)).sort();
+  }
+
+  async read(file: string): Promise<Readable> {
+    const path = join(this.dir, file);
+    const stream = createReadStream(path, { highWaterMark: 1 << 20 });
+    // Open before returning, so that a missing file is an error here, not mid-pipeline.
+    await new Promise<void>((resolve, reject) => {
+      stream.once('open', () => resolve());
+      stream.once('error', (err: NodeJS.ErrnoException) =>
+        reject(err.code === 'ENOENT' ? missingFile(file, this.where, err) : fsError(err, path)),
+      );
+    });
+    return stream;
+  }
+
+  async stat(file: string): Promise<{ bytes: number } | null> {
+    try {
+      return { bytes: (await stat(join(this.dir, file))).size };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw fsError(err, `cannot stat ${join(this.dir, file)}`);
+    }
+  }
+
+  async publish(
+    file: string,
+    source: Readable | Uint8Array | string,
+    options: PublishOptions = {},
+  ): Promise<FileDigest> {
+    const finalPath = join(this.dir, file);
+    const tmp = temporaryPathFor(finalPath);
+    const digest = await digestStream(file, `publishing at ${this.where}`, options.expect);
+    try {
+      await pipeline(
+        toReadable(source),
+        digest,
+        createWriteStream(tmp, { flags: 'wx', mode: 0o644 }),
+      );
+      if (options.expect) {
+        // Read back what the disk holds before publishing it: a network disk may write
+        // something else than it was given.
+        const written = await hashFile(tmp);
+        if (
+          written.bytes !== options.expect.bytes ||
+          written.xxhash64 !== options.expect.xxhash64
+        ) {
+          throw new UnavailableError(
+            `${file} at ${this.dir} reads back as ${written.bytes} bytes with checksum ${written.xxhash64}; the manifest says ${options.expect.bytes} bytes, ${options.expect.xxhash64}`,
+            { hint: 'the destination disk wrote something else: check it, then run copy again' },
+          );
+        }
+      }
+      if (await this.stat(file)) {
+        await rm(tmp, { force: true });
+        return await acceptExisting(this, file, digest.digest());
+      }
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw fsError(err, `cannot publish ${file} at ${this.dir}`);
+    }
+    await publishTemporary(tmp, finalPath).catch((err) => {
+      throw fsError(err, `cannot publish ${file} at ${this.dir}`);
+    });
+    return digest.digest();
+  }
+
+  async replace(file: string, data: Uint8Array | string): Promise<void> {
+    await writeFileAtomic(join(this.dir, file), data).catch((err) => {
+      throw fsError(err, `cannot write ${join(this.dir, file)}`);
+    });
+  }
+
+  async remove(file: string): Promise<void> {
+    await rm(join(this.dir, file), { force: true }).catch((err) => {
+      throw fsError(err, `cannot remove ${join(this.dir, file)}`);
+    });
+  }
+
+  async leftovers(): Promise<Leftover[]> {
+    const names = await this.names();
+    const temporary: Leftover[] = names.filter(isTemporaryName).map((n) => ({
+      // `.{final}.tmp-{pid}-{random}` -> `{final}`
+      name: n.slice(1, n.indexOf(TMP_MARKER)),
+      kind: 'temporary',
+      ref: n,
+    }));
+    return [...temporary, ...orphanParts(names)];
+  }
+
+  async removeLeftover(leftover: Leftover): Promise<void> {
+    await this.remove(leftover.ref);
+  }
+
+  async close(): Promise<void> {}
+
+  private async names(): Promise<string[]> {
+    try {
+      return await readdir(this.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw fsError(err, `cannot list ${this.dir}`);
+    }
+  }
+}
