@@ -40,7 +40,9 @@ function resolvePaths(job: JobConfig, base: string): JobConfig {
     stateDir: expandPath(job.stateDir, base),
     outbox: job.outbox && expandPath(job.outbox, base),
     inbox: job.inbox && expandPath(job.inbox, base),
-    destinations: job.destinations?.map((d) => ({ ...d, dir: expandPath(d.dir, base) })),
+    destinations: job.destinations?.map((d) =>
+      d.dir === undefined ? d : { ...d, dir: expandPath(d.dir, base) },
+    ),
     log: { ...job.log, file: job.log.file && expandPath(job.log.file, base) },
     source: job.source && resolveSqliteFile(job.source, base),
     target: job.target && resolveSqliteFile(job.target, base),

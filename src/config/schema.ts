@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { LOGICAL_TYPES, type WireValue } from '../db/types.js';
+import { parseStoreSpec, storeOptionsShape, type StoreObjectSpec } from '../store/spec.js';
 
 const dbSchema = z.object({
   client: z.string().min(1),
@@ -85,14 +86,38 @@ const tableSchema = z
     }
   });
 
+/**
+ * Where copy publishes: `{ name, dir }` (a directory, as always) or `{ name, url, ...options }`
+ * (an SFTP or S3 store, or `file:///path`; options in src/store/spec.ts).
+ */
 const destinationSchema = z
   .object({
     name: z
       .string()
       .regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only (it names a state file)'),
-    dir: z.string().min(1),
+    dir: z.string().min(1).optional(),
+    url: z.string().min(1).optional(),
+    ...storeOptionsShape,
   })
-  .strict();
+  .strict()
+  .superRefine((d, ctx) => {
+    if ((d.dir === undefined) === (d.url === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['dir'], message: 'give either dir or url' });
+      return;
+    }
+    const { name: _name, dir, ...spec } = d;
+    try {
+      parseStoreSpec(dir === undefined ? (spec as StoreObjectSpec) : dir);
+      if (dir !== undefined && Object.keys(spec).some((k) => k !== 'url'))
+        throw new Error('store options go with url, not dir');
+    } catch (err) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [dir === undefined ? 'url' : 'dir'],
+        message: (err as Error).message,
+      });
+    }
+  });
 
 export const jobSchema = z
   .object({

@@ -1,36 +1,34 @@
 /**
- * copy: pushes deltas from the outbox to each destination directory (a network disk, a folder
- * another host collects from). For each destination, deltas go in logId order: every part is
- * copied to a temporary name while its checksum is computed, checked against the manifest, then
- * renamed; the manifest goes last, so a loader never sees a delta before all its parts.
- * A destination stops at its first error; the others go on.
+ * copy: pushes deltas from the outbox to each destination store (a directory or network disk, an
+ * SFTP server, S3-compatible object storage). For each destination, deltas go in logId order:
+ * every part is published create-only while its size and checksum are checked against the
+ * manifest as it streams; the manifest goes last, so a loader never sees a delta before all its
+ * parts. A destination stops at its first error; the others go on.
+ *
+ * Repair: each run also reads the acknowledgements at each destination, and every delta it copied
+ * there that no replica has acknowledged yet is checked (presence and size of each part); a
+ * missing or damaged part is copied again, so "run copy again" is always true.
  */
-import { createReadStream, createWriteStream } from 'node:fs';
-import { readdir, readFile, rm, stat } from 'node:fs/promises';
-import { pipeline } from 'node:stream/promises';
-import { join } from 'node:path';
-import { Transform } from 'node:stream';
 import type { DestinationConfig } from '../config/schema.js';
-import { DeltaError, UnavailableError } from '../errors.js';
+import { DeltaError } from '../errors.js';
 import { faultPoint } from '../faults.js';
-import {
-  isTemporaryName,
-  publishTemporary,
-  temporaryPathFor,
-  writeFileAtomic,
-} from '../format/atomic-file.js';
-import { createHasher, hashFile } from '../format/checksum.js';
-import { listManifests } from '../format/delta-dir.js';
+import { parseAck, replicaOfAckFile, type Acknowledgement } from '../format/ack.js';
 import { compareLogIds, logIdOfFile } from '../format/logid.js';
-import { parseManifest, partsOf, type ManifestPart } from '../format/manifest.js';
+import { parseManifest, partsOf, type Manifest } from '../format/manifest.js';
 import { readState, writeState } from '../format/state.js';
 import { logSummary, type Logger } from '../log.js';
-import { elapsedSeconds, fileError, withStepLock, type StepContext } from './common.js';
+import { openStore, readText, type DeltaStore, type StoreManifest } from '../store/index.js';
+import { destinationStoreSpec } from '../store/spec.js';
+import { elapsedSeconds, withStepLock, type StepContext } from './common.js';
 
 export interface DestinationResult {
   name: string;
   /** Manifest files copied, in order. */
   copied: string[];
+  /** Manifest files of deltas found incomplete at the destination and completed again. */
+  repaired: string[];
+  /** Acknowledgements found at the destination, one per replica. */
+  acks: Acknowledgement[];
   rows: number;
   bytes: number;
   error?: unknown;
@@ -42,163 +40,231 @@ export interface CopyResult {
   bytes: number;
 }
 
-function damaged(
-  part: ManifestPart,
-  where: string,
-  got: { bytes: number; xxhash64: string },
-): DeltaError {
-  return new DeltaError(
-    `${part.file} ${where} is ${got.bytes} bytes with checksum ${got.xxhash64}; the manifest says ${part.bytes} bytes, ${part.xxhash64}`,
-    {
-      file: part.file,
-      hint:
-        where === 'in the outbox'
-          ? 'the outbox copy is damaged: re-extract or restore it'
-          : 'the destination disk wrote something else: check it, then run copy again',
-    },
-  );
+/** A delta of the outbox, read once per run and shared by every destination. */
+interface OutboxDelta {
+  file: string;
+  logId: string;
+  text: string;
+  manifest: Manifest;
+}
+
+/** Labels an error with the destination, keeping its type (and so its exit code). */
+function atDestination(err: unknown, dest: DestinationConfig): unknown {
+  if (err instanceof Error && !err.message.startsWith('destination ')) {
+    err.message = `destination ${dest.name}: ${err.message}`;
+  }
+  return err;
+}
+
+async function readOutboxDelta(
+  outbox: DeltaStore,
+  file: string,
+  job: string,
+): Promise<OutboxDelta> {
+  const text = await readText(outbox, file);
+  const manifest = parseManifest(text, file, job);
+  return { file, logId: manifest.toLogId, text, manifest };
+}
+
+/** Publishes one part from the outbox to `dest`, checked against the manifest as it streams. */
+async function copyPart(
+  outbox: DeltaStore,
+  dest: DeltaStore,
+  part: { file: string; bytes: number; xxhash64: string },
+): Promise<void> {
+  const source = await outbox.read(part.file).catch((err) => {
+    throw err instanceof DeltaError
+      ? new DeltaError(`${part.file} is missing from the outbox`, { file: part.file })
+      : err;
+  });
+  await dest.publish(part.file, source, {
+    expect: { bytes: part.bytes, xxhash64: part.xxhash64 },
+  });
 }
 
 /**
- * Copies one part to a temporary name, proving twice that the bytes are the ones the manifest
- * describes: as they are read from the outbox, and as they read back from the destination
- * before the rename publishes them.
+ * Copies one delta: parts first, manifest last. After a failure, the parts this run placed are
+ * removed, unless the manifest is there (then they belong to a delta copied whole before).
  */
-async function copyPart(outbox: string, dir: string, part: ManifestPart): Promise<void> {
-  const hasher = await createHasher();
-  let bytes = 0;
-  const verify = new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      hasher.update(chunk);
-      bytes += chunk.length;
-      done(null, chunk);
-    },
-    flush(done) {
-      const xxhash64 = hasher.digestHex();
-      done(
-        bytes !== part.bytes || xxhash64 !== part.xxhash64
-          ? damaged(part, 'in the outbox', { bytes, xxhash64 })
-          : undefined,
-      );
-    },
-  });
-  const finalPath = join(dir, part.file);
-  const tmp = temporaryPathFor(finalPath);
+async function copyDelta(outbox: DeltaStore, dest: DeltaStore, delta: OutboxDelta): Promise<void> {
+  const placed: string[] = [];
   try {
-    const source = createReadStream(join(outbox, part.file), { highWaterMark: 1 << 20 });
-    await pipeline(source, verify, createWriteStream(tmp, { flags: 'wx', mode: 0o644 })).catch(
-      (err) => {
-        if (
-          (err as NodeJS.ErrnoException).code === 'ENOENT' &&
-          (err as NodeJS.ErrnoException).path === join(outbox, part.file)
-        ) {
-          throw new DeltaError(`${part.file} is missing from the outbox`, { file: part.file });
-        }
-        throw err;
-      },
-    );
-    const written = await hashFile(tmp);
-    if (written.bytes !== part.bytes || written.xxhash64 !== part.xxhash64)
-      throw damaged(part, `at ${dir}`, written);
+    for (const part of partsOf(delta.manifest)) {
+      await copyPart(outbox, dest, part);
+      placed.push(part.file);
+      await faultPoint('copy:after-part');
+    }
+    await faultPoint('copy:before-manifest');
+    await dest.publish(delta.file, delta.text);
   } catch (err) {
-    await rm(tmp, { force: true });
+    const manifestThere = await dest.stat(delta.file).then(
+      (s) => s !== null,
+      () => true,
+    );
+    if (!manifestThere) await Promise.all(placed.map((f) => dest.remove(f).catch(() => undefined)));
     throw err;
   }
-  await publishTemporary(tmp, finalPath);
 }
 
-/**
- * Removes the temporary files an interrupted copy (killed, out of space) left at a destination.
- * Only those of deltas after the destination's state: under the copy lock nothing else of this
- * job writes them, and loaders never read temporary names.
- */
-async function removeLeftovers(dest: DestinationConfig, after: string, log: Logger): Promise<void> {
-  for (const name of await readdir(dest.dir)) {
-    if (!isTemporaryName(name)) continue;
-    const logId = logIdOfFile(name.replace(/^\./, ''));
-    if (logId === null || compareLogIds(logId, after) <= 0) continue;
-    log.warn({ destination: dest.name, file: name }, 'removing a file left by an interrupted copy');
-    await rm(join(dest.dir, name), { force: true });
+/** Acknowledgements of this job at a destination; an unreadable one is logged and skipped. */
+async function readAcks(dest: DeltaStore, job: string, log: Logger): Promise<Acknowledgement[]> {
+  const acks: Acknowledgement[] = [];
+  for (const name of await dest.list(`${job}.`)) {
+    if (replicaOfAckFile(job, name) === null) continue;
+    try {
+      acks.push(parseAck(await readText(dest, name), name));
+    } catch (err) {
+      log.warn(
+        { file: name, err: (err as Error).message },
+        'ignoring an unreadable acknowledgement',
+      );
+    }
   }
+  return acks;
 }
 
 /**
- * After a failed copy of a delta, removes the parts this run placed at the destination, so that
- * nobody finds half a delta there. Not when its manifest is there (or may be): then the delta was
- * copied whole before, a state write was lost, and the parts (the same bytes) belong to it.
+ * Checks a delta copied earlier and not yet acknowledged: every part present with its size, and
+ * the manifest. Copies again what is missing or damaged; true when something was.
  */
-async function removeHalfCopied(dir: string, manifestFile: string, parts: string[]): Promise<void> {
-  const manifestThere = await stat(join(dir, manifestFile)).then(
-    () => true,
-    (err: NodeJS.ErrnoException) => err.code !== 'ENOENT',
-  );
-  if (manifestThere) return;
-  await Promise.all(parts.map((f) => rm(join(dir, f), { force: true }).catch(() => undefined)));
+async function repairDelta(
+  outbox: DeltaStore,
+  dest: DeltaStore,
+  delta: OutboxDelta,
+  log: Logger,
+  destName: string,
+): Promise<boolean> {
+  let repaired = false;
+  for (const part of partsOf(delta.manifest)) {
+    const there = await dest.stat(part.file);
+    if (there?.bytes === part.bytes) continue;
+    log.warn(
+      { destination: destName, file: part.file, bytes: there?.bytes ?? null, expected: part.bytes },
+      there
+        ? 'part damaged at the destination: copying it again'
+        : 'part missing at the destination: copying it again',
+    );
+    if (there) await dest.remove(part.file);
+    await copyPart(outbox, dest, part);
+    repaired = true;
+  }
+  if (!(await dest.stat(delta.file))) {
+    log.warn(
+      { destination: destName, file: delta.file },
+      'manifest missing at the destination: copying it again',
+    );
+    await dest.publish(delta.file, delta.text);
+    repaired = true;
+  }
+  return repaired;
+}
+
+/**
+ * Removes what an interrupted copy left at a destination (temporary files, unfinished uploads,
+ * parts without their manifest), only for deltas after the destination's state: under the copy
+ * lock nothing else of this job writes them, and loaders never read them.
+ */
+async function removeLeftovers(dest: DeltaStore, after: string, log: Logger, destName: string) {
+  for (const leftover of await dest.leftovers()) {
+    const logId = logIdOfFile(leftover.name);
+    if (logId === null || compareLogIds(logId, after) <= 0) continue;
+    log.warn(
+      { destination: destName, file: leftover.name, kind: leftover.kind },
+      'removing a file left by an interrupted copy',
+    );
+    await dest.removeLeftover(leftover);
+  }
 }
 
 async function copyToDestination(
   ctx: StepContext,
-  dest: DestinationConfig,
+  outbox: DeltaStore,
+  pending: () => Promise<StoreManifest[]>,
+  deltaAt: (file: string) => Promise<OutboxDelta>,
+  destConfig: DestinationConfig,
 ): Promise<DestinationResult> {
   const { config, log } = ctx;
-  const outbox = config.outbox!;
-  const step = `copy.${dest.name}`;
-  const result: DestinationResult = { name: dest.name, copied: [], rows: 0, bytes: 0 };
+  const step = `copy.${destConfig.name}`;
+  const result: DestinationResult = {
+    name: destConfig.name,
+    copied: [],
+    repaired: [],
+    acks: [],
+    rows: 0,
+    bytes: 0,
+  };
+  let dest: DeltaStore | undefined;
   try {
+    dest = await openStore(destinationStoreSpec(destConfig));
     // A destination that is not there is a mount that failed, not a folder to create here.
-    const s = await stat(dest.dir).catch(() => null);
-    if (!s?.isDirectory()) {
-      throw new UnavailableError(`destination ${dest.name}: ${dest.dir} is not a directory`, {
-        hint: 'check that the network disk is mounted; copy does not create destination directories',
-      });
-    }
+    await dest.check();
     let state = await readState(config.stateDir, config.name, step);
-    await removeLeftovers(dest, state.logId, log).catch((err) => {
-      throw fileError(err, `destination ${dest.name}: cannot clean ${dest.dir}`);
-    });
-    for (const entry of await listManifests(outbox, state.logId)) {
-      const text = await readFile(entry.path, 'utf8');
-      const manifest = parseManifest(text, entry.file, config.name);
-      const placed: string[] = [];
-      try {
-        for (const part of partsOf(manifest)) {
-          await copyPart(outbox, dest.dir, part);
-          placed.push(part.file);
-          await faultPoint('copy:after-part');
-        }
-        await faultPoint('copy:before-manifest');
-        await writeFileAtomic(join(dest.dir, entry.file), text);
-      } catch (err) {
-        await removeHalfCopied(dest.dir, entry.file, placed);
-        throw fileError(err, `destination ${dest.name}: cannot copy ${entry.file} to ${dest.dir}`);
-      }
+    await removeLeftovers(dest, state.logId, log, destConfig.name);
+
+    result.acks = await readAcks(dest, config.name, log);
+    const acked = result.acks.map((a) => a.logId).sort(compareLogIds)[0] ?? '0';
+    for (const m of await outbox.listManifests(acked)) {
+      if (compareLogIds(m.logId, state.logId) > 0) break;
+      const delta = await deltaAt(m.file);
+      if (await repairDelta(outbox, dest, delta, log, destConfig.name))
+        result.repaired.push(m.file);
+    }
+
+    for (const m of await pending()) {
+      if (compareLogIds(m.logId, state.logId) <= 0) continue;
+      const delta = await deltaAt(m.file);
+      await copyDelta(outbox, dest, delta);
       state = {
         ...state,
-        logId: manifest.toLogId,
+        logId: delta.manifest.toLogId,
         updatedAt: new Date().toISOString(),
-        delta: entry.file,
+        delta: delta.file,
       };
       await faultPoint('copy:before-state');
       await writeState(config.stateDir, state);
-      result.copied.push(entry.file);
-      result.rows += manifest.tables.reduce((n, t) => n + t.rows, 0);
-      result.bytes += partsOf(manifest).reduce((n, p) => n + p.bytes, 0);
-      log.debug({ destination: dest.name, delta: entry.file }, 'delta copied');
+      result.copied.push(delta.file);
+      result.rows += delta.manifest.tables.reduce((n, t) => n + t.rows, 0);
+      result.bytes += partsOf(delta.manifest).reduce((n, p) => n + p.bytes, 0);
+      log.debug({ destination: destConfig.name, delta: delta.file }, 'delta copied');
     }
   } catch (err) {
-    result.error = err;
+    result.error = atDestination(err, destConfig);
     log.error(
-      { destination: dest.name, err: (err as Error).message },
+      { destination: destConfig.name, err: (err as Error).message },
       'copy to destination stopped',
     );
+  } finally {
+    await dest?.close().catch(() => undefined);
   }
   return result;
 }
 
 async function copyOnce(ctx: StepContext): Promise<CopyResult> {
+  const { config } = ctx;
   const started = process.hrtime.bigint();
+  const outbox = await openStore(config.outbox!);
   const results: DestinationResult[] = [];
-  for (const dest of ctx.config.destinations!) results.push(await copyToDestination(ctx, dest));
+  try {
+    // Manifests are read once per run, however many destinations need them.
+    const read = new Map<string, Promise<OutboxDelta>>();
+    const deltaAt = (file: string) => {
+      let p = read.get(file);
+      if (!p) read.set(file, (p = readOutboxDelta(outbox, file, config.name)));
+      return p;
+    };
+    const states = await Promise.all(
+      config.destinations!.map((d) => readState(config.stateDir, config.name, `copy.${d.name}`)),
+    );
+    const oldest = states.map((s) => s.logId).sort(compareLogIds)[0] ?? '0';
+    let listing: Promise<StoreManifest[]> | undefined;
+    // One outbox listing past the destination furthest behind, made only when a destination asks.
+    const pending = () => (listing ??= outbox.listManifests(oldest));
+    for (const dest of config.destinations!) {
+      results.push(await copyToDestination(ctx, outbox, pending, deltaAt, dest));
+    }
+  } finally {
+    await outbox.close();
+  }
   const copied = new Set(results.flatMap((r) => r.copied));
   const bytes = results.reduce((n, r) => n + r.bytes, 0);
   logSummary(ctx.log, {

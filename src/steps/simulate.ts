@@ -3,12 +3,17 @@
  * can be rehearsed (transport, permissions, replica schema) before go-live. It advances the
  * extract state like a real extract, and so takes the extract lock.
  */
-import { mkdir } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { ColumnInfo, LogicalType, WireRow, WireValue } from '../db/types.js';
 import { DeltaWriter } from '../format/delta-writer.js';
 import { readState, writeState } from '../format/state.js';
 import type { TableConfig } from '../config/schema.js';
 import { logSummary } from '../log.js';
+import { readManifest, partsOf } from '../format/manifest.js';
+import { openStore, parseStoreSpec, type DeltaStore } from '../store/index.js';
 import { elapsedSeconds, fileError, withStepLock, type StepContext } from './common.js';
 
 export interface SimulateOptions {
@@ -76,10 +81,47 @@ async function* syntheticRows(
   }
 }
 
+/**
+ * Publishes a delta written in a local staging directory to a remote store: parts first, the
+ * manifest last, each create-only.
+ */
+async function publishStaged(staging: string, manifestFile: string, store: DeltaStore) {
+  const manifest = await readManifest(join(staging, manifestFile));
+  for (const part of partsOf(manifest)) {
+    await store.publish(part.file, createReadStream(join(staging, part.file)), {
+      expect: { bytes: part.bytes, xxhash64: part.xxhash64 },
+    });
+  }
+  await store.publish(manifestFile, createReadStream(join(staging, manifestFile)));
+}
+
 async function simulateOnce(ctx: StepContext, options: SimulateOptions): Promise<string[]> {
-  const { config, log } = ctx;
+  const { config } = ctx;
   const started = process.hrtime.bigint();
-  const outbox = config.outbox!;
+  const spec = parseStoreSpec(config.outbox!);
+  // A directory outbox is written in place, as extract does; a remote one through a local
+  // staging directory, each delta published to the store once it is complete.
+  const remote = spec.kind === 'dir' ? undefined : await openStore(spec);
+  const outbox =
+    spec.kind === 'dir' ? spec.dir : await mkdtemp(join(tmpdir(), 'deltasync-simulate-'));
+  try {
+    return await simulateInto(ctx, options, outbox, remote, started);
+  } finally {
+    if (remote) {
+      await remote.close();
+      await rm(outbox, { recursive: true, force: true });
+    }
+  }
+}
+
+async function simulateInto(
+  ctx: StepContext,
+  options: SimulateOptions,
+  outbox: string,
+  remote: DeltaStore | undefined,
+  started: bigint,
+): Promise<string[]> {
+  const { config, log } = ctx;
   await mkdir(outbox, { recursive: true }).catch((err) => {
     throw fileError(err, `cannot create outbox ${outbox}`);
   });
@@ -113,6 +155,7 @@ async function simulateOnce(ctx: StepContext, options: SimulateOptions): Promise
         ).rows;
       }
       const { file } = await writer.finish();
+      if (remote) await publishStaged(outbox, file, remote);
       await writeState(config.stateDir, {
         job: config.name,
         step: 'extract',
@@ -124,7 +167,7 @@ async function simulateOnce(ctx: StepContext, options: SimulateOptions): Promise
       last = to;
     } catch (err) {
       await writer.abort();
-      throw fileError(err, `cannot write a simulated delta into ${outbox}`);
+      throw fileError(err, `cannot write a simulated delta into ${remote?.where ?? outbox}`);
     }
   }
   logSummary(log, {

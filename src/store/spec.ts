@@ -148,3 +148,13 @@ export function parseStoreSpec(input: StoreSpecInput): StoreSpec {
       throw new ConfigError(`'${text}': unknown store scheme ${url.protocol} (sftp, s3 or file)`);
   }
 }
+
+/** The store a destination names: its directory, or its URL with the options beside it. */
+export function destinationStoreSpec(dest: {
+  name: string;
+  dir?: string;
+  url?: string;
+}): StoreSpecInput {
+  const { name: _name, dir, ...spec } = dest;
+  return dir ?? (spec as StoreObjectSpec);
+}
