@@ -79,6 +79,9 @@ export class S3Store implements DeltaStore {
     this.where = `s3://${options.bucket}/${options.prefix}`;
     this.partSize = Math.max(5, options.partSizeMiB ?? DEFAULT_PART_MIB) * 1024 * 1024;
     const timeout = (options.connectTimeoutSeconds ?? 20) * 1000;
+    // The SDK warns on stderr, once per process, that future versions will need Node 22: cron
+    // would mail that on every run. package.json pins what we support.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     this.client = new S3Client({
       region: options.region ?? process.env.AWS_REGION ?? 'us-east-1',
       endpoint: options.endpoint,
