@@ -198,9 +198,21 @@ export async function* readPart(
   width: number,
 ): AsyncGenerator<WireRow> {
   const path = join(dir, part.file);
+  yield* readPartFrom(createReadStream(path, { highWaterMark: 1 << 20 }), part, compression, width);
+}
+
+/**
+ * `readPart` over any byte stream of the part (a store's `read`, an HTTP body), with the same
+ * checks: row width and count, byte count, xxhash64 (and SHA-256 when signed) at its end.
+ */
+export async function* readPartFrom(
+  fileStream: Readable,
+  part: ManifestPart,
+  compression: Compression,
+  width: number,
+): AsyncGenerator<WireRow> {
   const hasher = await createHasher();
   const counter = { bytes: 0 };
-  const fileStream: Readable = createReadStream(path, { highWaterMark: 1 << 20 });
   const sha256 = part.sha256 ? createHash('sha256') : undefined;
   const streams: (Readable | Transform)[] = [fileStream, hashingCounter(hasher, counter, sha256)];
   if (compression === 'gzip') {
