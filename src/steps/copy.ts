@@ -135,8 +135,11 @@ async function repairDelta(
   destName: string,
 ): Promise<boolean> {
   let repaired = false;
-  for (const part of partsOf(delta.manifest)) {
-    const there = await dest.stat(part.file);
+  const parts = partsOf(delta.manifest);
+  // Stats in parallel: on a remote store each is a round trip.
+  const sizes = await Promise.all(parts.map((p) => dest.stat(p.file)));
+  for (const [i, part] of parts.entries()) {
+    const there = sizes[i]!;
     if (there?.bytes === part.bytes) continue;
     log.warn(
       { destination: destName, file: part.file, bytes: there?.bytes ?? null, expected: part.bytes },
@@ -165,9 +168,8 @@ async function repairDelta(
  * lock nothing else of this job writes them, and loaders never read them.
  */
 async function removeLeftovers(dest: DeltaStore, after: string, log: Logger, destName: string) {
-  for (const leftover of await dest.leftovers()) {
-    const logId = logIdOfFile(leftover.name);
-    if (logId === null || compareLogIds(logId, after) <= 0) continue;
+  for (const leftover of await dest.leftovers(after)) {
+    if (logIdOfFile(leftover.name) === null) continue;
     log.warn(
       { destination: destName, file: leftover.name, kind: leftover.kind },
       'removing a file left by an interrupted copy',

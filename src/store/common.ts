@@ -158,3 +158,12 @@ export function fsError(err: unknown, what: string): unknown {
   }
   return err;
 }
+
+/** Leftovers of deltas after `after` (all of them for '0'; names without a logId are kept). */
+export function afterLogId(leftovers: Leftover[], after: string): Leftover[] {
+  if (after === '0') return leftovers;
+  return leftovers.filter((l) => {
+    const logId = logIdOfFile(l.name);
+    return logId === null || compareLogIds(logId, after) > 0;
+  });
+}

@@ -86,9 +86,10 @@ export interface DeltaStore {
 
   /**
    * What interrupted writers left: temporary files, unfinished uploads, and parts whose delta
-   * has no manifest. Only safe to remove while holding the lock of the step that writes here.
+   * has no manifest; with `after`, only those of deltas past that logId (S3 then lists only
+   * from there on). Only safe to remove while holding the lock of the step that writes here.
    */
-  leftovers(): Promise<Leftover[]>;
+  leftovers(after?: string): Promise<Leftover[]>;
 
   removeLeftover(leftover: Leftover): Promise<void>;
 

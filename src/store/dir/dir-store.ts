@@ -22,6 +22,7 @@ import {
   digestStream,
   fsError,
   missingFile,
+  afterLogId,
   orphanParts,
   toReadable,
 } from '../common.js';
@@ -127,7 +128,7 @@ export class DirStore implements DeltaStore {
     });
   }
 
-  async leftovers(): Promise<Leftover[]> {
+  async leftovers(after = '0'): Promise<Leftover[]> {
     const names = await this.names();
     const temporary: Leftover[] = names.filter(isTemporaryName).map((n) => ({
       // `.{final}.tmp-{pid}-{random}` -> `{final}`
@@ -135,7 +136,7 @@ export class DirStore implements DeltaStore {
       kind: 'temporary',
       ref: n,
     }));
-    return [...temporary, ...orphanParts(names)];
+    return afterLogId([...temporary, ...orphanParts(names)], after);
   }
 
   async removeLeftover(leftover: Leftover): Promise<void> {

@@ -133,8 +133,11 @@ export class S3Store implements DeltaStore {
     });
   }
 
-  /** Published names under the prefix (no sub-folders), listing from `startAfter` on. */
-  private async names(startAfter?: string): Promise<string[]> {
+  /**
+   * Published names under the prefix starting with `namePrefix` (no sub-folders), listing from
+   * `startAfter` (a key) on.
+   */
+  private async names(startAfter?: string, namePrefix = ''): Promise<string[]> {
     const names: string[] = [];
     let token: string | undefined;
     do {
@@ -142,7 +145,7 @@ export class S3Store implements DeltaStore {
         .send(
           new ListObjectsV2Command({
             Bucket: this.options.bucket,
-            Prefix: this.keyPrefix,
+            Prefix: this.keyPrefix + namePrefix,
             Delimiter: '/',
             StartAfter: token ? undefined : startAfter,
             ContinuationToken: token,
@@ -164,7 +167,7 @@ export class S3Store implements DeltaStore {
   }
 
   async list(prefix: string): Promise<string[]> {
-    return (await this.names()).filter((n) => n.startsWith(prefix)).sort();
+    return (await this.names(undefined, prefix)).sort();
   }
 
   async read(file: string): Promise<Readable> {
@@ -348,9 +351,11 @@ export class S3Store implements DeltaStore {
       });
   }
 
-  async leftovers(): Promise<Leftover[]> {
+  async leftovers(after = '0'): Promise<Leftover[]> {
     const uploads: Leftover[] = [];
-    let keyMarker: string | undefined;
+    // As in listManifests: start past every file of delta `after`.
+    const startAfter = this.key(`${logIdPrefix(after)}/`);
+    let keyMarker: string | undefined = after === '0' ? undefined : startAfter;
     let uploadIdMarker: string | undefined;
     for (;;) {
       const page = await this.client
@@ -373,7 +378,7 @@ export class S3Store implements DeltaStore {
       keyMarker = page.NextKeyMarker;
       uploadIdMarker = page.NextUploadIdMarker;
     }
-    return [...uploads, ...orphanParts(await this.names())];
+    return [...uploads, ...orphanParts(await this.names(after === '0' ? undefined : startAfter))];
   }
 
   async removeLeftover(leftover: Leftover): Promise<void> {

@@ -21,6 +21,7 @@ import {
   digestStream,
   manifestsIn,
   missingFile,
+  afterLogId,
   orphanParts,
   toReadable,
 } from '../common.js';
@@ -391,14 +392,14 @@ export class SftpStore implements DeltaStore {
     });
   }
 
-  async leftovers(): Promise<Leftover[]> {
+  async leftovers(after = '0'): Promise<Leftover[]> {
     const names = await this.names();
     const temporary: Leftover[] = names.filter(isTemporaryName).map((n) => ({
       name: n.slice(1, n.indexOf(TMP_MARKER)),
       kind: 'temporary',
       ref: n,
     }));
-    return [...temporary, ...orphanParts(names)];
+    return afterLogId([...temporary, ...orphanParts(names)], after);
   }
 
   async removeLeftover(leftover: Leftover): Promise<void> {
