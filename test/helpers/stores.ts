@@ -101,7 +101,10 @@ export async function ensureTestBucket(s3: S3Server): Promise<void> {
   });
   try {
     await client.send(new HeadBucketCommand({ Bucket: TEST_BUCKET })).catch(async () => {
-      await client.send(new CreateBucketCommand({ Bucket: TEST_BUCKET }));
+      // Test files run in parallel: another may create it between the look and the creation.
+      await client.send(new CreateBucketCommand({ Bucket: TEST_BUCKET })).catch((err) => {
+        if ((err as Error).name !== 'BucketAlreadyOwnedByYou') throw err;
+      });
     });
   } finally {
     client.destroy();

@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -306,6 +306,30 @@ describe.skipIf(!sftp)('SFTP connection failures', () => {
     const ok = await open({ knownHostsFile: join(dir, 'known_hosts') });
     await ok.check();
     await ok.close();
+  });
+
+  it('a key with a passphrase logs in with passphraseEnv; without the variable it is 78', async () => {
+    const dir = await testdir();
+    const key = join(dir, 'k');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', 'open sesame', '-f', key]);
+    appendFileSync(join(sftp!.key, '..', 'authorized_keys'), readFileSync(`${key}.pub`));
+    process.env.DELTASYNC_TEST_KEY_PASSPHRASE = 'open sesame';
+    try {
+      const store = await open({
+        privateKeyFile: key,
+        passphraseEnv: 'DELTASYNC_TEST_KEY_PASSPHRASE',
+      });
+      await store.check();
+      await store.close();
+      const unset = await open({ privateKeyFile: key, passphraseEnv: 'DELTASYNC_TEST_UNSET_VAR' });
+      const err = await thrown(unset.check());
+      expect(err).toBeInstanceOf(ConfigError);
+      expect(err.message).toContain('DELTASYNC_TEST_UNSET_VAR');
+      const none = await open({ privateKeyFile: key });
+      expect((await thrown(none.check())).message).toContain('cannot use private key');
+    } finally {
+      delete process.env.DELTASYNC_TEST_KEY_PASSPHRASE;
+    }
   });
 
   it('a key the server does not accept is a configuration error (78)', async () => {
