@@ -1,5 +1,6 @@
 /** What every store shares: digests while bytes stream, the create-only rule, orphan parts. */
-import { Readable, Transform } from 'node:stream';
+import { PassThrough, Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { DeltaError, DeltasyncError, UnavailableError } from '../errors.js';
 import { isTemporaryName } from '../format/atomic-file.js';
 import { createHasher } from '../format/checksum.js';
@@ -166,4 +167,14 @@ export function afterLogId(leftovers: Leftover[], after: string): Leftover[] {
     const logId = logIdOfFile(l.name);
     return logId === null || compareLogIds(logId, after) > 0;
   });
+}
+
+/**
+ * A store's read stream whose failures (a connection dropped mid-file) reach the reader as the
+ * store's typed errors rather than a driver's.
+ */
+export function typedErrors(stream: Readable, describe: (err: unknown) => unknown): Readable {
+  const out = new PassThrough({ highWaterMark: 1 << 20 });
+  pipeline(stream, out).catch((err) => out.destroy(describe(err) as Error));
+  return out;
 }

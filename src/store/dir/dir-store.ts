@@ -7,7 +7,7 @@ import { readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { UnavailableError } from '../../errors.js';
+import { DeltaError, UnavailableError } from '../../errors.js';
 import {
   TMP_MARKER,
   isTemporaryName,
@@ -96,9 +96,12 @@ export class DirStore implements DeltaStore {
           written.bytes !== options.expect.bytes ||
           written.xxhash64 !== options.expect.xxhash64
         ) {
-          throw new UnavailableError(
+          throw new DeltaError(
             `${file} at ${this.dir} reads back as ${written.bytes} bytes with checksum ${written.xxhash64}; the manifest says ${options.expect.bytes} bytes, ${options.expect.xxhash64}`,
-            { hint: 'the destination disk wrote something else: check it, then run copy again' },
+            {
+              file,
+              hint: 'the destination disk wrote something else: check it, then run copy again',
+            },
           );
         }
       }

@@ -35,6 +35,7 @@ import {
   missingFile,
   orphanParts,
   toReadable,
+  typedErrors,
 } from '../common.js';
 import type { DeltaStore, FileDigest, Leftover, PublishOptions, StoreManifest } from '../store.js';
 
@@ -175,7 +176,7 @@ export class S3Store implements DeltaStore {
       const out = await this.client.send(
         new GetObjectCommand({ Bucket: this.options.bucket, Key: this.key(file) }),
       );
-      return out.Body as Readable;
+      return typedErrors(out.Body as Readable, (err) => this.fail(err, `cannot read ${file}`));
     } catch (err) {
       if ((err as AwsError).name === 'NoSuchKey' || statusOf(err) === 404)
         throw missingFile(file, this.where, err);

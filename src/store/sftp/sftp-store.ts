@@ -24,6 +24,7 @@ import {
   afterLogId,
   orphanParts,
   toReadable,
+  typedErrors,
 } from '../common.js';
 import type { DeltaStore, FileDigest, Leftover, PublishOptions, StoreManifest } from '../store.js';
 import { fingerprintOf, verifyKnownHost, type HostKeyVerdict } from './known-hosts.js';
@@ -210,6 +211,8 @@ export class SftpStore implements DeltaStore {
         },
       });
     });
+    // Later failures (the connection dropping) surface through the operation that meets them.
+    client.on('error', () => undefined);
     try {
       const sftp = await call<SFTPWrapper>((cb) => client.sftp(cb));
       return { client, sftp };
@@ -260,11 +263,12 @@ export class SftpStore implements DeltaStore {
           : this.fail(err, `cannot read ${file}`);
       },
     );
-    return sftp.createReadStream(this.pathOf(file), {
+    const stream = sftp.createReadStream(this.pathOf(file), {
       handle,
       autoClose: true,
       highWaterMark: 256 * 1024,
     } as Parameters<SFTPWrapper['createReadStream']>[1]);
+    return typedErrors(stream, (err) => this.fail(err, `cannot read ${file}`));
   }
 
   async stat(file: string): Promise<{ bytes: number } | null> {
