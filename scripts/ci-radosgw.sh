@@ -35,7 +35,8 @@ die() {
 # A TCP port nothing listens on, starting from $1.
 free_port() {
   local port=$1
-  while ss -Hltn "sport = :$port" | grep -q .; do port=$((port + 1)); done
+  # Something answers a connection there: taken (bash's /dev/tcp, no extra package needed).
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
   echo "$port"
 }
 
@@ -58,12 +59,25 @@ gateway_answers() {
   [[ -n $endpoint ]] && curl -fsS -o /dev/null --max-time 2 "$endpoint"
 }
 
+# Stops the daemons of an earlier run and waits until they are gone: a daemon still shutting down
+# would talk to the next cluster's monitor with the old fsid.
 stop_all() {
+  local pids=() pid
   for pidfile in "$ROOT"/run/*.pid; do
     [[ -f $pidfile ]] || continue
-    kill "$(cat "$pidfile")" 2>/dev/null || true
+    pid=$(cat "$pidfile")
+    kill "$pid" 2>/dev/null && pids+=("$pid")
   done
-  sleep 0.5
+  local deadline=$((SECONDS + 10))
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && [[ $(ps -o stat= -p "$pid") != Z* ]]; do
+      if ((SECONDS >= deadline)); then
+        kill -9 "$pid" 2>/dev/null || true
+        break
+      fi
+      sleep 0.1
+    done
+  done
   rm -rf "$ROOT" "$ENV_FILE"
 }
 
@@ -78,7 +92,7 @@ if gateway_answers; then
 fi
 
 missing=()
-for tool in ceph-mon:ceph-mon ceph-osd:ceph-osd radosgw:radosgw ceph:ceph-common curl:curl ss:iproute2; do
+for tool in ceph-mon:ceph-mon ceph-osd:ceph-osd radosgw:radosgw ceph:ceph-common curl:curl; do
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 if ((${#missing[@]} > 0)); then
@@ -95,7 +109,7 @@ mkdir -p "$ROOT"/{run,log,mon,osd} "$CI_DIR"
 
 MON_PORT=$(free_port 16789)
 RGW_PORT=$(free_port 17480)
-FSID=$(uuidgen)
+FSID=$(cat /proc/sys/kernel/random/uuid)
 
 cat >"$CONF" <<EOF
 [global]

@@ -27,7 +27,8 @@ die() {
 
 free_port() {
   local port=$1
-  while ss -Hltn "sport = :$port" | grep -q .; do port=$((port + 1)); done
+  # Something answers a connection there: taken (bash's /dev/tcp, no extra package needed).
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
   echo "$port"
 }
 
@@ -53,12 +54,11 @@ if sshd_answers; then
   exit 0
 fi
 
-if ! command -v sshd >/dev/null && [[ ! -x /usr/sbin/sshd ]] || ! command -v ssh-keyscan >/dev/null ||
-  ! command -v ss >/dev/null; then
+if ! command -v sshd >/dev/null && [[ ! -x /usr/sbin/sshd ]] || ! command -v ssh-keyscan >/dev/null; then
   [[ $(id -u) -eq 0 ]] || die "must run as root to install openssh-server"
-  log "apt-get install openssh-server openssh-client iproute2"
+  log "apt-get install openssh-server openssh-client"
   apt-get update -qq || die "apt-get update failed"
-  apt-get install -y -qq --no-install-recommends openssh-server openssh-client iproute2 >/dev/null ||
+  apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null ||
     die "apt-get install openssh-server failed"
 fi
 
