@@ -5,7 +5,13 @@ import { DeltaError, DeltasyncError, UnavailableError } from '../errors.js';
 import { isTemporaryName } from '../format/atomic-file.js';
 import { createHasher } from '../format/checksum.js';
 import { compareLogIds, logIdOfFile, logIdPrefix } from '../format/logid.js';
-import { isManifestFileName, manifestFileName } from '../format/manifest.js';
+import {
+  isManifestFileName,
+  manifestFileName,
+  parseManifest,
+  type Manifest,
+  type ManifestCheck,
+} from '../format/manifest.js';
 import type { DeltaStore, FileDigest, Leftover, StoreManifest } from './store.js';
 
 /** A pass-through that sizes and hashes what flows through it. */
@@ -177,4 +183,13 @@ export function typedErrors(stream: Readable, describe: (err: unknown) => unknow
   const out = new PassThrough({ highWaterMark: 1 << 20 });
   pipeline(stream, out).catch((err) => out.destroy(describe(err) as Error));
   return out;
+}
+
+/** Reads and validates a delta's manifest from a store (a missing one is a DeltaError, 65). */
+export async function readManifestIn(
+  store: DeltaStore,
+  file: string,
+  check: ManifestCheck | string = {},
+): Promise<Manifest> {
+  return parseManifest(await readText(store, file), file, check);
 }

@@ -15,7 +15,7 @@ export {
   type StoreSpec,
   type StoreSpecInput,
 } from './spec.js';
-export { readText } from './common.js';
+export { readManifestIn, readText } from './common.js';
 
 /** Opens the store a spec names. Remote stores connect on first use, not here. */
 export async function openStore(spec: StoreSpec | StoreSpecInput): Promise<DeltaStore> {

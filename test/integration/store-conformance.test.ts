@@ -129,6 +129,19 @@ describe.each(kinds)('$kind store', (kind) => {
         xxhash64: await xxhashOf(data),
       });
       expect(await unfinished(store)).toEqual([]);
+      // Create-only holds for large files too (on S3 the multipart completion, which radosgw
+      // would let overwrite): the same bytes pass, other bytes are refused, no upload is left.
+      await store.publish(partName('6'), Readable.from(chunks));
+      const other = Buffer.from(data);
+      other[5_000_000] ^= 0xff;
+      const err = await thrown(store.publish(partName('6'), Readable.from([other])));
+      expect((err as DeltaError).exitCode).toBe(65);
+      expect(err.message).toContain(partName('6'));
+      expect(await digestOf(await store.read(partName('6')))).toEqual({
+        bytes: data.length,
+        xxhash64: await xxhashOf(data),
+      });
+      expect(await unfinished(store)).toEqual([]);
     }),
   );
 
