@@ -4,7 +4,7 @@
  */
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ColumnInfo, WireRow } from '../db/types.js';
+import type { ColumnInfo, WireRow } from './wire.js';
 import { faultPoint } from '../faults.js';
 import { sign } from './signature.js';
 import { logIdPrefix } from './logid.js';

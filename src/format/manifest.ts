@@ -7,7 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { z } from 'zod';
-import { LOGICAL_TYPES } from '../db/types.js';
+import { LOGICAL_TYPES } from './wire.js';
 import { DeltaError } from '../errors.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { compareLogIds, isLogId, logIdOfFile, logIdPrefix } from './logid.js';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip, constants as zlibConstants } from 'node:zlib';
-import type { WireRow } from '../db/types.js';
+import type { WireRow } from './wire.js';
 import { DeltaError } from '../errors.js';
 import { publishTemporary, temporaryPathFor } from './atomic-file.js';
 import { createHasher, type Hasher } from './checksum.js';
