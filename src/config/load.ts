@@ -34,12 +34,18 @@ function expandPath(path: string, base: string): string {
   return isAbsolute(path) ? path : resolve(base, path);
 }
 
+/** A store spec's directory path is expanded like any path; URLs and `{ url }` specs are left alone. */
+function expandStore<T extends JobConfig['outbox']>(spec: T, base: string): T {
+  if (typeof spec !== 'string' || /^[a-z][a-z0-9+.-]*:\/\//i.test(spec)) return spec;
+  return expandPath(spec, base) as T;
+}
+
 function resolvePaths(job: JobConfig, base: string): JobConfig {
   return {
     ...job,
     stateDir: expandPath(job.stateDir, base),
-    outbox: job.outbox && expandPath(job.outbox, base),
-    inbox: job.inbox && expandPath(job.inbox, base),
+    outbox: expandStore(job.outbox, base),
+    inbox: expandStore(job.inbox, base),
     destinations: job.destinations?.map((d) =>
       d.dir === undefined ? d : { ...d, dir: expandPath(d.dir, base) },
     ),

@@ -6,7 +6,12 @@
  */
 import { z } from 'zod';
 import { LOGICAL_TYPES, type WireValue } from '../db/types.js';
-import { parseStoreSpec, storeOptionsShape, type StoreObjectSpec } from '../store/spec.js';
+import {
+  parseStoreSpec,
+  storeOptionsShape,
+  storeSpecSchema,
+  type StoreObjectSpec,
+} from '../store/spec.js';
 
 const dbSchema = z.object({
   client: z.string().min(1),
@@ -126,9 +131,11 @@ export const jobSchema = z
     stateDir: z.string().min(1).default('~/var/run/deltasync'),
     source: dbSchema.optional(),
     target: dbSchema.optional(),
-    outbox: z.string().min(1).optional(),
+    /** Where extract publishes: a directory, a store URL, or `{ url, ...options }` (a store spec). */
+    outbox: storeSpecSchema.optional(),
     destinations: z.array(destinationSchema).optional(),
-    inbox: z.string().min(1).optional(),
+    /** Where load reads from: a store spec, as `outbox`. */
+    inbox: storeSpecSchema.optional(),
     tables: z.array(tableSchema).optional(),
     delta: z
       .object({

@@ -11,7 +11,7 @@ import { Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip, constants as zlibConstants } from 'node:zlib';
 import type { WireRow } from './wire.js';
-import { DeltaError } from '../errors.js';
+import { DeltaError, DeltasyncError } from '../errors.js';
 import { publishTemporary, temporaryPathFor } from './atomic-file.js';
 import { createHasher, type Hasher } from './checksum.js';
 import type { ManifestPart } from './manifest.js';
@@ -248,7 +248,8 @@ export async function* readPartFrom(
       yield row as WireRow;
     }
   } catch (err) {
-    if (err instanceof DeltaError) throw err;
+    // Our own errors keep their type: a store whose connection dropped mid-part is 69, not 65.
+    if (err instanceof DeltasyncError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') fail('part file is missing');
     fail(`cannot be read (${(err as Error).message})`);

@@ -12,13 +12,14 @@
 import type { DestinationConfig } from '../config/schema.js';
 import { DeltaError } from '../errors.js';
 import { faultPoint } from '../faults.js';
-import { parseAck, replicaOfAckFile, type Acknowledgement } from '../format/ack.js';
+import type { Acknowledgement } from '../format/ack.js';
 import { compareLogIds, logIdOfFile } from '../format/logid.js';
 import { parseManifest, partsOf, type Manifest } from '../format/manifest.js';
 import { readState, writeState } from '../format/state.js';
 import { logSummary, type Logger } from '../log.js';
 import { openStore, readText, type DeltaStore, type StoreManifest } from '../store/index.js';
 import { destinationStoreSpec } from '../store/spec.js';
+import { readAcks } from './ack.js';
 import { elapsedSeconds, withStepLock, type StepContext } from './common.js';
 
 export interface DestinationResult {
@@ -104,23 +105,6 @@ async function copyDelta(outbox: DeltaStore, dest: DeltaStore, delta: OutboxDelt
     if (!manifestThere) await Promise.all(placed.map((f) => dest.remove(f).catch(() => undefined)));
     throw err;
   }
-}
-
-/** Acknowledgements of this job at a destination; an unreadable one is logged and skipped. */
-async function readAcks(dest: DeltaStore, job: string, log: Logger): Promise<Acknowledgement[]> {
-  const acks: Acknowledgement[] = [];
-  for (const name of await dest.list(`${job}.`)) {
-    if (replicaOfAckFile(job, name) === null) continue;
-    try {
-      acks.push(parseAck(await readText(dest, name), name));
-    } catch (err) {
-      log.warn(
-        { file: name, err: (err as Error).message },
-        'ignoring an unreadable acknowledgement',
-      );
-    }
-  }
-  return acks;
 }
 
 /**

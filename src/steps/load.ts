@@ -5,17 +5,21 @@
  * between the commit and the state file can neither skip nor repeat a delta; the state file only
  * mirrors it.
  */
-import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
 import { openTarget } from '../db/index.js';
 import type { ColumnInfo, TargetTransaction, TargetWriter, WireRow } from '../db/types.js';
-import { ConfigError, DeltaError, HookError, UnavailableError } from '../errors.js';
-import { listManifests } from '../format/delta-dir.js';
+import { ConfigError, DeltaError, DeltasyncError, HookError } from '../errors.js';
 import { compareLogIds } from '../format/logid.js';
-import { partsOf, readManifest, type Manifest, type ManifestTable } from '../format/manifest.js';
-import { readPart } from '../format/part-codec.js';
+import {
+  partsOf,
+  type Manifest,
+  type ManifestPart,
+  type ManifestTable,
+} from '../format/manifest.js';
+import { readPartFrom } from '../format/part-codec.js';
 import { readState, writeState } from '../format/state.js';
 import { logSummary, type Logger } from '../log.js';
+import { openStore, readManifestIn, type DeltaStore } from '../store/index.js';
+import { publishAck, replicaName } from './ack.js';
 import { faultPoint } from '../faults.js';
 import { runAfterLoad } from './hook.js';
 import { elapsedSeconds, withStepLock, type StepContext } from './common.js';
@@ -36,18 +40,27 @@ interface TablePlan {
   columns: ColumnInfo[];
 }
 
-/** Cheap checks before a transaction is opened: every part is there with the size it should have. */
-async function checkPartsPresent(inbox: string, file: string, manifest: Manifest): Promise<void> {
-  for (const part of partsOf(manifest)) {
-    const s = await stat(join(inbox, part.file)).catch(() => null);
+/**
+ * Cheap checks before a transaction is opened: every part is there with the size it should have.
+ * Stats run in parallel: on a remote store each is a round trip.
+ */
+async function checkPartsPresent(
+  inbox: DeltaStore,
+  file: string,
+  manifest: Manifest,
+): Promise<void> {
+  const parts = partsOf(manifest);
+  const sizes = await Promise.all(parts.map((p) => inbox.stat(p.file)));
+  for (const [i, part] of parts.entries()) {
+    const s = sizes[i];
     if (!s)
       throw new DeltaError(`${file}: part ${part.file} is missing`, {
         file: part.file,
         hint: 'run copy again, or copy the file by hand',
       });
-    if (s.size !== part.bytes) {
+    if (s.bytes !== part.bytes) {
       throw new DeltaError(
-        `${file}: part ${part.file} is ${s.size} bytes, the manifest says ${part.bytes} (truncated or altered)`,
+        `${file}: part ${part.file} is ${s.bytes} bytes, the manifest says ${part.bytes} (truncated or altered)`,
         {
           file: part.file,
           hint: 'copy the delta again from the source outbox',
@@ -114,13 +127,22 @@ async function* project(
   for await (const row of rows) yield keep.map((i) => row[i]!);
 }
 
+/** A part's rows streamed from the store, its size and checksums verified as they pass. */
+async function* readPartIn(
+  inbox: DeltaStore,
+  part: ManifestPart,
+  manifest: Manifest,
+  width: number,
+): AsyncGenerator<WireRow> {
+  yield* readPartFrom(await inbox.read(part.file), part, manifest.compression, width);
+}
+
 async function* readTable(
-  inbox: string,
+  inbox: DeltaStore,
   manifest: Manifest,
   table: ManifestTable,
 ): AsyncGenerator<WireRow> {
-  for (const part of table.parts)
-    yield* readPart(inbox, part, manifest.compression, table.columns.length);
+  for (const part of table.parts) yield* readPartIn(inbox, part, manifest, table.columns.length);
 }
 
 /**
@@ -130,7 +152,7 @@ async function* readTable(
  */
 async function applyDelta(
   tx: TargetTransaction,
-  inbox: string,
+  inbox: DeltaStore,
   manifest: Manifest,
   plans: TablePlan[],
 ): Promise<Record<string, { rows: number; deletes: number }>> {
@@ -155,8 +177,7 @@ async function applyDelta(
     if (!deletes || deletes.parts.length === 0) continue;
     const key = plan.table.key.map((k) => plan.table.columns.find((c) => c.name === k)!);
     const keys = (async function* () {
-      for (const part of deletes.parts)
-        yield* readPart(inbox, part, manifest.compression, key.length);
+      for (const part of deletes.parts) yield* readPartIn(inbox, part, manifest, key.length);
     })();
     // Every delete row is read (and so checked) even though only the count matters here.
     await tx.deleteRows({ table: plan.table.name, key, rows: keys });
@@ -166,19 +187,30 @@ async function applyDelta(
 }
 
 async function loadOnce(ctx: StepContext): Promise<LoadResult> {
-  const { config, log } = ctx;
   const started = process.hrtime.bigint();
-  const inbox = config.inbox!;
-  const inboxStat = await stat(inbox).catch(() => null);
-  if (!inboxStat?.isDirectory()) {
-    throw new UnavailableError(`inbox ${inbox} is not a directory`, {
-      hint: 'check that the disk is mounted and copy has run',
+  const inbox = await openStore(ctx.config.inbox!);
+  try {
+    await inbox.check().catch((err) => {
+      if (err instanceof DeltasyncError) err.message = `inbox ${err.message}`;
+      throw err;
     });
+    return await loadFrom(ctx, inbox, started);
+  } finally {
+    await inbox.close().catch(() => undefined);
   }
+}
+
+/**
+ * Loads what `inbox` holds past the applied logId, then acknowledges the applied logId there.
+ * After a failure the acknowledgement is still published when this run applied something.
+ */
+async function loadFrom(ctx: StepContext, inbox: DeltaStore, started: bigint): Promise<LoadResult> {
+  const { config, log } = ctx;
   const state = await readState(config.stateDir, config.name, 'load');
   const target = await openTarget(config.target!);
   const result: LoadResult = { applied: [], fromLogId: '0', toLogId: '0', rows: 0, bytes: 0 };
   const tables = new Set<string>();
+  const hookFailures: string[] = [];
   try {
     await target.prepare();
     let applied = (await target.appliedLogId(config.name)) ?? '0';
@@ -196,12 +228,11 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
     }
     result.fromLogId = result.toLogId = applied;
     const memo: RunMemo = { columns: new Map(), warned: new Set() };
-    const hookFailures: string[] = [];
     const signingKeys = config.signingKey
       ? [config.signingKey, ...(config.previousSigningKeys ?? [])]
       : undefined;
-    for (const entry of await listManifests(inbox, applied)) {
-      const manifest = await readManifest(entry.path, { job: config.name, signingKeys });
+    for (const entry of await inbox.listManifests(applied)) {
+      const manifest = await readManifestIn(inbox, entry.file, { job: config.name, signingKeys });
       if (manifest.fromLogId !== applied) {
         const gap = compareLogIds(manifest.fromLogId, applied) > 0;
         throw new DeltaError(
@@ -267,11 +298,13 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
       result.bytes += partsOf(manifest).reduce((n, p) => n + p.bytes, 0);
       log.debug({ delta: entry.file, rows }, 'delta applied');
     }
-    if (hookFailures.length > 0) {
-      throw new HookError(`after-load hook failed for ${hookFailures.join('; ')}`, {
-        hint: 'the deltas are committed; fix the hook and run it by hand if needed',
-      });
+  } catch (err) {
+    if (result.applied.length > 0) {
+      await publishAck(inbox, config.name, replicaName(config), result.toLogId).catch((ackErr) =>
+        log.warn({ err: (ackErr as Error).message }, 'acknowledgement not published'),
+      );
     }
+    throw err;
   } finally {
     await target.close();
     logSummary(log, {
@@ -282,6 +315,12 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
       rows: result.rows,
       bytes: result.bytes,
       seconds: elapsedSeconds(started),
+    });
+  }
+  await publishAck(inbox, config.name, replicaName(config), result.toLogId);
+  if (hookFailures.length > 0) {
+    throw new HookError(`after-load hook failed for ${hookFailures.join('; ')}`, {
+      hint: 'the deltas are committed; fix the hook and run it by hand if needed',
     });
   }
   return result;

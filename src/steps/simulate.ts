@@ -3,17 +3,12 @@
  * can be rehearsed (transport, permissions, replica schema) before go-live. It advances the
  * extract state like a real extract, and so takes the extract lock.
  */
-import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { ColumnInfo, LogicalType, WireRow, WireValue } from '../db/types.js';
 import { DeltaWriter } from '../format/delta-writer.js';
 import { readState, writeState } from '../format/state.js';
 import type { TableConfig } from '../config/schema.js';
 import { logSummary } from '../log.js';
-import { readManifest, partsOf } from '../format/manifest.js';
-import { openStore, parseStoreSpec, type DeltaStore } from '../store/index.js';
+import { openOutbox, recoverOutbox, type Outbox } from './outbox.js';
 import { elapsedSeconds, fileError, withStepLock, type StepContext } from './common.js';
 
 export interface SimulateOptions {
@@ -81,58 +76,35 @@ async function* syntheticRows(
   }
 }
 
-/**
- * Publishes a delta written in a local staging directory to a remote store: parts first, the
- * manifest last, each create-only.
- */
-async function publishStaged(staging: string, manifestFile: string, store: DeltaStore) {
-  const manifest = await readManifest(join(staging, manifestFile));
-  for (const part of partsOf(manifest)) {
-    await store.publish(part.file, createReadStream(join(staging, part.file)), {
-      expect: { bytes: part.bytes, xxhash64: part.xxhash64 },
-    });
-  }
-  await store.publish(manifestFile, createReadStream(join(staging, manifestFile)));
-}
-
 async function simulateOnce(ctx: StepContext, options: SimulateOptions): Promise<string[]> {
-  const { config } = ctx;
   const started = process.hrtime.bigint();
-  const spec = parseStoreSpec(config.outbox!);
   // A directory outbox is written in place, as extract does; a remote one through a local
   // staging directory, each delta published to the store once it is complete.
-  const remote = spec.kind === 'dir' ? undefined : await openStore(spec);
-  const outbox =
-    spec.kind === 'dir' ? spec.dir : await mkdtemp(join(tmpdir(), 'deltasync-simulate-'));
+  const outbox = await openOutbox(ctx.config);
   try {
-    return await simulateInto(ctx, options, outbox, remote, started);
+    return await simulateInto(ctx, options, outbox, started);
   } finally {
-    if (remote) {
-      await remote.close();
-      await rm(outbox, { recursive: true, force: true });
-    }
+    await outbox.close();
   }
 }
 
 async function simulateInto(
   ctx: StepContext,
   options: SimulateOptions,
-  outbox: string,
-  remote: DeltaStore | undefined,
+  outbox: Outbox,
   started: bigint,
 ): Promise<string[]> {
   const { config, log } = ctx;
-  await mkdir(outbox, { recursive: true }).catch((err) => {
-    throw fileError(err, `cannot create outbox ${outbox}`);
-  });
-  let last = (await readState(config.stateDir, config.name, 'extract')).logId;
+  // Like extract: adopt what an interrupted run published, remove what it left.
+  const state = await readState(config.stateDir, config.name, 'extract');
+  let last = (await recoverOutbox(config, log, outbox, state)).logId;
   const written: string[] = [];
   let rows = 0;
   for (let i = 0; i < options.count; i++) {
     const from = BigInt(last);
     const to = (from + LOGID_STEP).toString();
     const writer = new DeltaWriter({
-      dir: outbox,
+      dir: outbox.dir,
       job: config.name,
       fromLogId: last,
       toLogId: to,
@@ -155,7 +127,7 @@ async function simulateInto(
         ).rows;
       }
       const { file } = await writer.finish();
-      if (remote) await publishStaged(outbox, file, remote);
+      await outbox.publish(file);
       await writeState(config.stateDir, {
         job: config.name,
         step: 'extract',
@@ -167,7 +139,7 @@ async function simulateInto(
       last = to;
     } catch (err) {
       await writer.abort();
-      throw fileError(err, `cannot write a simulated delta into ${remote?.where ?? outbox}`);
+      throw fileError(err, `cannot write a simulated delta into ${outbox.store.where}`);
     }
   }
   logSummary(log, {

@@ -10,7 +10,6 @@
  * delta the state does not know, which the next run adopts (with the cursors the manifest
  * carries) instead of extracting it again.
  */
-import { mkdir } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TableConfig } from '../../config/schema.js';
 import { openSource } from '../../db/index.js';
@@ -31,6 +30,7 @@ import {
   type CaptureOutcome,
   type TableCapture,
 } from './modes.js';
+import { openOutbox, type Outbox } from '../outbox.js';
 import { recoverOutbox } from './recover.js';
 import { Shaper } from './shape.js';
 import { pruneSnapshots } from './snapshot.js';
@@ -95,6 +95,7 @@ async function extractDelta(
   source: SourceReader,
   plans: TableCapture[],
   state: StepState,
+  outbox: Outbox,
 ): Promise<DeltaOutcome> {
   const { config, log } = ctx;
   const { capture, delta } = config;
@@ -175,7 +176,7 @@ async function extractDelta(
   if (changelogMoves) toLogId = maxLogId(toLogId, clHigh!);
 
   const writer = new DeltaWriter({
-    dir: config.outbox!,
+    dir: outbox.dir,
     job: config.name,
     fromLogId: last,
     toLogId,
@@ -278,6 +279,7 @@ async function extractDelta(
     }
     await faultPoint('extract:before-manifest');
     const { manifest, file } = await writer.finish({ cursors });
+    await outbox.publish(file);
     const next: StepState = {
       job: config.name,
       step: 'extract',
@@ -306,7 +308,7 @@ async function extractDelta(
   } catch (err) {
     // Removes the parts published so far and the one being written, temporary files included.
     await writer.abort();
-    throw fileError(err, `cannot write delta ${toLogId} into ${config.outbox}`);
+    throw fileError(err, `cannot write delta ${toLogId} into ${outbox.store.where}`);
   }
 }
 
@@ -328,14 +330,24 @@ export function minusSeconds(wire: string, seconds: number): string {
 }
 
 async function extractRun(ctx: StepContext): Promise<ExtractResult> {
-  const { config, log } = ctx;
+  const { config } = ctx;
   const started = process.hrtime.bigint();
-  const outbox = config.outbox!;
-  await mkdir(outbox, { recursive: true }).catch((err) => {
-    throw fileError(err, `cannot create outbox ${outbox}`);
-  });
+  const outbox = await openOutbox(config);
+  try {
+    return await extractInto(ctx, outbox, started);
+  } finally {
+    await outbox.close();
+  }
+}
+
+async function extractInto(
+  ctx: StepContext,
+  outbox: Outbox,
+  started: bigint,
+): Promise<ExtractResult> {
+  const { config, log } = ctx;
   let state = await readState(config.stateDir, config.name, 'extract');
-  state = await recoverOutbox(ctx, state);
+  state = await recoverOutbox(ctx, state, outbox);
   const fromLogId = state.logId;
   const result: ExtractResult = {
     deltas: [],
@@ -350,7 +362,7 @@ async function extractRun(ctx: StepContext): Promise<ExtractResult> {
   try {
     const plans = await planTables(source, ctx);
     for (;;) {
-      const outcome = await extractDelta(ctx, source, plans, state);
+      const outcome = await extractDelta(ctx, source, plans, state, outbox);
       state = outcome.state;
       if (!outcome.file) break;
       result.deltas.push(outcome.file);
