@@ -2,15 +2,18 @@
  * copy killed with SIGKILL while it pushes to an SFTP and an S3 destination: at each copy fault
  * point, and mid-transfer of a large part (the kill lands while the temporary file or multipart
  * upload is there). Each time nothing partial is visible as a delta, the next run completes, and
- * the leftovers are gone.
+ * the leftovers are gone. Then load killed mid-transfer while it pulls a delta from SFTP and
+ * from S3 into PostgreSQL: nothing is applied or acknowledged, and the next run completes.
  */
 import { spawn } from 'node:child_process';
 import { createReadStream, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { digestOf } from '../../src/store/common.js';
 import { openStore, type DeltaStore } from '../../src/store/index.js';
-import { ROOT, runBin, sqliteJob, type SqliteJob } from '../helpers/cli.js';
+import { ROOT, runBin, sqliteJob, summaryOf, type SqliteJob } from '../helpers/cli.js';
+import { pgServer } from '../helpers/databases.js';
 import {
   ensureTestBucket,
   freshSftpDir,
@@ -22,6 +25,8 @@ import {
 } from '../helpers/stores.js';
 
 const sftp = sftpServer();
+const pgs = await pgServer();
+afterAll(() => pgs.cleanup());
 const s3 = s3Server();
 const env = s3 ? s3Env(s3) : {};
 if (s3) Object.assign(process.env, env);
@@ -148,3 +153,85 @@ describe.skipIf(!sftp || !s3)('copy SIGKILLed while pushing to SFTP and S3', () 
     }
   });
 });
+
+/** Rows of the load test: enough that three parts of 50,000 take a while to stream. */
+const LOAD_ROWS = 150_000;
+const LOAD_PART_ROWS = 50_000;
+
+describe.skipIf(!sftp || !s3 || !pgs.available)(
+  'load SIGKILLed while it pulls from SFTP and S3 into PostgreSQL',
+  () => {
+    it.each(['ssh', 'bucket'])(
+      'from %s: killed while a part streams, nothing applied or acknowledged; the next run completes',
+      async (name) => {
+        const { destinations, stores } = await remoteStores(`load${name}`);
+        const dest = destinations.find((d) => d.name === name)!;
+        const store = stores[destinations.indexOf(dest)]!;
+        const url = await pgs.fresh(`loadcrash_${name}`);
+        const db = new pg.Client({ connectionString: url });
+        await db.connect();
+        try {
+          await db.query(
+            'CREATE TABLE items (id bigint PRIMARY KEY, name text, qty bigint, log_id bigint NOT NULL)',
+          );
+          const { name: _n, ...spec } = dest;
+          job = sqliteJob({
+            destinations: [dest],
+            inbox: spec,
+            target: { client: 'pg', connection: url },
+            delta: { maxRowsPerPart: LOAD_PART_ROWS, compression: 'none' },
+          });
+          job.sourceExec(
+            `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ${LOAD_ROWS})
+             INSERT INTO items SELECT i, hex(randomblob(60)), i, i + 10 FROM n`,
+          );
+          expect(runBin('deltasync-extract', ['-c', job.config]).code).toBe(0);
+          expect(runBin('deltasync-copy', ['-c', job.config], env).code).toBe(0);
+
+          const child = spawn(
+            process.execPath,
+            [join(ROOT, 'bin', 'deltasync-load'), '-c', job.config],
+            { env: { ...process.env, ...env }, stdio: 'ignore' },
+          );
+          const exited = new Promise((r) => child.once('exit', r));
+          try {
+            // Wait until the rows of the first part are streaming into COPY: the rest of the
+            // delta is still to be read from the store when the kill lands.
+            for (;;) {
+              if (child.exitCode !== null)
+                throw new Error('load finished before it could be killed');
+              const { rows } = await db.query<{ n: string }>(
+                `SELECT tuples_processed::text AS n FROM pg_stat_progress_copy
+                 WHERE datid = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+              );
+              const n = Number(rows[0]?.n ?? 0);
+              if (n > 0 && n < LOAD_PART_ROWS) break;
+              await new Promise((r) => setTimeout(r, 10));
+            }
+          } finally {
+            child.kill('SIGKILL');
+            await exited;
+          }
+          const count = async () =>
+            Number(
+              (await db.query<{ n: string }>('SELECT count(*)::text AS n FROM items')).rows[0]!.n,
+            );
+          expect(await count(), 'rows applied by the killed load').toBe(0);
+          expect(await store.list('t.'), 'acknowledgements').toEqual([]);
+
+          const done = runBin('deltasync-load', ['-c', job.config], env);
+          expect(done.stderr).toBe('');
+          expect(done.code).toBe(0);
+          expect(summaryOf(done.stdout)).toMatchObject({ deltas: 1, rows: LOAD_ROWS });
+          expect(await count()).toBe(LOAD_ROWS);
+          expect(await store.list('t.')).toEqual(['t.default.ack.json']);
+          job.cleanup();
+          job = undefined;
+        } finally {
+          await db.end();
+          await Promise.all(stores.map((s) => s.close()));
+        }
+      },
+    );
+  },
+);
