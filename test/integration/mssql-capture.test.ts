@@ -297,9 +297,14 @@ describe.skipIf(!server.available)(
         try {
           await new sql.Request(open).query('INSERT INTO dbo.ident (v) VALUES (2)'); // takes id 2
           await exec('INSERT INTO dbo.ident (v) VALUES (3)'); // takes id 3, commits first
-          const started = Date.now();
           expect(await mark()).toBeNull(); // waited for the writer, then gave up
-          expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+          // ... because the writer is still open: its transaction is still active on the server.
+          const [still] = (
+            await new sql.Request(open).query(
+              'SELECT COUNT(*) AS n FROM sys.dm_tran_active_transactions WHERE transaction_id = CURRENT_TRANSACTION_ID()',
+            )
+          ).recordset as { n: number }[];
+          expect(still!.n).toBe(1);
         } finally {
           await open.commit();
         }
