@@ -64,9 +64,21 @@ const tableSchema = z.object({
   base: z.boolean().optional(),
 });
 
-/** Where extract stood after a delta, per table: a logId, or a timestamp-mode cursor. */
+/**
+ * A change log's capture position as its engine made it (`pg:<snapshot>…`, see
+ * src/db/pg/window.ts): opaque to every step, printable ASCII after an engine prefix.
+ */
+const enginePosition = z
+  .string()
+  .regex(/^[a-z][a-z0-9]*:[!-~]+$/, 'must be a logId or an engine position');
+
+/**
+ * Where extract stood after a delta, per table: a logId, a timestamp-mode cursor, or (for a
+ * change log, under `changelog:<table>`) an engine's capture position.
+ */
 const cursorSchema = z.union([
   logIdString,
+  enginePosition,
   z.object({
     ts: z.union([z.string(), z.number(), z.boolean(), z.null()]),
     key: z.array(z.union([z.string(), z.number(), z.boolean(), z.null()])),

@@ -4,6 +4,7 @@
  * databases with (sa in the usual container), which also has VIEW SERVER STATE; otherwise the
  * suite is reported as skipped, with the reason in its name.
  */
+import type { HighWaterSource } from '../../src/db/window.js';
 import sql from 'mssql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openSource, openTarget } from '../../src/db/index.js';
@@ -39,7 +40,7 @@ describe.skipIf(!server.available)(
     : `SQL Server capture modes (${server.reason ?? 'skipped'})`,
   () => {
     let admin: sql.ConnectionPool;
-    let source: SourceReader;
+    let source: SourceReader & HighWaterSource;
     let target: TargetWriter;
     const exec = (text: string) => admin.request().batch(text);
     const count = async (text: string) =>
@@ -51,7 +52,8 @@ describe.skipIf(!server.available)(
       // Readers see the last committed version instead of waiting on an open writer, which is
       // what lets the late-commit tests hold a transaction open while extract reads.
       await exec(`ALTER DATABASE CURRENT SET READ_COMMITTED_SNAPSHOT ON WITH ROLLBACK IMMEDIATE`);
-      source = await openSource({ client: 'mssql', connection: url });
+      source = (await openSource({ client: 'mssql', connection: url })) as SourceReader &
+        HighWaterSource;
       target = await openTarget({ client: 'mssql', connection: url });
     });
 
@@ -91,7 +93,7 @@ describe.skipIf(!server.available)(
           region varchar(20) COLLATE SQL_Latin1_General_CP1_CI_AS NOT NULL,
           day datetime NOT NULL, qty int NULL, PRIMARY KEY (region, day))`);
         const keyColumns = (await source.columns('stock')).filter((c) => key.includes(c.name));
-        const ddl = source.captureDdl!({
+        const ddl = await source.captureDdl!({
           changelog: 'deltasync_changelog',
           tables: [{ table: 'stock', key: keyColumns }],
         });
@@ -166,7 +168,7 @@ describe.skipIf(!server.available)(
 
       it('remove leaves no trigger and no change log', async () => {
         const keyColumns = (await source.columns('stock')).filter((c) => key.includes(c.name));
-        const ddl = source.captureDdl!({
+        const ddl = await source.captureDdl!({
           changelog: 'deltasync_changelog',
           tables: [{ table: 'stock', key: keyColumns }],
         });

@@ -89,7 +89,7 @@ describe.skipIf(!server.available)('MySQL/MariaDB capture members', () => {
       await exec('CREATE TABLE simple (id BIGINT UNSIGNED PRIMARY KEY, v INT) ENGINE=InnoDB');
       source = await MysqlSource.open(config());
       const itemColumns = await source.columns('items');
-      const ddl = source.captureDdl({
+      const ddl = await source.captureDdl({
         changelog,
         tables: [
           { table: 'items', key: key.map((k) => itemColumns.find((c) => c.name === k)!) },
@@ -499,7 +499,7 @@ describe.skipIf(!server.available)('MySQL/MariaDB capture members', () => {
           expect(warnings).toHaveLength(1);
           expect(warnings[0]).toMatch(/PROCESS/);
           // Nor may this user install triggers: a ConfigError says what to grant.
-          const ddl = limited.captureDdl({
+          const ddl = await limited.captureDdl({
             changelog: 'cl',
             tables: [{ table: 'orders', key: columns.slice(0, 1) }],
           });

@@ -9,6 +9,7 @@
  */
 import { ConfigError } from '../../errors.js';
 import { CHANGELOG_LOGID_COLUMN } from '../types.js';
+import { changelogWindowByHighWater, logIdWindowByHighWater } from '../window.js';
 import type {
   CaptureDdl,
   CaptureRequest,
@@ -16,7 +17,11 @@ import type {
   ChangelogRow,
   ColumnInfo,
   DbConfig,
+  ChangelogWindow,
+  ChangelogWindowRequest,
   HighWaterRequest,
+  LogIdWindow,
+  LogIdWindowRequest,
   NthLogIdRequest,
   ReadAllRequest,
   ReadChangesRequest,
@@ -194,6 +199,22 @@ export class MssqlSource implements SourceReader {
     );
   }
 
+  // TEMP until capture-mysql: the high-water windows of before exact capture, unchanged.
+  async beginSnapshot(): Promise<void> {}
+
+  // TEMP until capture-mysql
+  logIdWindow(request: LogIdWindowRequest): Promise<LogIdWindow> {
+    return logIdWindowByHighWater(this, request);
+  }
+
+  // TEMP until capture-mysql
+  changelogWindow(request: ChangelogWindowRequest): Promise<ChangelogWindow> {
+    return changelogWindowByHighWater(this, request);
+  }
+
+  // TEMP until capture-mysql: no check yet.
+  async checkCapture(): Promise<void> {}
+
   async stableHighWater(request: HighWaterRequest): Promise<string | null> {
     const columns = [];
     for (const t of request.tables) {
@@ -316,7 +337,8 @@ export class MssqlSource implements SourceReader {
     return serverTimeWire(type, row!.now);
   }
 
-  captureDdl(request: CaptureRequest): CaptureDdl {
+  // TEMP until capture-mysql: async now, same DDL.
+  async captureDdl(request: CaptureRequest): Promise<CaptureDdl> {
     return captureDdl(request, this.conn.schema);
   }
 

@@ -16,7 +16,11 @@ import type {
   CaptureRequest,
   ChangelogRequest,
   ChangelogRow,
+  ChangelogWindow,
+  ChangelogWindowRequest,
   ColumnInfo,
+  LogIdWindow,
+  LogIdWindowRequest,
   NthLogIdRequest,
   ReadAllRequest,
   ReadChangesRequest,
@@ -26,6 +30,7 @@ import type {
   WireValue,
 } from '../types.js';
 import { ConfigError } from '../../errors.js';
+import { changelogWindowByHighWater, logIdWindowByHighWater } from '../window.js';
 import { captureDdl, changelogSql, keyConverter, type CaptureContext } from './capture.js';
 import { closeSession, openSession, run, splitTable, type Session } from './connection.js';
 import { stableHighWater, type HighWaterState } from './high-water.js';
@@ -119,6 +124,22 @@ export class MysqlSource implements SourceReader {
     const max = rows[0]?.m;
     return max === null || max === undefined ? null : String(max);
   }
+
+  // TEMP until capture-mysql: the high-water windows of before exact capture, unchanged.
+  async beginSnapshot(): Promise<void> {}
+
+  // TEMP until capture-mysql
+  logIdWindow(request: LogIdWindowRequest): Promise<LogIdWindow> {
+    return logIdWindowByHighWater(this, request);
+  }
+
+  // TEMP until capture-mysql
+  changelogWindow(request: ChangelogWindowRequest): Promise<ChangelogWindow> {
+    return changelogWindowByHighWater(this, request);
+  }
+
+  // TEMP until capture-mysql: no check yet.
+  async checkCapture(): Promise<void> {}
 
   async stableHighWater(request: HighWaterRequest): Promise<string | null> {
     if (request.tables.length === 0) return null;
@@ -254,7 +275,8 @@ export class MysqlSource implements SourceReader {
     return type === 'timestamptz' ? `${now.replace(' ', 'T')}Z` : now;
   }
 
-  captureDdl(request: CaptureRequest): CaptureDdl {
+  // TEMP until capture-mysql: async now, same DDL.
+  async captureDdl(request: CaptureRequest): Promise<CaptureDdl> {
     return captureDdl(request, this.context);
   }
 
