@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { ConfigError } from '../../src/errors.js';
 import {
   advanceGaps,
   formatGapCursor,
@@ -17,8 +18,27 @@ describe('MariaDB change-log gap cursors', () => {
     expect(formatGapCursor({ high: '120', gaps: [] })).toBe('120');
     const c: GapCursor = { high: '9', gaps: [{ ids: [['4', '5']], watch: ['77'] }] };
     expect(parseGapCursor(formatGapCursor(c))).toEqual(c);
-    expect(() => parseGapCursor('{"high":"x","gaps":[]}')).toThrow(/not a change-log cursor/);
-    expect(() => parseGapCursor('nope')).toThrow(/not a change-log cursor/);
+    expect(formatGapCursor(c)).toBe('mysql:9;4-5@77');
+    const all: GapCursor = {
+      high: '20',
+      gaps: [
+        {
+          ids: [
+            ['3', '3'],
+            ['6', '8'],
+          ],
+          watch: ['1', '2'],
+        },
+        { ids: [['10', '10']], watch: [] },
+        { ids: [['12', '12']], watch: null },
+      ],
+    };
+    expect(formatGapCursor(all)).toBe('mysql:20;3,6-8@1.2;10@;12@?');
+    expect(parseGapCursor(formatGapCursor(all))).toEqual(all);
+    expect(formatGapCursor(all)).toMatch(/^[a-z][a-z0-9]*:[!-~]+$/); // what manifests accept
+    for (const bad of ['mysql:x', 'pg:1:2:', 'mysql:9;4-5', 'mysql:9;4-@1', 'nope']) {
+      expect(() => parseGapCursor(bad), bad).toThrow(ConfigError);
+    }
   });
 
   it('removes ids from ranges', () => {

@@ -28,8 +28,9 @@
  *
  * A cursor is written as a plain log_id when no gap is open (the form cursors had before gap
  * tracking, which keeps working: ids at or below it were shipped by the old waiting mark), and
- * otherwise as JSON `{"high":"120","gaps":[{"ids":[["101","101"],["105","107"]],"watch":["4411"]}]}`.
+ * otherwise as `mysql:120;101,105-107@4411.4412` (see parseGapCursor).
  */
+import { ConfigError } from '../../errors.js';
 
 /** An inclusive range of log_ids, as decimal strings. */
 export type IdRange = [string, string];
@@ -56,40 +57,48 @@ export const MAX_OPEN_GAPS = 10_000;
 
 const DECIMAL = /^\d+$/;
 
-/** Reads a cursor: a plain log_id (also the old form), or the JSON form with gaps. */
+/** The engine's prefix of a position with gaps (the manifest wants `<engine>:<printable>`). */
+const PREFIX = 'mysql:';
+
+/**
+ * Reads a cursor: a plain log_id (also the old form), or
+ * `mysql:<high>;<ranges>@<watchers>;…`, where `<ranges>` is `a` or `a-b` joined by commas, and
+ * `<watchers>` are trx_ids joined by dots, empty when all have ended, `?` when unknown.
+ */
 export function parseGapCursor(text: string): GapCursor {
   if (DECIMAL.test(text)) return { high: text, gaps: [] };
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    throw new Error(`not a change-log cursor: '${text.slice(0, 80)}'`);
-  }
-  const c = parsed as GapCursor;
-  const ok =
-    typeof c === 'object' &&
-    c !== null &&
-    typeof c.high === 'string' &&
-    DECIMAL.test(c.high) &&
-    Array.isArray(c.gaps) &&
-    c.gaps.every(
-      (g) =>
-        Array.isArray(g.ids) &&
-        g.ids.every(
-          (r) => Array.isArray(r) && r.length === 2 && r.every((v) => DECIMAL.test(String(v))),
-        ) &&
-        (g.watch === null ||
-          (Array.isArray(g.watch) && g.watch.every((w) => DECIMAL.test(String(w))))),
+  const bad = () =>
+    new ConfigError(
+      `the change-log cursor '${text.slice(0, 80)}' was not written by the MariaDB/MySQL reader`,
+      {
+        hint: 'restore the extract state file, or set the changelog cursor to a plain log_id already shipped (at worst a harmless re-ship)',
+      },
     );
-  if (!ok) throw new Error(`not a change-log cursor: '${text.slice(0, 80)}'`);
-  return c;
+  if (!text.startsWith(PREFIX)) throw bad();
+  const [high, ...groups] = text.slice(PREFIX.length).split(';');
+  if (high === undefined || !DECIMAL.test(high)) throw bad();
+  const gaps = groups.map((g): GapGroup => {
+    const m = /^([\d,-]+)@(\?|[\d.]*)$/.exec(g);
+    if (!m) throw bad();
+    const ids = m[1]!.split(',').map((r): IdRange => {
+      const [a, b = a] = r.split('-');
+      if (!a || !DECIMAL.test(a) || !DECIMAL.test(b!)) throw bad();
+      return [a, b!];
+    });
+    const watch = m[2] === '?' ? null : m[2] === '' ? [] : m[2]!.split('.');
+    if (watch && !watch.every((w) => DECIMAL.test(w))) throw bad();
+    return { ids, watch };
+  });
+  return { high, gaps };
 }
 
 /** Writes a cursor: the plain log_id when no gap is open. */
 export function formatGapCursor(cursor: GapCursor): string {
   const gaps = cursor.gaps.filter((g) => g.ids.length > 0);
   if (gaps.length === 0) return cursor.high;
-  return JSON.stringify({ high: cursor.high, gaps });
+  const group = (g: GapGroup) =>
+    `${g.ids.map(([a, b]) => (a === b ? a : `${a}-${b}`)).join(',')}@${g.watch === null ? '?' : g.watch.join('.')}`;
+  return `${PREFIX}${cursor.high};${gaps.map(group).join(';')}`;
 }
 
 /** How many ids the ranges hold. */

@@ -1,0 +1,65 @@
+import { describe, expect, it } from 'vitest';
+import {
+  formatPosition,
+  nextPosition,
+  parsePosition,
+  rowversionLiteral,
+  visibleAboveQuery,
+  windowCondition,
+} from '../../src/db/mssql/window.js';
+import { tableName } from '../../src/db/mssql/sql.js';
+import { ConfigError } from '../../src/errors.js';
+import type { MssqlColumn } from '../../src/db/mssql/types.js';
+
+const LOG_ID = { name: 'log_id', baseType: 'rowversion' } as MssqlColumn;
+
+describe('SQL Server change-log positions', () => {
+  it('reads and writes plain marks (the old cursors) and marks with extra rows', () => {
+    expect(parsePosition('1200')).toEqual({ stable: '1200', extra: [] });
+    expect(formatPosition({ stable: '1200', extra: [] })).toBe('1200');
+    const p = { stable: '1200', extra: ['1205', '1300'] };
+    expect(parsePosition(formatPosition(p))).toEqual(p);
+    expect(() => parsePosition('{"high":"1","gaps":[]}')).toThrow(ConfigError);
+  });
+
+  it('compares rowversions as binary(8) literals, which use the index', () => {
+    expect(rowversionLiteral('255')).toBe('0x00000000000000ff');
+    expect(() => rowversionLiteral('1; DROP TABLE x')).toThrow(ConfigError);
+  });
+
+  it('reads the rows of one position and not of the one before', () => {
+    expect(
+      windowCondition(
+        'log_id',
+        { stable: '16', extra: ['20'] },
+        { stable: '32', extra: ['40', '41'] },
+      ),
+    ).toBe(
+      'log_id > 0x0000000000000010 AND NOT log_id IN (0x0000000000000014)' +
+        ' AND (log_id <= 0x0000000000000020 OR log_id IN (0x0000000000000028, 0x0000000000000029))',
+    );
+    expect(windowCondition('log_id', { stable: '1', extra: [] }, { stable: '2', extra: [] })).toBe(
+      'log_id > 0x0000000000000001 AND log_id <= 0x0000000000000002',
+    );
+  });
+
+  it('lists what the snapshot shows above the mark and the previous position', () => {
+    const log = tableName('deltasync_changelog', 'dbo');
+    expect(visibleAboveQuery(log, LOG_ID, { stable: '10', extra: ['12'] }, '11').text).toBe(
+      'SELECT CONVERT(varchar(20), CONVERT(bigint, [log_id])) AS id FROM [dbo].[deltasync_changelog]' +
+        ' WHERE [log_id] > 0x000000000000000b AND NOT [log_id] IN (0x000000000000000c) ORDER BY [log_id]',
+    );
+  });
+
+  it('moves the mark, keeps the extras above it, forgets those below', () => {
+    expect(nextPosition({ stable: '10', extra: ['12', '15'] }, '13', ['14', '20'])).toEqual({
+      stable: '13',
+      extra: ['14', '15', '20'],
+    });
+    // A mark held down by a long transaction never moves back.
+    expect(nextPosition({ stable: '10', extra: [] }, '8', ['11'])).toEqual({
+      stable: '10',
+      extra: ['11'],
+    });
+  });
+});
