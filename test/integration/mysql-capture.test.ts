@@ -9,6 +9,7 @@ import mysql from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { changelogSql } from '../../src/db/mysql/capture.js';
 import { MysqlSource } from '../../src/db/mysql/source.js';
+import { positionWindowSql } from '../../src/db/mysql/sql.js';
 import { MysqlTarget } from '../../src/db/mysql/target.js';
 import type { ChangelogRow, ColumnInfo, DbConfig, WireRow } from '../../src/db/types.js';
 import { ConfigError } from '../../src/errors.js';
@@ -192,8 +193,7 @@ describe.skipIf(!server.available)('MySQL/MariaDB capture members', () => {
           { name: 'id', dataType: 'bigint', columnType: 'bigint(20) unsigned', jsonChecked: false },
         ],
         selects: ['t.`id`', 't.`v`'],
-        after: '0',
-        upTo: m,
+        window: positionWindowSql({ high: '0', gaps: [] }, { high: m, gaps: [] }, changelog),
       });
       const plan = (await exec(`EXPLAIN ${sql}`)) as {
         table: string;
