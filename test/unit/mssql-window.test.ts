@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import {
   formatPosition,
+  maxInWindowQuery,
+  nthInWindowQuery,
+  SNAPSHOT_ALLOWED_SQL,
+  STABLE_ROWVERSION_SQL,
   nextPosition,
   parsePosition,
   rowversionLiteral,
@@ -61,5 +65,31 @@ describe('SQL Server change-log positions', () => {
       stable: '10',
       extra: ['11'],
     });
+  });
+});
+
+describe('SQL Server change-log window cuts', () => {
+  const log = tableName('deltasync_changelog', 'dbo');
+  const after = { stable: '1', extra: [] };
+  const upTo = { stable: '2', extra: [] };
+
+  it('finds the n-th log row of a window, and its last', () => {
+    expect(nthInWindowQuery(log, '[log_id]', after, upTo, 3).text).toBe(
+      'SELECT CONVERT(varchar(20), CONVERT(bigint, [log_id])) AS id FROM [dbo].[deltasync_changelog]' +
+        ' WHERE [log_id] > 0x0000000000000001 AND [log_id] <= 0x0000000000000002' +
+        ' ORDER BY [log_id] OFFSET 2 ROWS FETCH NEXT 1 ROWS ONLY',
+    );
+    expect(() => nthInWindowQuery(log, '[log_id]', after, upTo, 0)).toThrow(ConfigError);
+    expect(maxInWindowQuery(log, '[log_id]', after, upTo).text).toBe(
+      'SELECT CONVERT(varchar(20), CONVERT(bigint, MAX([log_id]))) AS id FROM [dbo].[deltasync_changelog]' +
+        ' WHERE [log_id] > 0x0000000000000001 AND [log_id] <= 0x0000000000000002',
+    );
+  });
+
+  it('asks whether snapshot isolation is allowed, and reads the mark before the snapshot', () => {
+    expect(SNAPSHOT_ALLOWED_SQL).toContain('snapshot_isolation_state = 1');
+    expect(STABLE_ROWVERSION_SQL).toBe(
+      'SELECT CONVERT(varchar(20), CONVERT(bigint, MIN_ACTIVE_ROWVERSION()) - 1) AS stable',
+    );
   });
 });

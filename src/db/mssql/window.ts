@@ -133,3 +133,37 @@ export function nextPosition(
     .sort((a, b) => (BigInt(a) < BigInt(b) ? -1 : BigInt(a) > BigInt(b) ? 1 : 0));
   return { stable: s, extra };
 }
+
+/** The n-th log row (by log_id) in `upTo` and not in `after`: the row limit's cut. */
+export function nthInWindowQuery(
+  log: TableName,
+  col: string,
+  after: MssqlPosition,
+  upTo: MssqlPosition,
+  n: number,
+): Query {
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new ConfigError(`the row limit must be a positive integer, not ${n}`);
+  }
+  return {
+    text:
+      `SELECT CONVERT(varchar(20), CONVERT(bigint, ${col})) AS id FROM ${log.quoted}` +
+      ` WHERE ${windowCondition(col, after, upTo)} ORDER BY ${col} OFFSET ${n - 1} ROWS FETCH NEXT 1 ROWS ONLY`,
+    params: [],
+  };
+}
+
+/** The highest log row in `upTo` and not in `after` (`id` NULL when there is none). */
+export function maxInWindowQuery(
+  log: TableName,
+  col: string,
+  after: MssqlPosition,
+  upTo: MssqlPosition,
+): Query {
+  return {
+    text:
+      `SELECT CONVERT(varchar(20), CONVERT(bigint, MAX(${col}))) AS id FROM ${log.quoted}` +
+      ` WHERE ${windowCondition(col, after, upTo)}`,
+    params: [],
+  };
+}
