@@ -22,8 +22,12 @@ describe('SQL Server change-log positions', () => {
     expect(parsePosition('1200')).toEqual({ stable: '1200', extra: [] });
     expect(formatPosition({ stable: '1200', extra: [] })).toBe('1200');
     const p = { stable: '1200', extra: ['1205', '1300'] };
+    expect(formatPosition(p)).toBe('mssql:1200;1205,1300');
+    expect(formatPosition(p)).toMatch(/^[a-z][a-z0-9]*:[!-~]+$/); // what manifests accept
     expect(parsePosition(formatPosition(p))).toEqual(p);
-    expect(() => parsePosition('{"high":"1","gaps":[]}')).toThrow(ConfigError);
+    for (const bad of ['mysql:1;2@', 'mssql:1;', 'mssql:x;1', '{}']) {
+      expect(() => parsePosition(bad), bad).toThrow(ConfigError);
+    }
   });
 
   it('compares rowversions as binary(8) literals, which use the index', () => {

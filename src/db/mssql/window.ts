@@ -20,7 +20,7 @@
  * stays open for long, those committed since it began (it ends with that transaction).
  *
  * A position is written as a plain decimal (`stable`, the form of every cursor before, which
- * keeps working) when no extra is listed, else as JSON `{"stable":"1200","extra":["1205"]}`.
+ * keeps working) when no extra is listed, else as `mssql:1200;1205,1207`.
  */
 import { ConfigError } from '../../errors.js';
 import type { Query, TableName } from './sql.js';
@@ -35,35 +35,23 @@ export interface MssqlPosition {
 
 const DECIMAL = /^\d+$/;
 
+/** Reads a position: a plain decimal (the old cursors) or `mssql:<stable>;<extra>,<extra>…`. */
 export function parsePosition(text: string): MssqlPosition {
   if (DECIMAL.test(text)) return { stable: text, extra: [] };
-  let p: unknown;
-  try {
-    p = JSON.parse(text);
-  } catch {
-    p = null;
-  }
-  const c = p as MssqlPosition | null;
-  if (
-    c === null ||
-    typeof c !== 'object' ||
-    typeof c.stable !== 'string' ||
-    !DECIMAL.test(c.stable) ||
-    !Array.isArray(c.extra) ||
-    !c.extra.every((e) => typeof e === 'string' && DECIMAL.test(e))
-  ) {
+  const m = /^mssql:(\d+);(\d+(?:,\d+)*)$/.exec(text);
+  if (!m) {
     throw new ConfigError(
       `the change-log cursor '${text.slice(0, 80)}' was not written by the SQL Server reader`,
       {
-        hint: 'remove the changelog cursor from the extract state (a harmless re-ship) or restore the state file',
+        hint: 'restore the extract state file, or set the changelog cursor to a plain rowversion already shipped (at worst a harmless re-ship)',
       },
     );
   }
-  return c;
+  return { stable: m[1]!, extra: m[2]!.split(',') };
 }
 
 export function formatPosition(p: MssqlPosition): string {
-  return p.extra.length === 0 ? p.stable : JSON.stringify(p);
+  return p.extra.length === 0 ? p.stable : `mssql:${p.stable};${p.extra.join(',')}`;
 }
 
 /** Whether the database lets a transaction run at SNAPSHOT isolation (`ok` = 1). */
