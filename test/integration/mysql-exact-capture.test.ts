@@ -12,7 +12,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import mysql from 'mysql2/promise';
 import { afterAll, describe, expect, it } from 'vitest';
-import { runBin } from '../helpers/cli.js';
+import { logLines, runBin } from '../helpers/cli.js';
 import {
   openDb,
   servers,
@@ -242,6 +242,87 @@ describe.skipIf(!dbs.available('mysql'))('exact capture from a MariaDB source', 
         await s.close();
       }
     });
+  });
+
+  describe.each(REPLICAS)('seeding into %s', (replica) => {
+    it.skipIf(!dbs.available(replica))(
+      'finding 5: rows that exist before capture ship, and so does a table that joins later',
+      async () => {
+        const source = await openDb(dbs, 'mysql', 'seeds');
+        const target = await openDb(dbs, replica, 'seedt');
+        const job = writeJob(
+          source,
+          target,
+          `tableOrder: 'foreign-keys', tables: [{ name: 'album', key: ['album_id'], mode: 'changelog' }]`,
+        );
+        try {
+          for (const sql of schema('mysql')) await source.exec(sql);
+          for (const sql of schema(replica)) await target.exec(sql);
+          for (const sql of SEED) await source.exec(sql);
+          run('deltasync', job, 'capture', '--apply');
+          await source.exec(`INSERT INTO album VALUES (3, 'Restless and Wild')`);
+          cycle(job);
+          expect(await rowsOf(target, 'album')).toEqual(await rowsOf(source, 'album'));
+
+          // genre and track join the job, with rows of their own already there.
+          const text = readFileSync(job.config, 'utf8');
+          writeFileSync(job.config, text.replace(/tables: \[.*\]/, TABLES));
+          run('deltasync', job, 'capture', '--apply');
+          await source.exec(`UPDATE album SET title = 'Restless & Wild' WHERE album_id = 3`);
+          cycle(job);
+          await expectEqual(source, target, 'after genre and track joined');
+          await source.exec('UPDATE track SET price_cents = 89 WHERE track_id = 2');
+          cycle(job);
+          await expectEqual(source, target, 'a cycle later');
+        } finally {
+          await source.close();
+          await target.close();
+          job.cleanup();
+        }
+      },
+    );
+  });
+
+  it('logid mode: a transaction that holds the tables back is named in the log, and its row arrives', async () => {
+    const source = await openDb(dbs, 'mysql', 'heldbys');
+    const target = await openDb(dbs, 'sqlite', 'heldbyt');
+    const job = writeJob(
+      source,
+      target,
+      `capture: { maxWaitSeconds: 1 },
+       tables: [{ name: 'ledger', key: ['log_id'], mode: 'logid', logIdColumn: 'log_id' }]`,
+    );
+    const a = await mysql.createConnection(String(source.config.connection));
+    try {
+      await source.exec(
+        'CREATE TABLE ledger (log_id BIGINT AUTO_INCREMENT PRIMARY KEY, memo VARCHAR(20)) ENGINE=InnoDB',
+      );
+      await target.exec('CREATE TABLE ledger (log_id INTEGER PRIMARY KEY, memo TEXT)');
+      await source.exec(`INSERT INTO ledger (memo) VALUES ('first')`);
+      cycle(job);
+      await a.query('START TRANSACTION');
+      await a.query(`INSERT INTO ledger (memo) VALUES ('slow')`);
+      await source.exec(`INSERT INTO ledger (memo) VALUES ('quick')`);
+      const [[me]] = (await a.query('SELECT CONNECTION_ID() AS id')) as unknown as [
+        { id: number }[],
+      ];
+      const held = run('deltasync-extract', job);
+      const warning = logLines(held.stdout).find((l) => l.heldBy !== undefined);
+      expect(warning?.msg).toMatch(/transactions still running/);
+      expect(String(warning?.heldBy)).toContain(`thread ${me!.id} `);
+      await a.query('COMMIT');
+      cycle(job);
+      expect(await target.rows('SELECT memo FROM ledger ORDER BY log_id')).toEqual([
+        ['first'],
+        ['slow'],
+        ['quick'],
+      ]);
+    } finally {
+      await a.end();
+      await source.close();
+      await target.close();
+      job.cleanup();
+    }
   });
 
   it('finding 1 without the PROCESS privilege: the late change still arrives', async () => {

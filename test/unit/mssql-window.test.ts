@@ -20,7 +20,8 @@ const LOG_ID = { name: 'log_id', baseType: 'rowversion' } as MssqlColumn;
 describe('SQL Server change-log positions', () => {
   it('reads and writes plain marks (the old cursors) and marks with extra rows', () => {
     expect(parsePosition('1200')).toEqual({ stable: '1200', extra: [] });
-    expect(formatPosition({ stable: '1200', extra: [] })).toBe('1200');
+    expect(formatPosition({ stable: '1200', extra: [] })).toBe('mssql:1200');
+    expect(parsePosition('mssql:1200')).toEqual({ stable: '1200', extra: [] });
     const p = { stable: '1200', extra: ['1205', '1300'] };
     expect(formatPosition(p)).toBe('mssql:1200;1205,1300');
     expect(formatPosition(p)).toMatch(/^[a-z][a-z0-9]*:[!-~]+$/); // what manifests accept

@@ -15,7 +15,8 @@ const none = new Set<string>();
 describe('MariaDB change-log gap cursors', () => {
   it('reads the old plain log_id cursor as one without gaps, and writes that form back', () => {
     expect(parseGapCursor('120')).toEqual({ high: '120', gaps: [] });
-    expect(formatGapCursor({ high: '120', gaps: [] })).toBe('120');
+    expect(formatGapCursor({ high: '120', gaps: [] })).toBe('mysql:120');
+    expect(parseGapCursor('mysql:120')).toEqual({ high: '120', gaps: [] });
     const c: GapCursor = { high: '9', gaps: [{ ids: [['4', '5']], watch: ['77'] }] };
     expect(parseGapCursor(formatGapCursor(c))).toEqual(c);
     expect(formatGapCursor(c)).toBe('mysql:9;4-5@77');
@@ -69,7 +70,7 @@ describe('MariaDB change-log gap cursors', () => {
       running: none,
     });
     expect(cursor).toEqual({ high: '14', gaps: [] });
-    expect(formatGapCursor(cursor)).toBe('14');
+    expect(formatGapCursor(cursor)).toBe('mysql:14');
   });
 
   it('closes a gap only one run after all its watchers were seen gone', () => {
@@ -90,7 +91,7 @@ describe('MariaDB change-log gap cursors', () => {
     // The next snapshot was taken after 900 ended and still does not show 12: rolled back.
     step = advanceGaps(cursor, { high: '15', holes: [], filled: [], running: none });
     expect(step.closed).toEqual([['12', '12']]);
-    expect(formatGapCursor(step.cursor)).toBe('15');
+    expect(formatGapCursor(step.cursor)).toBe('mysql:15');
   });
 
   it('ships a gap that fills in the run where its watchers are gone', () => {

@@ -19,8 +19,8 @@
  * log rows committed in the moment between the mark and the snapshot, or, while a transaction
  * stays open for long, those committed since it began (it ends with that transaction).
  *
- * A position is written as a plain decimal (`stable`, the form of every cursor before, which
- * keeps working) when no extra is listed, else as `mssql:1200;1205,1207`.
+ * A position is written as `mssql:1200`, or `mssql:1200;1205,1207` with extras; a plain decimal
+ * (the form of every cursor before) is still read as a position without extras.
  */
 import { ConfigError } from '../../errors.js';
 import type { Query, TableName } from './sql.js';
@@ -38,7 +38,7 @@ const DECIMAL = /^\d+$/;
 /** Reads a position: a plain decimal (the old cursors) or `mssql:<stable>;<extra>,<extra>…`. */
 export function parsePosition(text: string): MssqlPosition {
   if (DECIMAL.test(text)) return { stable: text, extra: [] };
-  const m = /^mssql:(\d+);(\d+(?:,\d+)*)$/.exec(text);
+  const m = /^mssql:(\d+)(?:;(\d+(?:,\d+)*))?$/.exec(text);
   if (!m) {
     throw new ConfigError(
       `the change-log cursor '${text.slice(0, 80)}' was not written by the SQL Server reader`,
@@ -47,11 +47,13 @@ export function parsePosition(text: string): MssqlPosition {
       },
     );
   }
-  return { stable: m[1]!, extra: m[2]!.split(',') };
+  return { stable: m[1]!, extra: m[2] === undefined ? [] : m[2].split(',') };
 }
 
 export function formatPosition(p: MssqlPosition): string {
-  return p.extra.length === 0 ? p.stable : `mssql:${p.stable};${p.extra.join(',')}`;
+  // Always prefixed: a plain decimal is what deltasync wrote before positions existed, and
+  // extract takes it to mean the tables were seeded then (extract/modes/changelog.ts).
+  return p.extra.length === 0 ? `mssql:${p.stable}` : `mssql:${p.stable};${p.extra.join(',')}`;
 }
 
 /** Whether the database lets a transaction run at SNAPSHOT isolation (`ok` = 1). */

@@ -26,9 +26,9 @@
  *     again every run, so nothing is ever lost, but gaps left by rolled-back transactions are
  *     only dropped beyond MAX_OPEN_GAPS, oldest first, with a warning.
  *
- * A cursor is written as a plain log_id when no gap is open (the form cursors had before gap
- * tracking, which keeps working: ids at or below it were shipped by the old waiting mark), and
- * otherwise as `mysql:120;101,105-107@4411.4412` (see parseGapCursor).
+ * A cursor is written as `mysql:120` when no gap is open, otherwise as
+ * `mysql:120;101,105-107@4411.4412` (see parseGapCursor). A plain log_id (the form cursors had
+ * before gap tracking) is still read: ids at or below it were shipped by the old waiting mark.
  */
 import { ConfigError } from '../../errors.js';
 
@@ -92,10 +92,14 @@ export function parseGapCursor(text: string): GapCursor {
   return { high, gaps };
 }
 
-/** Writes a cursor: the plain log_id when no gap is open. */
+/**
+ * Writes a cursor, always with the engine's prefix: a plain log_id is what deltasync wrote before
+ * positions existed, and extract takes it to mean the tables were seeded then (see
+ * src/steps/extract/modes/changelog.ts).
+ */
 export function formatGapCursor(cursor: GapCursor): string {
   const gaps = cursor.gaps.filter((g) => g.ids.length > 0);
-  if (gaps.length === 0) return cursor.high;
+  if (gaps.length === 0) return `${PREFIX}${cursor.high}`;
   const group = (g: GapGroup) =>
     `${g.ids.map(([a, b]) => (a === b ? a : `${a}-${b}`)).join(',')}@${g.watch === null ? '?' : g.watch.join('.')}`;
   return `${PREFIX}${cursor.high};${gaps.map(group).join(';')}`;
