@@ -518,6 +518,135 @@ describe.skipIf(!server.available)('MySQL/MariaDB capture members', () => {
     });
   });
 
+  describe('change-log windows (gap tracking)', () => {
+    const changelog = 'gapcl';
+    const columns: ColumnInfo[] = [
+      { name: 'id', type: 'int' },
+      { name: 'v', type: 'text' },
+    ];
+    let source: MysqlSource;
+
+    beforeAll(async () => {
+      await exec('CREATE TABLE notes (id INT PRIMARY KEY, v VARCHAR(10)) ENGINE=InnoDB');
+      source = await MysqlSource.open(config());
+      const ddl = await source.captureDdl({
+        changelog,
+        tables: [{ table: 'notes', key: (await source.columns('notes')).slice(0, 1) }],
+      });
+      await source.executeDdl(ddl.install);
+    });
+
+    afterAll(async () => {
+      await source?.close();
+    });
+
+    const window = async (after: string | null) => {
+      await source.beginSnapshot();
+      return source.changelogWindow({ changelog, after, maxWaitSeconds: 30 });
+    };
+    const read = async (w: { after: string; cursor: string }) =>
+      (
+        await collect(
+          source.readChangelog({
+            changelog,
+            table: 'notes',
+            columns,
+            key: ['id'],
+            after: w.after,
+            upTo: w.cursor,
+          }),
+        )
+      ).map((c) => (c.op === 'upsert' ? c.row[1] : c.key));
+    /** The InnoDB transaction id of a connection's open transaction. */
+    const trxOf = async (conn: mysql.Connection) => {
+      const [[me]] = (await conn.query('SELECT CONNECTION_ID() AS id')) as unknown as [
+        { id: number }[],
+      ];
+      // INNODB_TRX is a cache refilled only after 100 ms without readers: look until it lists it.
+      for (let i = 0; i < 50; i++) {
+        const [row] = (await exec(
+          'SELECT CAST(trx_id AS CHAR) AS id FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = ?',
+          [me!.id],
+        )) as { id: string }[];
+        if (row) return row.id;
+        await new Promise((resolve) => setTimeout(resolve, 150));
+      }
+      throw new Error('the transaction never showed in INNODB_TRX');
+    };
+
+    it('ships what the snapshot shows, keeps the gap of a running transaction, ships it once committed', async () => {
+      const start = await window(null);
+      expect(start.cursor).toBe(start.after);
+      const a = await connect();
+      try {
+        await a.query('START TRANSACTION');
+        await a.query("INSERT INTO notes VALUES (1, 'slow')"); // the lower change-log id
+        await exec("INSERT INTO notes VALUES (2, 'quick')");
+        const w1 = await window(start.cursor);
+        expect(await read(w1)).toEqual(['quick']);
+        const [, gaps] = w1.cursor.split(';');
+        const [ids, watchers] = gaps!.split('@');
+        expect(watchers!.split('.')).toContain(await trxOf(a));
+        await a.query('COMMIT');
+        const w2 = await window(w1.cursor);
+        expect(await read(w2)).toEqual(['slow']);
+        expect(w2.highLogId).toBe(ids);
+        expect(w2.cursor).toBe(`mysql:${w2.cursor.slice(6).split(';')[0]}`); // no gap left
+        const w3 = await window(w2.cursor);
+        expect(w3.cursor).toBe(w3.after);
+        expect(await read(w3)).toEqual([]);
+      } finally {
+        await a.end();
+      }
+    });
+
+    it('closes the gap of a rolled-back transaction only after seeing it gone, shipping nothing', async () => {
+      let position = (await window(null)).cursor;
+      const a = await connect();
+      try {
+        await a.query('START TRANSACTION');
+        await a.query("INSERT INTO notes VALUES (3, 'undone')");
+        const trx = await trxOf(a);
+        await exec("INSERT INTO notes VALUES (4, 'kept')");
+        const w1 = await window(position);
+        expect(await read(w1)).toEqual(['kept']);
+        expect(w1.cursor).toContain(trx);
+        await a.query('ROLLBACK');
+        position = w1.cursor;
+        // The next window sees the watcher gone but keeps the gap (it may have committed just
+        // after that window's snapshot); one later closes it. Other sessions' transactions on the
+        // server may watch it a little longer: look until it closes.
+        const shipped: unknown[] = [];
+        for (let i = 0; i < 50 && position.includes(';'); i++) {
+          const w = await window(position);
+          shipped.push(...(await read(w)));
+          expect(w.cursor).not.toContain(trx);
+          position = w.cursor;
+        }
+        expect(position).toMatch(/^mysql:\d+$/);
+        expect(shipped).toEqual([]);
+      } finally {
+        await a.end();
+      }
+    });
+
+    it('refuses a change log whose trigger is gone, naming it (78)', async () => {
+      const request = {
+        changelog,
+        tables: [{ table: 'notes', key: (await source.columns('notes')).slice(0, 1) }],
+      };
+      await source.checkCapture(request);
+      // The reader's snapshot holds the table's metadata lock, which DROP TRIGGER waits for.
+      await source.close();
+      source = await MysqlSource.open(config());
+      await exec('DROP TRIGGER gapcl_notes_del');
+      const refused = await source.checkCapture(request).catch((err: unknown) => err);
+      expect(refused).toBeInstanceOf(ConfigError);
+      expect((refused as ConfigError).message).toMatch(/notes \(delete\)/);
+      expect((refused as ConfigError).hint).toBe('run deltasync capture --apply');
+    });
+  });
+
   describe('target', () => {
     const keyColumns: ColumnInfo[] = [
       { name: 'a', type: 'int' },
