@@ -107,6 +107,10 @@ async function session(source: Db): Promise<pg.Client> {
   return c;
 }
 
+async function pidOf(c: pg.Client): Promise<number> {
+  return (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+}
+
 interface Setup {
   source: Db;
   replica: Db;
@@ -125,8 +129,11 @@ async function setUp(
   if (mode === 'logid') await source.exec('CREATE SEQUENCE lsn');
   for (const sql of schema('pg', mode === 'logid')) await source.exec(sql);
   for (const sql of schema(replicaEngine)) await replica.exec(sql);
-  for (const sql of SEED) await source.exec(sql);
   const job = writeJob(source, replica, tablesConfig(mode));
+  // Rows written after capture is installed, so that every version ships them (seeding is
+  // tested on its own).
+  if (mode === 'changelog') run('deltasync', job, 'capture', '--apply');
+  for (const sql of SEED) await source.exec(sql);
   return { source, replica, job, a: await session(source), b: await session(source) };
 }
 
@@ -146,8 +153,7 @@ describe.each(REPLICAS)('PostgreSQL source, %s replica', (replicaEngine) => {
     async () => {
       const s = await setUp(replicaEngine, `f1c${replicaEngine}`, 'changelog');
       try {
-        run('deltasync', s.job, 'capture', '--apply');
-        await cycle(s.job, s.replica); // seeds every table from one snapshot
+        await cycle(s.job, s.replica);
         await expectEqual(s.source, s.replica);
 
         await s.a.query('BEGIN');
@@ -198,7 +204,7 @@ describe.each(REPLICAS)('PostgreSQL source, %s replica', (replicaEngine) => {
       await s.a.query('COMMIT');
       const held = run('deltasync-extract', s.job);
       expect(held.stdout).toContain('logid tables held back');
-      expect(held.stdout).toContain(`session pid ${s.b.processID}`);
+      expect(held.stdout).toContain(`session pid ${await pidOf(s.b)}`);
       await copyAndLoad(s.job, s.replica);
       await s.b.query('COMMIT');
       await cycle(s.job, s.replica);
@@ -217,7 +223,6 @@ describe.each(REPLICAS)('PostgreSQL source, %s replica', (replicaEngine) => {
     async () => {
       const s = await setUp(replicaEngine, `f2${replicaEngine}`, 'changelog');
       try {
-        run('deltasync', s.job, 'capture', '--apply');
         await cycle(s.job, s.replica);
 
         // The long transaction has an xid, and one completes after it: it is in every snapshot's
@@ -234,7 +239,7 @@ describe.each(REPLICAS)('PostgreSQL source, %s replica', (replicaEngine) => {
         await until(async () => {
           const waiting = await s.source.rows(
             `SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
-                AND pid <> pg_backend_pid() AND pid <> ${s.a.processID}
+                AND pid <> pg_backend_pid() AND pid <> ${await pidOf(s.a)}
                 AND (query LIKE '%txid_status%' OR query LIKE '%pg_locks%')`,
           );
           return waiting.length > 0 || exited;
