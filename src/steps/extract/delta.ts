@@ -2,6 +2,7 @@
  * One delta: a short loop over small named steps. Open the delta's source snapshot; open each
  * capture mode in it (each fixes its window); name the delta; write every table; publish.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Cursor } from '../../format/manifest.js';
 import { DeltaWriter } from '../../format/delta-writer.js';
 import { maxLogId } from '../../format/logid.js';
@@ -69,6 +70,13 @@ export async function extractDelta(
   for (const [mode, open] of MODES) {
     const mine = plans.filter((p) => p.config.mode === mode);
     if (mine.length > 0) modes.set(mode, await open(modeContext, mine));
+  }
+
+  if (config.capture.settleLagSeconds > 0 && [...modes.values()].some((m) => m.highLogId)) {
+    // For engines whose mark is only the plain maximum (MariaDB without PROCESS): gives a
+    // transaction that took a lower logId just before the mark time to commit. PostgreSQL and
+    // SQLite marks are exact and need none.
+    await sleep(config.capture.settleLagSeconds * 1000);
   }
 
   // The delta's own logId: after the last one, and at least every logId it ships.

@@ -17,8 +17,9 @@ export const openChangelog: OpenMode = async (ctx, plans): Promise<ModeDelta> =>
   const key = changelogCursorKey(changelog);
   const stored = ctx.cursors[key];
   const after = typeof stored === 'string' ? stored : null;
-  // A change log read by a version without seeding: its tables were already being shipped.
-  const seededBefore = after !== null && /^\d+$/.test(after);
+  // A change log read by a version without seeding (no table has a seed mark): its tables were
+  // already being shipped, so none is taken for new.
+  const seededBefore = after !== null && !plans.some((p) => ctx.cursors[p.config.name]);
   const isBase = (p: TableCapture) =>
     ctx.base.has(p.config.name) ||
     after === null ||
