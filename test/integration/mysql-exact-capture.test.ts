@@ -325,6 +325,102 @@ describe.skipIf(!dbs.available('mysql'))('exact capture from a MariaDB source', 
     }
   });
 
+  it('a busy source: transfers commit and roll back in any order while extract runs; every load adds up', async () => {
+    const source = await openDb(dbs, 'mysql', 'busys');
+    const target = await openDb(dbs, 'sqlite', 'busyt');
+    const job = writeJob(
+      source,
+      target,
+      `tables: [
+         { name: 'account', key: ['id'], mode: 'changelog' },
+         { name: 'history', key: ['id'], mode: 'changelog' },
+       ]`,
+    );
+    const ACCOUNTS = 20;
+    const writers: mysql.Connection[] = [];
+    let stop = false;
+    try {
+      await source.exec(
+        'CREATE TABLE account (id INT PRIMARY KEY, balance INT NOT NULL) ENGINE=InnoDB',
+      );
+      await source.exec(
+        'CREATE TABLE history (id INT AUTO_INCREMENT PRIMARY KEY, account_id INT NOT NULL, delta INT NOT NULL) ENGINE=InnoDB',
+      );
+      await target.exec('CREATE TABLE account (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)');
+      await target.exec(
+        'CREATE TABLE history (id INTEGER PRIMARY KEY, account_id INTEGER NOT NULL, delta INTEGER NOT NULL)',
+      );
+      run('deltasync', job, 'capture', '--apply');
+      await source.exec(
+        `INSERT INTO account VALUES ${Array.from({ length: ACCOUNTS }, (_, i) => `(${i + 1}, 0)`).join(', ')}`,
+      );
+      const url = String(source.config.connection);
+      for (let i = 0; i < 4; i++) writers.push(await mysql.createConnection(url));
+      const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+      let committed = 0;
+      let rolledBack = 0;
+      // Each transfer keeps the balances' sum at 0 and logs both legs in history.
+      const transfer = async (c: mysql.Connection, n: number) => {
+        const a = 1 + (n % ACCOUNTS);
+        const b = 1 + ((n * 7 + 3) % ACCOUNTS);
+        if (a === b) return;
+        const amount = 1 + (n % 50);
+        await c.query('START TRANSACTION');
+        for (const [id, d] of [
+          [Math.min(a, b), a < b ? -amount : amount],
+          [Math.max(a, b), a < b ? amount : -amount],
+        ] as const) {
+          await c.query('UPDATE account SET balance = balance + ? WHERE id = ?', [d, id]);
+          await c.query('INSERT INTO history (account_id, delta) VALUES (?, ?)', [id, d]);
+          await pause(n % 3 === 0 ? 40 : 2); // some transactions stay open across an extract
+        }
+        if (n % 10 === 9) {
+          await c.query('ROLLBACK');
+          rolledBack++;
+        } else {
+          await c.query('COMMIT');
+          committed++;
+        }
+      };
+      const loops = writers.map(async (c, w) => {
+        for (let n = w; !stop; n += writers.length) await transfer(c, n);
+      });
+      const sums = async () =>
+        (
+          await target.rows(
+            'SELECT (SELECT COALESCE(SUM(balance), 0) FROM account), (SELECT COALESCE(SUM(delta), 0) FROM history), (SELECT COUNT(*) FROM account)',
+          )
+        )[0]!.map(Number);
+      for (let i = 0; i < 12; i++) {
+        const extracted = await startStep('extract', job.config, {}, () => {});
+        expect(extracted.code, extracted.stderr).toBe(0);
+        run('deltasync-copy', job);
+        run('deltasync-load', job);
+        // One consistent cut after every load: no transfer is half there.
+        expect(await sums(), `load ${i + 1}`).toEqual([0, 0, ACCOUNTS]);
+      }
+      stop = true;
+      await Promise.all(loops);
+      expect(committed).toBeGreaterThan(10);
+      expect(rolledBack).toBeGreaterThan(0);
+      cycle(job);
+      cycle(job);
+      for (const sql of [
+        'SELECT id, balance FROM account ORDER BY id',
+        'SELECT id, account_id, delta FROM history ORDER BY id',
+      ]) {
+        const text = (rows: unknown[][]) => rows.map((r) => r.map(String));
+        expect(text(await target.rows(sql)), sql).toEqual(text(await source.rows(sql)));
+      }
+    } finally {
+      stop = true;
+      for (const c of writers) await c.end().catch(() => undefined);
+      await source.close();
+      await target.close();
+      job.cleanup();
+    }
+  });
+
   it('finding 1 without the PROCESS privilege: the late change still arrives', async () => {
     const s = await setup('sqlite', 'noproc', 'capture: { maxWaitSeconds: 1 }, ');
     const user = `ds_${randomBytes(4).toString('hex')}`;
