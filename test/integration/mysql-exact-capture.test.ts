@@ -339,6 +339,7 @@ describe.skipIf(!dbs.available('mysql'))('exact capture from a MariaDB source', 
     const ACCOUNTS = 20;
     const writers: mysql.Connection[] = [];
     let stop = false;
+    let loops: Promise<void>[] = [];
     try {
       await source.exec(
         'CREATE TABLE account (id INT PRIMARY KEY, balance INT NOT NULL) ENGINE=InnoDB',
@@ -382,7 +383,7 @@ describe.skipIf(!dbs.available('mysql'))('exact capture from a MariaDB source', 
           committed++;
         }
       };
-      const loops = writers.map(async (c, w) => {
+      loops = writers.map(async (c, w) => {
         for (let n = w; !stop; n += writers.length) await transfer(c, n);
       });
       const sums = async () =>
@@ -414,6 +415,7 @@ describe.skipIf(!dbs.available('mysql'))('exact capture from a MariaDB source', 
       }
     } finally {
       stop = true;
+      await Promise.allSettled(loops); // a failed assertion must not leave writers mid-query
       for (const c of writers) await c.end().catch(() => undefined);
       await source.close();
       await target.close();
