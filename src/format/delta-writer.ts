@@ -78,6 +78,7 @@ export class TableWriter {
     prefix: string,
     compression: Compression,
     private readonly base: boolean,
+    private readonly columnsChanged: ManifestTable['columnsChanged'],
   ) {
     this.upserts = new PartSeries(delta, (i) => partFileName(prefix, label, i, compression));
     this.deletes = new PartSeries(delta, (i) =>
@@ -115,6 +116,7 @@ export class TableWriter {
       rows: this.upserts.parts.reduce((n, p) => n + p.rows, 0),
       parts: this.upserts.parts,
       ...(this.base ? { base: true } : {}),
+      ...(this.columnsChanged ? { columnsChanged: this.columnsChanged } : {}),
     };
     if (this.deletes.parts.length > 0) {
       table.deletes = {
@@ -158,7 +160,7 @@ export class DeltaWriter {
     name: string,
     key: string[],
     columns: ColumnInfo[],
-    options: { base?: boolean } = {},
+    options: { base?: boolean; columnsChanged?: ManifestTable['columnsChanged'] } = {},
   ): TableWriter {
     // `a.b` and `a_b` make the same file name: number the later table so that it cannot
     // overwrite the earlier one's parts (the manifest, not the file name, says which is which).
@@ -175,6 +177,7 @@ export class DeltaWriter {
       this.prefix,
       this.options.compression,
       options.base === true,
+      options.columnsChanged,
     );
     this.open.add(table);
     return table;

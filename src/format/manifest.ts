@@ -62,6 +62,11 @@ const tableSchema = z.object({
    * base lacks are deleted) inside the delta's transaction. Such a table has no delete parts.
    */
   base: z.boolean().optional(),
+  /**
+   * The source table's columns changed since the previous delta (by name; a rename is a drop and
+   * an add). Such a table is a base in this delta. Information for load and humans.
+   */
+  columnsChanged: z.object({ added: z.array(z.string()), dropped: z.array(z.string()) }).optional(),
 });
 
 /**

@@ -33,7 +33,13 @@ function cycle(job: JobFiles): { extract: Record<string, unknown>; load: Record<
 
 interface ManifestJson {
   fullBase?: boolean;
-  tables: { name: string; rows: number; base?: boolean; deletes?: { rows: number } }[];
+  tables: {
+    name: string;
+    rows: number;
+    base?: boolean;
+    deletes?: { rows: number };
+    columnsChanged?: { added: string[]; dropped: string[] };
+  }[];
 }
 
 /** The newest manifest in the outbox. */
@@ -165,6 +171,46 @@ describe('seeding and resync on SQLite', () => {
       run('deltasync-load', job);
       await expectSame(source, replica, 'SELECT id, v FROM a ORDER BY id');
       await expectSame(source, replica, 'SELECT id, v FROM b ORDER BY id');
+    } finally {
+      await source.close();
+      await replica.close();
+      job.cleanup();
+    }
+  });
+});
+
+describe('source columns change', () => {
+  it('is logged once, noted in the manifest, and the table goes out whole', async () => {
+    const source = await openDb(dbs, 'sqlite', 'colss');
+    const replica = await openDb(dbs, 'sqlite', 'colsr');
+    await source.exec('CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT, log_id INTEGER NOT NULL)');
+    await source.exec(`INSERT INTO a VALUES (1, 'one', 1), (2, 'two', 2), (3, 'three', 3)`);
+    const job = writeJob(
+      source,
+      replica,
+      `tables: [{ name: 'a', key: ['id'], mode: 'logid', logIdColumn: 'log_id' }]`,
+    );
+    try {
+      run('deltasync-extract', job);
+      await source.exec(`UPDATE a SET v = 'uno', log_id = 4 WHERE id = 1`);
+      run('deltasync-extract', job);
+      expect(lastManifest(job).tables[0]).toMatchObject({ rows: 1 });
+      expect(lastManifest(job).tables[0]).not.toHaveProperty('columnsChanged');
+
+      await source.exec(`ALTER TABLE a ADD COLUMN extra TEXT DEFAULT 'x'`);
+      await source.exec(`ALTER TABLE a RENAME COLUMN v TO label`);
+      const changed = run('deltasync-extract', job);
+      const said = changed.stdout.split('\n').filter((l) => l.includes('source columns changed'));
+      expect(said).toHaveLength(1);
+      const m = lastManifest(job);
+      expect(m.tables[0]).toMatchObject({
+        rows: 3,
+        base: true,
+        columnsChanged: { added: ['label', 'extra'], dropped: ['v'] },
+      });
+      const again = run('deltasync-extract', job);
+      expect(again.stdout).not.toContain('source columns changed');
+      expect(summaryOf(again.stdout)?.deltas).toBe(0);
     } finally {
       await source.close();
       await replica.close();

@@ -16,6 +16,7 @@ import { openSnapshot } from './modes/snapshot.js';
 import { openTimestamp } from './modes/timestamp.js';
 import type { SourceReader } from '../../db/types.js';
 import { pruneSnapshots } from './snapshot.js';
+import { recordColumns, type ColumnsChanged } from './columns.js';
 
 /**
  * The modes in the order they open and write: logid first (its engine may have to wait, then
@@ -41,8 +42,10 @@ export interface DeltaOutcome {
 export interface DeltaRequest {
   plans: TableCapture[];
   state: StepState;
-  /** Tables to write as a base in this delta (resync). */
+  /** Tables to write as a base in this delta (resync, changed columns). */
   base: ReadonlySet<string>;
+  /** Tables whose source columns changed since the last delta (noted in the manifest). */
+  columnsChanged: ReadonlyMap<string, ColumnsChanged>;
 }
 
 export async function extractDelta(
@@ -100,7 +103,10 @@ export async function extractDelta(
       if (!m) continue;
       for (const p of plans.filter((q) => q.config.mode === mode)) {
         const base = m.isBase(p);
-        const tw = writer.beginTable(p.shaper.target, p.shaper.key, p.shaper.columns, { base });
+        const tw = writer.beginTable(p.shaper.target, p.shaper.key, p.shaper.columns, {
+          base,
+          columnsChanged: req.columnsChanged.get(p.config.name),
+        });
         const outcome = await m.write(p, tw, toLogId);
         await tw.finish();
         written = writer.rowCount;
@@ -129,6 +135,7 @@ export async function extractDelta(
     };
     await faultPoint('extract:before-state');
     await writeState(config.stateDir, next);
+    await recordColumns(config.stateDir, config.name, plans);
     for (const p of plans.filter((q) => q.config.mode === 'snapshot')) {
       const c = cursors[p.config.name];
       await pruneSnapshots(

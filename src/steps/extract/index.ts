@@ -18,6 +18,7 @@ import { ConfigError } from '../../errors.js';
 import { readState } from '../../format/state.js';
 import { logSummary } from '../../log.js';
 import { elapsedSeconds, fileError, withStepLock, type StepContext } from '../common.js';
+import { columnChanges, recordColumns } from './columns.js';
 import { extractDelta } from './delta.js';
 import type { TableCapture } from './modes/mode.js';
 import { orderTables } from './order.js';
@@ -93,9 +94,14 @@ async function extractRun(ctx: StepContext, options: ExtractOptions): Promise<Ex
   const source = await openSource(config.source!);
   try {
     const plans = await planTables(source, ctx);
+    const columns = await columnChanges(config.stateDir, config.name, plans, log);
+    let columnsChanged = columns.changes;
+    base = new Set([...base, ...columnsChanged.keys()]);
     for (;;) {
-      const outcome = await extractDelta(ctx, source, { plans, state, base });
-      base = new Set(); // a resync's base goes out once, in the first delta
+      const outcome = await extractDelta(ctx, source, { plans, state, base, columnsChanged });
+      // A resync's or a column change's base goes out once, in the first delta.
+      base = new Set();
+      columnsChanged = new Map();
       state = outcome.state;
       if (!outcome.file) break;
       result.deltas.push(outcome.file);
@@ -105,6 +111,10 @@ async function extractRun(ctx: StepContext, options: ExtractOptions): Promise<Ex
       result.bytes += outcome.bytes;
       tables = Math.max(tables, outcome.tables);
       if (!outcome.limited) break;
+    }
+    // A job that ships nothing yet still records its columns, to compare with from now on.
+    if (result.deltas.length === 0 && !columns.recorded) {
+      await recordColumns(config.stateDir, config.name, plans);
     }
   } finally {
     await source.close();

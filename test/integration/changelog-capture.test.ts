@@ -1,11 +1,14 @@
 /**
- * Change capture on a PostgreSQL source, through the real bins:
+ * Change capture (changelog mode), through the real bins. On a PostgreSQL source:
  * - the upgrade of an install from before exact capture (a change log without the txid stamp,
  *   a plain logId cursor): extract refuses (78) until `capture --apply` upgrades it in place,
  *   then carries on with nothing lost and nothing seeded again;
  * - a changelog table whose trigger is disabled or missing is refused (78), nothing written;
  * - rows written through inheritance children and partitions are captured; a child added after
- *   `capture --apply` is refused until capture runs again (issue 8 item 4).
+ *   `capture --apply` is refused until capture runs again (issue 8 item 4);
+ * - delta.maxRowsPerDelta splits a backlog into bounded deltas while an older transaction is
+ *   still open, and its row follows once it commits.
+ * On SQLite: a missing trigger is refused (78).
  */
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -203,6 +206,86 @@ describe('PostgreSQL change capture', () => {
       cycle(job);
       await expectSame(source, replica, payments);
       await expectSame(source, replica, measurements);
+    } finally {
+      await source.close();
+      await replica.close();
+      job.cleanup();
+    }
+  });
+
+  it_('splits a backlog into bounded deltas while an older transaction is open', async () => {
+    const source = await openDb(dbs, 'pg', 'splits');
+    const replica = await openDb(dbs, 'pg', 'splitr');
+    for (const db of [source, replica])
+      await db.exec('CREATE TABLE item (id int PRIMARY KEY, v text)');
+    const job = writeJob(
+      source,
+      replica,
+      `delta: { maxRowsPerPart: 4, maxRowsPerDelta: 10 },
+       tables: [{ name: 'item', key: ['id'], mode: 'changelog' }]`,
+    );
+    const { default: pg } = await import('pg');
+    const held = new pg.Client({ connectionString: source.config.connection as string });
+    await held.connect();
+    try {
+      run('deltasync', job, 'capture', '--apply');
+      cycle(job);
+      await held.query('BEGIN');
+      await held.query(`INSERT INTO item VALUES (1000, 'held')`);
+      for (let i = 1; i <= 25; i++) await source.exec(`INSERT INTO item VALUES (${i}, 'v${i}')`);
+      const before = outbox(job).length;
+      const e = run('deltasync-extract', job);
+      const written = outbox(job).slice(before);
+      expect(written).toHaveLength(3);
+      const manifests = written.map((f) =>
+        JSON.parse(readFileSync(join(job.dir, 'outbox', f), 'utf8')),
+      );
+      expect(manifests.map((m) => m.tables[0].rows)).toEqual([10, 10, 5]);
+      // The first two stop inside one snapshot's window; the last one ends on that snapshot.
+      expect(manifests[0].cursors['changelog:deltasync_changelog']).toMatch(/^pg:[^;]+;[^;]+;\d+$/);
+      expect(manifests[2].cursors['changelog:deltasync_changelog']).toMatch(/^pg:[^;]+$/);
+      expect(e.code).toBe(0);
+      run('deltasync-copy', job);
+      run('deltasync-load', job);
+      await held.query('COMMIT');
+      cycle(job);
+      await expectSame(source, replica, 'SELECT id, v FROM item ORDER BY id');
+      expect((await replica.rows('SELECT count(*)::int FROM item'))[0]).toEqual([26]);
+    } finally {
+      await held.end();
+      await source.close();
+      await replica.close();
+      job.cleanup();
+    }
+  });
+});
+
+describe('SQLite change capture', () => {
+  it('refuses a changelog table whose trigger is missing', async () => {
+    const source = await openDb(dbs, 'sqlite', 'sqtrg');
+    const replica = await openDb(dbs, 'sqlite', 'sqtrgr');
+    for (const db of [source, replica])
+      await db.exec('CREATE TABLE item (id INTEGER PRIMARY KEY, v TEXT)');
+    const job = writeJob(
+      source,
+      replica,
+      `tables: [{ name: 'item', key: ['id'], mode: 'changelog' }]`,
+    );
+    try {
+      run('deltasync', job, 'capture', '--apply');
+      await source.exec(`INSERT INTO item VALUES (1, 'one')`);
+      cycle(job);
+      await source.exec('DROP TRIGGER deltasync_changelog_item_upd');
+      const refused = runBin('deltasync-extract', ['-c', job.config]);
+      expect(refused.code).toBe(78);
+      expect(refused.stderr).toContain(
+        `table 'item': the change-capture trigger deltasync_changelog_item_upd is missing`,
+      );
+      expect(refused.stderr).toContain('run deltasync capture --apply');
+      run('deltasync', job, 'capture', '--apply');
+      await source.exec(`UPDATE item SET v = 'uno' WHERE id = 1`);
+      cycle(job);
+      await expectSame(source, replica, 'SELECT id, v FROM item ORDER BY id');
     } finally {
       await source.close();
       await replica.close();
