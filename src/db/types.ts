@@ -88,6 +88,7 @@ export interface ReadChangesRequest {
 }
 
 /** The logId columns extract takes a high-water mark over (logid mode: the tables; changelog: the log). */
+/** Engine-internal since exact capture (see LogIdWindowRequest); kept for the shared helper. */
 export interface HighWaterRequest {
   tables: { table: string; logIdColumn: string }[];
   /** How long to wait for transactions still running before giving up (then return null). */
@@ -142,13 +143,69 @@ export interface ReadAllRequest {
 
 /** Where a change-log table is and what it holds (see `changelog` mode in the README). */
 export interface ChangelogRequest {
-  /** The change-log table, as configured (`capture.changelogTable`). */
+  /** The change log table, as configured (`capture.changelogTable`). */
   changelog: string;
   table: string;
   columns: ColumnInfo[];
   key: string[];
-  after: string;
-  upTo: string;
+  /**
+   * Two capture positions of the change log (see CapturePosition): the keys of the log rows in
+   * `upTo` and not in `after` are read. extract passes a ChangelogWindow's `after` and `cursor`;
+   * verify passes plain logIds.
+   */
+  after: CapturePosition;
+  upTo: CapturePosition;
+}
+
+/**
+ * Where capture stands in a change log: opaque to the steps, made by the engine's
+ * `changelogWindow` and stored by extract as it is (state and manifest `cursors`). It names a set
+ * of change-log rows: the ones already shipped. A plain decimal logId N (what every engine stored
+ * before exact capture, and what engines without snapshots still make) means "every row with
+ * log_id <= N". Engines must accept a plain logId as `after` (an upgraded install: at worst a
+ * harmless re-ship) and compare nothing else about it.
+ */
+export type CapturePosition = string;
+
+export interface ChangelogWindowRequest {
+  changelog: string;
+  /** The position after the last delta, or null when the change log was never read. */
+  after: CapturePosition | null;
+  /** At most this many change-log rows in the window (delta.maxRowsPerDelta), when given. */
+  limit?: number;
+  /** Engines that must wait for running transactions wait at most this long. */
+  maxWaitSeconds: number;
+}
+
+/** The change-log rows the next delta ships: those in `cursor` and not in `after`. */
+export interface ChangelogWindow {
+  /** As requested (a null `after` becomes the engine's "nothing shipped" position). */
+  after: CapturePosition;
+  /** The position once this window is shipped; equal to `after` when nothing new is there. */
+  cursor: CapturePosition;
+  /** The highest log_id in the window (the delta's logId is at least this), or null if empty. */
+  highLogId: string | null;
+  /** True when `limit` cut the window short: there is more to read now. */
+  limited: boolean;
+}
+
+export interface LogIdWindowRequest {
+  /** The logid-mode tables, each with its own cursor (a plain logId; '0' when never read). */
+  tables: { table: string; logIdColumn: string; after: string }[];
+  /** At most this many rows over all the tables (delta.maxRowsPerDelta), when given. */
+  limit?: number;
+  /** How long to wait for transactions still running before giving up (then return null). */
+  maxWaitSeconds: number;
+}
+
+/** The logIds the next delta ships: each table's rows with `after < logId <= upTo`. */
+export interface LogIdWindow {
+  /** Null when there is nothing to ship now (caught up, or held back: see heldBy). */
+  upTo: string | null;
+  /** True when `limit` cut the window short. */
+  limited: boolean;
+  /** When a transaction still running kept the mark from moving: which one, for the log. */
+  heldBy?: string;
 }
 
 /** One change read through the change log: the row as it is now, or the key of a deleted row. */
@@ -178,25 +235,47 @@ export interface SourceReader {
    */
   readChanges(request: ReadChangesRequest): AsyncIterable<WireRow>;
   /**
-   * The highest logId that no transaction still running can commit a row below (GUIDE: "the
-   * high-water mark must be stable"), or null when the tables are empty or such transactions did
-   * not finish within maxWaitSeconds. Reads after it must use a snapshot taken after it returned.
+   * Ends the read snapshot in use, if any, and opens a new one: every read until the next call
+   * (windows, rows, server time) sees the source as of that one moment, so a delta is one
+   * consistent cut. extract calls it once per delta, first.
    */
-  stableHighWater(request: HighWaterRequest): Promise<string | null>;
-  /** The n-th smallest logId across the tables after their cursors, or null if there are fewer rows. */
-  nthLogId(request: NthLogIdRequest): Promise<string | null>;
+  beginSnapshot(): Promise<void>;
+  /**
+   * logid mode: the highest logId below which no transaction still running can commit a row
+   * (GUIDE: "the high-water mark must be stable"), cut to `limit` rows. Engines that must wait
+   * for transactions to get there may end the current snapshot and open a new one after the
+   * wait (so call this before changelogWindow and the reads). `upTo` is null when the tables
+   * hold nothing after their cursors, or the wait did not end within maxWaitSeconds.
+   */
+  logIdWindow(request: LogIdWindowRequest): Promise<LogIdWindow>;
+  /**
+   * changelog mode: the change-log rows committed as of the current snapshot and not shipped
+   * yet (not in `after`), cut to `limit` rows. Read them with readChangelog(after, cursor).
+   * With a null `after` the window is empty and `cursor` is the current snapshot's position:
+   * the caller seeds every changelog table from this same snapshot (base tables).
+   */
+  changelogWindow(request: ChangelogWindowRequest): Promise<ChangelogWindow>;
+  /**
+   * Refuses (ConfigError, "run deltasync capture --apply") a change log or a table whose capture
+   * is missing, disabled or from an older deltasync. Called by extract before any read.
+   */
+  checkCapture(request: CaptureRequest): Promise<void>;
   /** Timestamp mode: rows after a (ts, key) cursor, ordered by (ts, key). */
   readKeyset(request: ReadKeysetRequest): AsyncIterable<WireRow>;
   /** Every row, ordered by key (snapshot mode, verify). */
   readAll(request: ReadAllRequest): AsyncIterable<WireRow>;
-  /** Changelog mode: each key changed in (after, upTo], as its current row or as a delete. */
+  /** Changelog mode: each key whose log rows are in `upTo` and not in `after`, as its current row or a delete. */
   readChangelog(request: ChangelogRequest): AsyncIterable<ChangelogRow>;
   /** The tables `table` references through foreign keys (to order parents first). */
   referencedTables(table: string): Promise<string[]>;
   /** The database server's current time as a wire value of the given type (timestamp mode). */
   serverTime(type: 'timestamp' | 'timestamptz'): Promise<string>;
-  /** DDL for the change log and its triggers (`deltasync capture`). */
-  captureDdl(request: CaptureRequest): CaptureDdl;
+  /**
+   * DDL for the change log and its triggers (`deltasync capture`), including what upgrades a
+   * change log or triggers made by an older deltasync in place, and triggers on the tables that
+   * write into a captured table (PostgreSQL inheritance children).
+   */
+  captureDdl(request: CaptureRequest): Promise<CaptureDdl>;
   /** Runs DDL (only `deltasync capture --apply` does; extract never writes to the source). */
   executeDdl(statements: string[]): Promise<void>;
   close(): Promise<void>;
