@@ -224,6 +224,14 @@ export interface TargetTransaction {
   /** The logId last applied for this job, read inside the transaction, or null if never. */
   appliedLogId(job: string): Promise<string | null>;
   /**
+   * Relaxes the replica's foreign-key checks on these tables until the transaction ends, as
+   * replication appliers do, so that rows of one delta that reference each other apply in any
+   * order (PostgreSQL: `session_replication_role = replica`; MariaDB/MySQL: `foreign_key_checks
+   * = 0`; SQLite: `defer_foreign_keys`; SQL Server: NOCHECK, re-checked before commit). An engine
+   * that may not relax them says so when a row needs it (ConfigError naming the grant).
+   */
+  relaxForeignKeys(tables: string[]): Promise<void>;
+  /**
    * Upserts every row by key. Consumes `rows` to the end; if the iterable throws (a checksum or
    * row count failed), the error propagates and the caller rolls back. Returns the row count.
    */

@@ -225,6 +225,7 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
           throw new DeltaError(
             `the target's applied logId moved to ${inTx} during the load; another loader is running`,
           );
+        await tx.relaxForeignKeys(plans.map((p) => p.table.name));
         const counts = await applyDelta(tx, inbox, manifest, plans);
         await tx.recordApplied({ job: config.name, logId: manifest.toLogId, delta: entry.file });
         await faultPoint('load:before-commit');

@@ -5,7 +5,7 @@
  */
 import { ConfigError } from '../../errors.js';
 import type { ColumnInfo } from '../types.js';
-import type { TableName } from './sql.js';
+import { literal, type TableName } from './sql.js';
 import {
   driverWriter,
   quoteIdent,
@@ -311,4 +311,43 @@ export function planDelete(
     delete: deleteSql(table, staging, cols),
     dropStaging: `DROP TABLE ${quoteIdent(staging)}`,
   };
+}
+
+/** Where a transaction remembers the foreign keys it switched off, to switch them on again. */
+export const RELAXED_TABLE = '#deltasync_relaxed_fks';
+
+/**
+ * Switches off (NOCHECK) every enabled foreign key from or to these tables for the rest of the
+ * transaction, remembering each in RELAXED_TABLE: rows of one delta that reference each other
+ * then apply in any order, and a DELETE of several rows is not checked row by row. ALTER TABLE
+ * is transactional in SQL Server, so a rollback switches them back on by itself; it needs the
+ * ALTER permission on the tables. restoreForeignKeysSql re-checks them before commit.
+ */
+export function relaxForeignKeysSql(tables: TableName[]): string {
+  const ids = tables.map((t) => `OBJECT_ID(${literal(t.quoted)})`).join(', ');
+  const child = `QUOTENAME(OBJECT_SCHEMA_NAME(fk.parent_object_id)) + N'.' + QUOTENAME(OBJECT_NAME(fk.parent_object_id))`;
+  return [
+    `IF OBJECT_ID(N'tempdb..${RELAXED_TABLE}') IS NULL CREATE TABLE ${RELAXED_TABLE} (child nvarchar(600) NOT NULL, fk nvarchar(300) NOT NULL);`,
+    `INSERT INTO ${RELAXED_TABLE} (child, fk) SELECT ${child}, QUOTENAME(fk.name) FROM sys.foreign_keys AS fk`,
+    `  WHERE fk.is_disabled = 0 AND (fk.parent_object_id IN (${ids}) OR fk.referenced_object_id IN (${ids}));`,
+    `DECLARE @off nvarchar(max) = N'';`,
+    `SELECT @off = @off + N'ALTER TABLE ' + child + N' NOCHECK CONSTRAINT ' + fk + N';' FROM ${RELAXED_TABLE};`,
+    `EXEC sp_executesql @off;`,
+  ].join('\n');
+}
+
+/**
+ * Switches the foreign keys relaxForeignKeysSql switched off back on WITH CHECK, which checks
+ * every row again (so a delta that left a row without its parent fails here, error 547) and
+ * keeps the constraints trusted by the optimizer.
+ */
+export function restoreForeignKeysSql(): string {
+  return [
+    `IF OBJECT_ID(N'tempdb..${RELAXED_TABLE}') IS NOT NULL BEGIN`,
+    `  DECLARE @on nvarchar(max) = N'';`,
+    `  SELECT @on = @on + N'ALTER TABLE ' + child + N' WITH CHECK CHECK CONSTRAINT ' + fk + N';' FROM ${RELAXED_TABLE};`,
+    `  DROP TABLE ${RELAXED_TABLE};`,
+    `  EXEC sp_executesql @on;`,
+    `END`,
+  ].join('\n');
 }

@@ -26,6 +26,8 @@ import { driverType } from './driver.js';
 import {
   planApply,
   planDelete,
+  relaxForeignKeysSql,
+  restoreForeignKeysSql,
   SEQ_COLUMN,
   stagingTableName,
   type StagingColumn,
@@ -92,6 +94,9 @@ export function bulkTable(staging: string, columns: StagingColumn[], rows: unkno
 }
 
 class Transaction implements TargetTransaction {
+  /** Whether foreign keys were switched off, to be checked and switched on before commit. */
+  relaxed = false;
+
   constructor(
     private readonly conn: MssqlConnection,
     private readonly tx: sql.Transaction,
@@ -103,6 +108,27 @@ class Transaction implements TargetTransaction {
 
   appliedLogId(job: string): Promise<string | null> {
     return readAppliedLogId(this.request(), this.conn, job, true);
+  }
+
+  async relaxForeignKeys(tables: string[]): Promise<void> {
+    const names = tables.map((t) => tableName(t, this.conn.schema));
+    await this.request()
+      .batch(relaxForeignKeysSql(names))
+      .catch((err) => {
+        throw translateError(err, this.conn.label);
+      });
+    this.relaxed = true;
+  }
+
+  /** Switches relaxed foreign keys back on, checking every row (see restoreForeignKeysSql). */
+  async restoreForeignKeys(): Promise<void> {
+    if (!this.relaxed) return;
+    await this.request()
+      .batch(restoreForeignKeysSql())
+      .catch((err) => {
+        throw translateError(err, this.conn.label);
+      });
+    this.relaxed = false;
   }
 
   /** The target table's columns, read inside the transaction; ConfigError when it is missing. */
@@ -256,7 +282,9 @@ export class MssqlTarget implements TargetWriter {
     }
     let result: T;
     try {
-      result = await fn(new Transaction(this.conn, tx));
+      const work = new Transaction(this.conn, tx);
+      result = await fn(work);
+      await work.restoreForeignKeys();
     } catch (err) {
       if (!aborted) await tx.rollback().catch(() => {});
       throw err;

@@ -35,6 +35,15 @@ class SqliteTransaction implements TargetTransaction {
     return readApplied(this.db, job);
   }
 
+  /**
+   * Foreign keys are checked at COMMIT, not row by row, so rows of one delta may reference each
+   * other in any order; SQLite resets this when the transaction ends. ON DELETE actions still
+   * fire (only on rows the source deleted too).
+   */
+  async relaxForeignKeys(): Promise<void> {
+    this.db.pragma('defer_foreign_keys = ON');
+  }
+
   async applyRows(req: ApplyRowsRequest): Promise<number> {
     let stmt;
     try {
