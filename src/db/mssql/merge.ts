@@ -282,22 +282,31 @@ export interface DeletePlan {
  * Deletes the target rows whose keys are staged, and reports how many went (`deleted`). A key
  * staged twice deletes its row once; a key that is not there deletes nothing.
  */
-export function deleteSql(table: TableName, staging: string, keys: StagingColumn[]): string {
+export function deleteSql(
+  table: TableName,
+  staging: string,
+  keys: StagingColumn[],
+  notIn = false,
+): string {
   const match = keys
     .map((c) => `t.${quoteIdent(c.target.name)} = ${keyMatch(c.target, c.value)}`)
     .join(' AND ');
   return (
-    `DELETE t FROM ${table.quoted} AS t WHERE EXISTS (SELECT 1 FROM ${quoteIdent(staging)} AS st WHERE ${match});\n` +
+    `DELETE t FROM ${table.quoted} AS t WHERE ${notIn ? 'NOT ' : ''}EXISTS (SELECT 1 FROM ${quoteIdent(staging)} AS st WHERE ${match});\n` +
     'SELECT @@ROWCOUNT AS deleted;'
   );
 }
 
-/** Plans one deleteRows: the key columns staged as applyRows stages them, then one DELETE. */
+/**
+ * Plans one deleteRows: the key columns staged as applyRows stages them, then one DELETE of the
+ * rows whose keys were staged or, with `notIn` (a base table), of those whose keys were not.
+ */
 export function planDelete(
   table: TableName,
   key: ColumnInfo[],
   target: MssqlColumn[],
   staging: string,
+  notIn = false,
 ): DeletePlan {
   const cols = stagingColumns(
     table,
@@ -308,7 +317,7 @@ export function planDelete(
   return {
     staging: cols,
     createStaging: createStagingSql(staging, cols),
-    delete: deleteSql(table, staging, cols),
+    delete: deleteSql(table, staging, cols, notIn),
     dropStaging: `DROP TABLE ${quoteIdent(staging)}`,
   };
 }

@@ -7,6 +7,7 @@ import type { ResultSetHeader } from 'mysql2';
 import { ConfigError, DeltaError, DeltasyncError } from '../../errors.js';
 import {
   APPLIED_TABLE,
+  type AddedColumnTypes,
   type AppliedRecord,
   type ApplyRowsRequest,
   type ColumnInfo,
@@ -50,6 +51,23 @@ export interface MysqlTargetOptions {
 }
 
 const APPLIED = quoteIdent(APPLIED_TABLE);
+
+/** Column types for `load.missingColumns: 'add'` (see AddedColumnTypes). */
+const ADDED_COLUMN_TYPES: AddedColumnTypes = {
+  int: 'BIGINT',
+  bigint: 'BIGINT',
+  decimal: 'DECIMAL(65,30)',
+  float: 'DOUBLE',
+  bool: 'BOOLEAN',
+  text: 'LONGTEXT',
+  binary: 'LONGBLOB',
+  date: 'DATE',
+  time: 'TIME(6)',
+  timestamp: 'DATETIME(6)',
+  timestamptz: 'TIMESTAMP(6) NULL',
+  json: 'JSON',
+  uuid: 'CHAR(36)',
+};
 
 /** Writes one MySQL/MariaDB replica. */
 export class MysqlTarget implements TargetWriter {
@@ -96,6 +114,13 @@ export class MysqlTarget implements TargetWriter {
     }
   }
 
+  /** DDL commits the open transaction in MySQL: load adds columns before the delta's. */
+  readonly ddlInTransaction = false;
+
+  addColumnSql(table: string, column: ColumnInfo): string {
+    return `ALTER TABLE ${quoteTable(table)} ADD COLUMN ${quoteIdent(column.name)} ${ADDED_COLUMN_TYPES[column.type]}`;
+  }
+
   async columns(table: string): Promise<ColumnInfo[] | null> {
     const native = await reflectColumns(this.session, table);
     if (native.length === 0) return null;
@@ -140,8 +165,12 @@ export class MysqlTarget implements TargetWriter {
           relaxForeignKeys: async () =>
             void (await run(this.session, 'SET SESSION foreign_key_checks = 0')),
           applyRows: (request) => this.applyRows(request),
+          executeDdl: () => {
+            throw new DeltasyncError('MySQL target: DDL would commit the delta half-way');
+          },
           recordApplied: (record) => this.recordApplied(record),
           deleteRows: (request) => this.deleteRows(request),
+          deleteRowsNotIn: (request) => this.deleteRowsNotIn(request),
         });
       } catch (err) {
         if (!this.session.lostWith) {
@@ -221,6 +250,64 @@ export class MysqlTarget implements TargetWriter {
       [record.job, record.logId, record.delta],
       APPLIED_TABLE,
     );
+  }
+
+  /**
+   * A base table: stages its keys in a temporary table (batched INSERTs, so memory stays flat),
+   * then deletes every row whose key was not staged, in one statement.
+   */
+  private async deleteRowsNotIn(request: DeleteRowsRequest): Promise<number> {
+    const { table, key } = request;
+    const native = await reflectColumns(this.session, table);
+    const byName = new Map(native.map((c) => [c.name, c]));
+    const targets = key.map((k) => byName.get(k.name));
+    if (native.length === 0 || targets.some((t) => !t)) {
+      throw new ConfigError(
+        `table ${table} or its key (${key.map((k) => k.name).join(', ')}) does not exist in MariaDB/MySQL ${this.session.where}`,
+        { hint: 'create it on the replica before loading' },
+      );
+    }
+    const encoders = key.map((k, i) => writeEncoder(k, targets[i]!.dataType));
+    const names = key.map((k) => quoteIdent(k.name));
+    const keys = quoteIdent('deltasync_base_keys');
+    await run(this.session, `DROP TEMPORARY TABLE IF EXISTS ${keys}`);
+    await run(
+      this.session,
+      `CREATE TEMPORARY TABLE ${keys} (${names.map((n, i) => `${n} ${targets[i]!.columnType} NOT NULL`).join(', ')}, PRIMARY KEY (${names.join(', ')})) ENGINE=InnoDB`,
+    );
+    try {
+      let values: string[] = [];
+      let chars = 0;
+      const flush = async () => {
+        await run(
+          this.session,
+          `INSERT IGNORE INTO ${keys} (${names.join(', ')}) VALUES ${values.join(',')}`,
+          undefined,
+          table,
+        );
+        values = [];
+        chars = 0;
+      };
+      for await (const row of request.rows) {
+        const tuple = `(${encoders.map((e, i) => e.literal(row[i]!)).join(',')})`;
+        values.push(tuple);
+        chars += tuple.length;
+        if (values.length >= DELETE_BATCH_KEYS || chars >= DELETE_BATCH_CHARS) await flush();
+      }
+      if (values.length > 0) await flush();
+      const on = names.map((n) => `k.${n} = t.${n}`).join(' AND ');
+      const header = await run<ResultSetHeader>(
+        this.session,
+        `DELETE t FROM ${quoteTable(table)} AS t LEFT JOIN ${keys} AS k ON ${on} WHERE k.${names[0]} IS NULL`,
+        undefined,
+        table,
+      );
+      return header.affectedRows;
+    } finally {
+      if (!this.session.lostWith) {
+        await run(this.session, `DROP TEMPORARY TABLE IF EXISTS ${keys}`).catch(() => undefined);
+      }
+    }
   }
 
   /** Deletes by key in batches of `k IN (…)`; keys that are not there are no error. */

@@ -254,7 +254,8 @@ export class TableLoader {
 
 /**
  * Deletes the rows whose keys are given: the keys are COPYed into a temporary table, then one
- * `DELETE … USING` removes the matching rows. Returns the number of rows deleted.
+ * `DELETE … USING` removes the matching rows. With `notIn` (a base table) it deletes the rows
+ * whose keys are not given instead. Returns the number of rows deleted.
  */
 export async function deleteKeys(
   conn: PgConnection,
@@ -262,6 +263,7 @@ export async function deleteKeys(
   stage: string,
   key: string[],
   batches: AsyncGenerator<CopyBatch>,
+  notIn = false,
 ): Promise<number> {
   const cols = key.map(quoteIdent).join(', ');
   await run(
@@ -281,9 +283,12 @@ export async function deleteKeys(
     }
   }
   const where = key.map((k) => `t.${quoteIdent(k)} = s.${quoteIdent(k)}`).join(' AND ');
+  if (notIn) await run(conn, `ANALYZE ${stage}`); // so the planner hashes the keys
   const result = await run(
     conn,
-    `DELETE FROM ${table.sql} t USING ${stage} s WHERE ${where}`,
+    notIn
+      ? `DELETE FROM ${table.sql} t WHERE NOT EXISTS (SELECT 1 FROM ${stage} s WHERE ${where})`
+      : `DELETE FROM ${table.sql} t USING ${stage} s WHERE ${where}`,
     [],
     table.name,
   );

@@ -8,6 +8,7 @@
 import { ConfigError, DeltaError } from '../../errors.js';
 import {
   APPLIED_TABLE,
+  type AddedColumnTypes,
   type AppliedRecord,
   type ApplyRowsRequest,
   type ColumnInfo,
@@ -30,6 +31,23 @@ import { connect, disconnect, run, translateError, type PgConnection } from './c
 import { SEQ_COLUMN, TableLoader, canCopyDirectly, copyBatches, deleteKeys } from './load.js';
 import { copyOut, readAllSql } from './read.js';
 import { copyDecoder, copyEncoder, quoteIdent } from './types.js';
+
+/** Column types for `load.missingColumns: 'add'` (see AddedColumnTypes). */
+const ADDED_COLUMN_TYPES: AddedColumnTypes = {
+  int: 'bigint',
+  bigint: 'bigint',
+  decimal: 'numeric',
+  float: 'double precision',
+  bool: 'boolean',
+  text: 'text',
+  binary: 'bytea',
+  date: 'date',
+  time: 'time',
+  timestamp: 'timestamp',
+  timestamptz: 'timestamptz',
+  json: 'jsonb',
+  uuid: 'uuid',
+};
 
 /** Advisory lock class ('delt') serialising loads of one job, whichever host they run on. */
 const APPLIED_LOCK_CLASS = 0x64656c74;
@@ -125,12 +143,20 @@ class PgTransaction implements TargetTransaction {
     return this.writer.applyRows(request);
   }
 
+  async executeDdl(sql: string): Promise<void> {
+    await run(this.writer.conn, sql);
+  }
+
   async relaxForeignKeys(): Promise<void> {
     this.writer.relaxed = await relaxForeignKeys(this.writer.conn);
   }
 
   deleteRows(request: DeleteRowsRequest): Promise<number> {
-    return this.writer.deleteRows(request);
+    return this.writer.deleteRows(request, false);
+  }
+
+  deleteRowsNotIn(request: DeleteRowsRequest): Promise<number> {
+    return this.writer.deleteRows(request, true);
   }
 
   async recordApplied(record: AppliedRecord): Promise<void> {
@@ -158,6 +184,12 @@ class PgTarget implements TargetWriter {
     private readonly schema: string | undefined,
   ) {
     this.applied = tableRef(APPLIED_TABLE, schema);
+  }
+
+  readonly ddlInTransaction = true;
+
+  addColumnSql(table: string, column: ColumnInfo): string {
+    return `ALTER TABLE ${tableRef(table, this.schema).sql} ADD COLUMN ${quoteIdent(column.name)} ${ADDED_COLUMN_TYPES[column.type]}`;
   }
 
   async columns(table: string): Promise<ColumnInfo[] | null> {
@@ -226,7 +258,8 @@ class PgTarget implements TargetWriter {
     return loader.load(copyBatches(req.rows, encoders, req.table, stop), stop);
   }
 
-  async deleteRows(req: DeleteRowsRequest): Promise<number> {
+  /** Deletes the rows with the given keys, or with `notIn` every row whose key is not given. */
+  async deleteRows(req: DeleteRowsRequest, notIn: boolean): Promise<number> {
     const table = tableRef(req.table, this.schema);
     const columns = await reflectColumns(this.conn, table);
     if (!columns) throw new ConfigError(`target table '${req.table}' does not exist`);
@@ -243,6 +276,7 @@ class PgTarget implements TargetWriter {
       `pg_temp.${quoteIdent(`deltasync_delete_${++this.stages}`)}`,
       req.key.map((k) => k.name),
       copyBatches(req.rows, encoders, req.table, stop),
+      notIn,
     );
   }
 

@@ -2,6 +2,7 @@
 import { ConfigError } from '../../errors.js';
 import {
   APPLIED_TABLE,
+  type AddedColumnTypes,
   type AppliedRecord,
   type ApplyRowsRequest,
   type ColumnInfo,
@@ -15,6 +16,26 @@ import {
 import { openSqlite, quoteIdent, type SqliteDb } from './connection.js';
 import { readAllRows, sqliteColumns } from './source.js';
 import { fromWire } from './types.js';
+
+/**
+ * Column types for `load.missingColumns: 'add'`, named so that reflecting them gives back the
+ * logical type; decimals are TEXT because NUMERIC affinity would turn '12.30' into a float.
+ */
+const ADDED_COLUMN_TYPES: AddedColumnTypes = {
+  int: 'INTEGER',
+  bigint: 'INTEGER',
+  decimal: 'TEXT',
+  float: 'REAL',
+  bool: 'BOOLEAN',
+  text: 'TEXT',
+  binary: 'BLOB',
+  date: 'DATE',
+  time: 'TIME',
+  timestamp: 'DATETIME',
+  timestamptz: 'TIMESTAMPTZ',
+  json: 'JSON',
+  uuid: 'UUID',
+};
 
 /** `INSERT … ON CONFLICT (key) DO UPDATE` writing only the delta's columns. */
 export function upsertSql(req: Pick<ApplyRowsRequest, 'table' | 'key' | 'columns'>): string {
@@ -40,6 +61,10 @@ class SqliteTransaction implements TargetTransaction {
    * other in any order; SQLite resets this when the transaction ends. ON DELETE actions still
    * fire (only on rows the source deleted too).
    */
+  async executeDdl(sql: string): Promise<void> {
+    this.db.exec(sql);
+  }
+
   async relaxForeignKeys(): Promise<void> {
     this.db.pragma('defer_foreign_keys = ON');
   }
@@ -73,6 +98,29 @@ class SqliteTransaction implements TargetTransaction {
     return deleted;
   }
 
+  async deleteRowsNotIn(req: DeleteRowsRequest): Promise<number> {
+    const keys = quoteIdent('deltasync_base_keys');
+    const names = req.key.map((k) => quoteIdent(k.name));
+    this.db.exec(`DROP TABLE IF EXISTS temp.${keys}`);
+    this.db.exec(
+      `CREATE TEMP TABLE ${keys} (${names.join(', ')}, PRIMARY KEY (${names.join(', ')}))`,
+    );
+    const insert = this.db.prepare(
+      `INSERT OR IGNORE INTO temp.${keys} VALUES (${names.map(() => '?').join(', ')})`,
+    );
+    const types = req.key.map((k) => k.type);
+    for await (const key of req.rows) insert.run(key.map((v, i) => fromWire(v, types[i]!)));
+    const table = quoteIdent(req.table);
+    const match = names.map((n) => `k.${n} = ${table}.${n}`).join(' AND ');
+    const deleted = this.db
+      .prepare(
+        `DELETE FROM ${table} WHERE NOT EXISTS (SELECT 1 FROM temp.${keys} AS k WHERE ${match})`,
+      )
+      .run().changes;
+    this.db.exec(`DROP TABLE temp.${keys}`);
+    return deleted;
+  }
+
   async recordApplied(record: AppliedRecord): Promise<void> {
     this.db
       .prepare(
@@ -92,7 +140,13 @@ function readApplied(db: SqliteDb, job: string): string | null {
 class SqliteTarget implements TargetWriter {
   readonly engine = 'sqlite' as const;
 
+  readonly ddlInTransaction = true;
+
   constructor(private readonly db: SqliteDb) {}
+
+  addColumnSql(table: string, column: ColumnInfo): string {
+    return `ALTER TABLE ${quoteIdent(table)} ADD COLUMN ${quoteIdent(column.name)} ${ADDED_COLUMN_TYPES[column.type]}`;
+  }
 
   async columns(table: string): Promise<ColumnInfo[] | null> {
     return sqliteColumns(this.db, table);
