@@ -37,14 +37,17 @@ export interface LoadJob {
   cleanup(): void;
 }
 
-/** A load-only job for `target`; `extra` is JavaScript source for more config keys. */
-export function loadJob(target: Db, extra = ''): LoadJob {
+/**
+ * A load-only job for `target`; `extra` is JavaScript source for more config keys. Jobs sharing
+ * one replica need names of their own (the replica records what it applied by job).
+ */
+export function loadJob(target: Db, extra = '', name = 'rj'): LoadJob {
   const dir = mkdtempSync(join(tmpdir(), 'deltasync-load-'));
   const inbox = join(dir, 'inbox');
   const stateDir = join(dir, 'state');
   mkdirSync(inbox);
   const config = join(dir, 'job.js');
-  const base = { name: 'rj', stateDir, target: target.config, inbox };
+  const base = { name, stateDir, target: target.config, inbox };
   writeFileSync(config, `export default { ...${JSON.stringify(base)}, ${extra} };\n`);
   return {
     dir,
@@ -54,7 +57,7 @@ export function loadJob(target: Db, extra = ''): LoadJob {
     async delta(from, to, tables, opts = {}) {
       const writer = new DeltaWriter({
         dir: inbox,
-        job: 'rj',
+        job: name,
         fromLogId: String(from),
         toLogId: String(to),
         maxRowsPerPart: 1000,
@@ -78,7 +81,7 @@ export function loadJob(target: Db, extra = ''): LoadJob {
       return file;
     },
     state: () =>
-      JSON.parse(readFileSync(join(stateDir, 'rj.load.state.json'), 'utf8')) as Record<
+      JSON.parse(readFileSync(join(stateDir, `${name}.load.state.json`), 'utf8')) as Record<
         string,
         unknown
       >,

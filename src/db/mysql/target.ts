@@ -23,13 +23,14 @@ import {
   openSession,
   reflectColumns,
   run,
+  splitTable,
   translateError,
   type Session,
 } from './connection.js';
 import {
-  applyByInfile,
-  applyByInsert,
+  applyStaged,
   onDuplicateClause,
+  stageColumn,
   type ApplyPlan,
   type LoadStrategy,
 } from './load.js';
@@ -364,9 +365,35 @@ export class MysqlTarget implements TargetWriter {
 
   private async applyRows(request: ApplyRowsRequest): Promise<number> {
     const plan = await this.plan(request);
-    return this.loadStrategy === 'infile'
-      ? applyByInfile(this.session, plan, request.rows)
-      : applyByInsert(this.session, plan, request.rows);
+    return applyStaged(this.session, plan, request.rows, this.loadStrategy);
+  }
+
+  /** The table's unique indexes (the primary key too) and its NOT NULL columns. */
+  private async constraints(
+    table: string,
+  ): Promise<{ uniques: { name: string; columns: string[] }[]; notNull: Set<string> }> {
+    const [schema, name] = splitTable(table);
+    const indexes = await run<{ name: string; col: string }[]>(
+      this.session,
+      `SELECT INDEX_NAME AS name, COLUMN_NAME AS col FROM information_schema.STATISTICS
+        WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0
+        ORDER BY INDEX_NAME, SEQ_IN_INDEX`,
+      [schema, name],
+      table,
+    );
+    const uniques = new Map<string, string[]>();
+    for (const r of indexes) uniques.set(r.name, [...(uniques.get(r.name) ?? []), r.col]);
+    const notNull = await run<{ col: string }[]>(
+      this.session,
+      `SELECT COLUMN_NAME AS col FROM information_schema.COLUMNS
+        WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND IS_NULLABLE = 'NO'`,
+      [schema, name],
+      table,
+    );
+    return {
+      uniques: [...uniques].map(([n, columns]) => ({ name: n, columns })),
+      notNull: new Set(notNull.map((r) => r.col)),
+    };
   }
 
   /** Checks the request against the target table and prepares the encoders. */
@@ -388,7 +415,19 @@ export class MysqlTarget implements TargetWriter {
         throw new ConfigError(`key column ${table}.${k} is not among the delta's columns`);
       }
     }
-    const columnTypes: string[] = [];
+    const { uniques, notNull } = await this.constraints(table);
+    const keySet = [...key].sort().join('\0');
+    if (!uniques.some((u) => [...u.columns].sort().join('\0') === keySet)) {
+      throw new ConfigError(
+        `target table '${table}' has no primary key or unique index on (${key.join(', ')})`,
+        {
+          hint: 'add one on the replica (without it MariaDB/MySQL would take duplicate rows), or fix the key in the job configuration',
+        },
+      );
+    }
+    const stageTypes: string[] = [];
+    const targetTypes: string[] = [];
+    const misfits: (string | null)[] = [];
     const encoders = columns.map((column) => {
       const target = byName.get(column.name);
       if (!target) {
@@ -397,14 +436,22 @@ export class MysqlTarget implements TargetWriter {
           { hint: 'add it to the replica table or leave it out of the job' },
         );
       }
-      columnTypes.push(target.columnType);
+      const staged = stageColumn(column, target);
+      stageTypes.push(staged.stageType);
+      misfits.push(staged.misfit);
+      targetTypes.push(target.columnType);
       return writeEncoder(column, target.dataType);
     });
     return {
       table: quoteTable(table),
       tableName: table,
       columns,
-      columnTypes,
+      stageTypes,
+      targetTypes,
+      misfits,
+      notNull: columns.map((c) => notNull.has(c.name)),
+      key,
+      otherUniques: uniques.filter((u) => [...u.columns].sort().join('\0') !== keySet),
       encoders,
       onDuplicate: onDuplicateClause(
         columns.map((c) => c.name),

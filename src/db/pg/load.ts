@@ -19,7 +19,7 @@ import { pipeline } from 'node:stream/promises';
 import { setImmediate as setImmediatePromise } from 'node:timers/promises';
 import { from as copyFrom } from 'pg-copy-streams';
 import { ConfigError, DeltaError } from '../../errors.js';
-import type { WireRow } from '../types.js';
+import type { LogicalType, WireRow } from '../types.js';
 import type { TableRef } from './catalog.js';
 import { run, translateError, type PgConnection } from './connection.js';
 import { quoteIdent, type CopyEncoder } from './types.js';
@@ -31,7 +31,6 @@ const COPY_CHUNK_CHARS = 256 * 1024;
 /** A batch is about this much COPY text (8 MiB kept peak RSS under 200 MB on 1M-row loads). */
 const BATCH_CHARS = 8 * 1024 * 1024;
 /** SQLSTATEs we act on. */
-const UNIQUE_VIOLATION = '23505';
 const CARDINALITY_VIOLATION = '21000'; // ON CONFLICT DO UPDATE met one key twice
 const INVALID_COLUMN_REFERENCE = '42P10'; // no unique index matches the ON CONFLICT columns
 
@@ -96,6 +95,70 @@ export interface UpsertPlan {
   key: string[];
   /** Columns whose type has no equality operator (json, …): compared as text. */
   compareAsText: Set<string>;
+  /**
+   * Columns staged in the delta's own type rather than the target's (see StageColumn), with the
+   * target's type to cast them to on the way in; a checked cast cannot round.
+   */
+  casts?: Map<string, string>;
+}
+
+/**
+ * How one column is staged: in the delta's own type (so that COPY cannot round, truncate or
+ * wrap a value quietly, issue 9), or in the target's type when that is a type deltasync does not
+ * know (enums, geometry…: the value travels as text and only the target type can parse it).
+ */
+export interface StageColumn {
+  name: string;
+  /** The staging table's type for it. */
+  stageType: string;
+  /** The target column's type, as format_type() prints it. */
+  targetType: string;
+  /**
+   * How a staged value is proven to fit before it is written: 'roundtrip' — cast to the target's
+   * type and back, it must come back equal (numeric(10,2), timestamp(0), varchar(5), integer…);
+   * 'parse' — the cast must only succeed (json); 'none' — the types are the same, or the target's
+   * is wider than any staged value.
+   */
+  check: 'roundtrip' | 'parse' | 'none';
+}
+
+/** The type each logical type is staged in, as format_type() prints it. */
+const STAGE_TYPES: Record<LogicalType, string> = {
+  int: 'bigint',
+  bigint: 'numeric',
+  decimal: 'numeric',
+  float: 'double precision',
+  bool: 'boolean',
+  text: 'text',
+  binary: 'bytea',
+  date: 'date',
+  time: 'time without time zone',
+  timestamp: 'timestamp without time zone',
+  timestamptz: 'timestamp with time zone',
+  json: 'text',
+  uuid: 'uuid',
+};
+
+/** Stage type -> target types it always fits in unchanged (no check needed). */
+const WIDER: Record<string, string[]> = {
+  bigint: ['bigint', 'numeric'],
+  numeric: ['numeric'],
+  text: ['text', 'character varying'],
+};
+
+/** How a delta column of logical type `type` is staged for a target column (see StageColumn). */
+export function stageColumn(
+  name: string,
+  type: LogicalType,
+  target: { nativeType?: string; typname: string; fallback: boolean },
+): StageColumn {
+  const targetType = target.nativeType ?? target.typname;
+  if (target.fallback) return { name, stageType: targetType, targetType, check: 'none' };
+  const stageType = STAGE_TYPES[type];
+  if (WIDER[stageType]?.includes(targetType) || stageType === targetType)
+    return { name, stageType, targetType, check: 'none' };
+  const json = target.typname === 'json' || target.typname === 'jsonb';
+  return { name, stageType, targetType, check: json ? 'parse' : 'roundtrip' };
 }
 
 /**
@@ -107,9 +170,16 @@ export function upsertSql(plan: UpsertPlan, dedupe: boolean): string {
   const cols = plan.columns.map(quoteIdent).join(', ');
   const keys = plan.key.map(quoteIdent).join(', ');
   const seq = quoteIdent(SEQ_COLUMN);
+  const casts = plan.casts ?? new Map<string, string>();
+  const selected = plan.columns
+    .map((c) => {
+      const to = casts.get(c);
+      return to ? `CAST(${quoteIdent(c)} AS ${to}) AS ${quoteIdent(c)}` : quoteIdent(c);
+    })
+    .join(', ');
   const source = dedupe
-    ? `SELECT DISTINCT ON (${keys}) ${cols} FROM ${plan.stage} ORDER BY ${keys}, ${seq} DESC`
-    : `SELECT ${cols} FROM ${plan.stage}`;
+    ? `SELECT DISTINCT ON (${keys}) ${selected} FROM ${plan.stage} ORDER BY ${keys}, ${seq} DESC`
+    : `SELECT ${selected} FROM ${plan.stage}`;
   const keySet = new Set(plan.key);
   const rest = plan.columns.filter((c) => !keySet.has(c));
   if (rest.length === 0) {
@@ -149,15 +219,52 @@ function prefetch(batches: AsyncGenerator<CopyBatch>): Promise<IteratorResult<Co
   return next;
 }
 
+/** SQLSTATE classes of a value or a constraint the target refused (data exception, integrity). */
+function isDataError(err: unknown): boolean {
+  const code = (err as { code?: string }).code ?? '';
+  return code.startsWith('22') || code.startsWith('23');
+}
+
+/**
+ * True when the value (as text) does not survive a cast to the target's type and back to the
+ * stage's unchanged, or the cast fails. Per row and slow: only run to name the first offending
+ * row once a set-based statement has failed.
+ */
+const MISFIT_FUNCTION = `CREATE OR REPLACE FUNCTION pg_temp.deltasync_misfit(v text, target text, stage text)
+  RETURNS boolean LANGUAGE plpgsql AS $f$
+DECLARE differs boolean := false;
+BEGIN
+  IF v IS NULL THEN RETURN false; END IF;
+  IF stage IS NULL THEN
+    EXECUTE format('SELECT $1::%s IS NULL', target) INTO differs USING v;
+  ELSE
+    EXECUTE format('SELECT (($1::%s)::%s)::%s IS DISTINCT FROM $1::%s', stage, target, stage, stage)
+      INTO differs USING v;
+  END IF;
+  RETURN differs;
+EXCEPTION WHEN others THEN RETURN true;
+END $f$`;
+
+/** The first staged row a column cannot take, as found by a check. */
+interface Misfit {
+  key: string[];
+  column: string;
+  value: string | null;
+  seq: string;
+}
+
 /** Loads batches of rows into one table (see the module comment). */
 export class TableLoader {
   private stageReady = false;
 
   constructor(
     private readonly conn: PgConnection,
-    private readonly plan: UpsertPlan & { table: TableRef },
+    private readonly plan: UpsertPlan & { table: TableRef; stageColumns: StageColumn[] },
     private direct: boolean,
-  ) {}
+  ) {
+    // COPY straight into the target would round what a roundtrip check exists to catch.
+    if (plan.stageColumns.some((c) => c.check === 'roundtrip')) this.direct = false;
+  }
 
   /** Consumes every batch; returns the number of rows. */
   async load(batches: AsyncGenerator<CopyBatch>, stop: { stopped: boolean }): Promise<number> {
@@ -190,7 +297,9 @@ export class TableLoader {
     try {
       await this.copyIn(`COPY ${this.plan.target} (${this.columnList}) FROM STDIN`, batch);
     } catch (err) {
-      if ((err as { code?: string }).code !== UNIQUE_VIOLATION) throw this.translate(err);
+      // A repeated key, or a value the target refuses: the staged way handles the one and
+      // names the row of the other.
+      if (!isDataError(err)) throw this.translate(err);
       await run(this.conn, 'ROLLBACK TO SAVEPOINT deltasync_direct');
       this.direct = false;
       return false;
@@ -204,20 +313,118 @@ export class TableLoader {
     if (this.stageReady) {
       await run(this.conn, `TRUNCATE ${stage}`);
     } else {
-      // The stage copies the target's column types; ON COMMIT DROP cleans up after a failure.
+      // The stage holds the delta's own types (see StageColumn); ON COMMIT DROP cleans up
+      // after a failure.
+      const columns = this.plan.stageColumns.map((c) => `${quoteIdent(c.name)} ${c.stageType}`);
       await run(
         this.conn,
-        `CREATE TEMPORARY TABLE ${stage} ON COMMIT DROP AS
-           SELECT ${this.columnList} FROM ${table.sql} WITH NO DATA;
-         ALTER TABLE ${stage}
-           ADD COLUMN ${quoteIdent(SEQ_COLUMN)} bigint GENERATED ALWAYS AS IDENTITY (CACHE 10000)`,
+        `CREATE TEMPORARY TABLE ${stage} (${columns.join(', ')},
+           ${quoteIdent(SEQ_COLUMN)} bigint GENERATED ALWAYS AS IDENTITY (CACHE 10000)) ON COMMIT DROP`,
         [],
         table.name,
       );
       this.stageReady = true;
     }
     await this.copyIn(`COPY ${stage} (${this.columnList}) FROM STDIN`, batch);
+    await this.checkFit();
     await this.upsert();
+  }
+
+  /** `(id, region)=(3, 'eu')`, as PostgreSQL writes keys in its messages. */
+  private describeKey(values: string[]): string {
+    return `(${this.plan.key.join(', ')})=(${values.join(', ')})`;
+  }
+
+  private misfitError(m: Misfit): DeltaError {
+    const column = this.plan.stageColumns.find((c) => c.name === m.column)!;
+    const what =
+      m.value === null
+        ? `is NULL, which the replica column (${column.targetType}, NOT NULL) refuses`
+        : `value '${m.value}' does not fit the replica column's type ${column.targetType} unchanged`;
+    return new DeltaError(
+      `table '${this.plan.table.name}' row ${this.describeKey(m.key)}: column ${m.column} ${what}`,
+      { hint: 'widen the replica column or fix the source value; nothing was applied' },
+    );
+  }
+
+  /**
+   * Proves, in one set-based statement over the batch, that every value of a roundtrip-checked
+   * column comes back unchanged from the target's type (issue 9: never quietly different). When
+   * a cast fails outright (out of range), the slow search names the row.
+   */
+  private async checkFit(): Promise<void> {
+    const checked = this.plan.stageColumns.filter((c) => c.check === 'roundtrip');
+    if (checked.length === 0) return;
+    const conds = checked.map((c) => {
+      const q = quoteIdent(c.name);
+      return `(${q} IS NOT NULL AND CAST(CAST(${q} AS ${c.targetType}) AS ${c.stageType}) IS DISTINCT FROM ${q})`;
+    });
+    const keys = this.plan.key.map((k) => `CAST(${quoteIdent(k)} AS text)`).join(', ');
+    const which = checked.map((_c, i) => `WHEN ${conds[i]} THEN ${i}`).join(' ');
+    const value = checked
+      .map((c, i) => `WHEN ${conds[i]} THEN CAST(${quoteIdent(c.name)} AS text)`)
+      .join(' ');
+    const sql =
+      `SELECT ARRAY[${keys}] AS key, CASE ${which} END AS col, CASE ${value} END AS value ` +
+      `FROM ${this.plan.stage} WHERE ${conds.join(' OR ')} ORDER BY ${quoteIdent(SEQ_COLUMN)} LIMIT 1`;
+    await run(this.conn, 'SAVEPOINT deltasync_check');
+    let found: { key: string[]; col: number; value: string } | undefined;
+    try {
+      found = (await this.conn.client.query(sql)).rows[0];
+    } catch (err) {
+      if (!isDataError(err)) throw this.translate(err);
+      await run(this.conn, 'ROLLBACK TO SAVEPOINT deltasync_check');
+      const misfit = await this.findMisfit();
+      if (misfit) throw this.misfitError(misfit);
+      throw this.translate(err);
+    }
+    await run(this.conn, 'RELEASE SAVEPOINT deltasync_check');
+    if (found) {
+      throw this.misfitError({
+        key: found.key,
+        column: checked[found.col]!.name,
+        value: found.value,
+        seq: '0',
+      });
+    }
+  }
+
+  /**
+   * The first staged row (in delta order) that a column cannot take: a value that does not
+   * survive the cast, or a NULL in a NOT NULL column. Row by row; only after a failure.
+   */
+  private async findMisfit(): Promise<Misfit | undefined> {
+    await run(this.conn, MISFIT_FUNCTION);
+    const { rows: notNull } = await run<{ name: string }>(
+      this.conn,
+      `SELECT attname AS name FROM pg_catalog.pg_attribute
+        WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped AND attnotnull`,
+      [this.plan.table.sql],
+    );
+    const notNullNames = new Set(notNull.map((r) => r.name));
+    const keys = this.plan.key.map((k) => `CAST(${quoteIdent(k)} AS text)`).join(', ');
+    const seq = quoteIdent(SEQ_COLUMN);
+    let first: Misfit | undefined;
+    for (const c of this.plan.stageColumns) {
+      const q = quoteIdent(c.name);
+      const conds: string[] = [];
+      if (notNullNames.has(c.name)) conds.push(`${q} IS NULL`);
+      if (c.check !== 'none') {
+        const stage = c.check === 'roundtrip' ? `'${c.stageType}'` : 'NULL';
+        const target = `'${c.targetType.replaceAll("'", "''")}'`;
+        conds.push(`pg_temp.deltasync_misfit(CAST(${q} AS text), ${target}, ${stage})`);
+      }
+      if (conds.length === 0) continue;
+      const { rows } = await run<{ key: string[]; value: string | null; seq: string }>(
+        this.conn,
+        `SELECT ARRAY[${keys}] AS key, CAST(${q} AS text) AS value, ${seq}::text AS seq
+           FROM ${this.plan.stage} WHERE ${conds.join(' OR ')} ORDER BY ${seq} LIMIT 1`,
+      );
+      const r = rows[0];
+      if (r && (!first || BigInt(r.seq) < BigInt(first.seq)))
+        first = { key: r.key, column: c.name, value: r.value, seq: r.seq };
+    }
+    return first;
   }
 
   private async copyIn(sql: string, batch: CopyBatch): Promise<void> {
@@ -232,11 +439,20 @@ export class TableLoader {
   private async upsert(): Promise<void> {
     await run(this.conn, 'SAVEPOINT deltasync_upsert');
     try {
-      await this.conn.client.query(upsertSql(this.plan, false));
+      try {
+        await this.conn.client.query(upsertSql(this.plan, false));
+      } catch (err) {
+        if ((err as { code?: string }).code !== CARDINALITY_VIOLATION) throw err;
+        await run(this.conn, 'ROLLBACK TO SAVEPOINT deltasync_upsert');
+        await this.conn.client.query(upsertSql(this.plan, true));
+      }
     } catch (err) {
-      if ((err as { code?: string }).code !== CARDINALITY_VIOLATION) throw this.translate(err);
+      if (!isDataError(err)) throw this.translate(err);
+      // A value or a NULL the target refused: name the row, if it is one of those.
       await run(this.conn, 'ROLLBACK TO SAVEPOINT deltasync_upsert');
-      await run(this.conn, upsertSql(this.plan, true));
+      const misfit = await this.findMisfit();
+      if (misfit) throw this.misfitError(misfit);
+      throw this.translate(err);
     }
     await run(this.conn, 'RELEASE SAVEPOINT deltasync_upsert');
   }

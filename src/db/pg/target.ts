@@ -28,7 +28,14 @@ import {
   type TableRef,
 } from './catalog.js';
 import { connect, disconnect, run, translateError, type PgConnection } from './connection.js';
-import { SEQ_COLUMN, TableLoader, canCopyDirectly, copyBatches, deleteKeys } from './load.js';
+import {
+  SEQ_COLUMN,
+  TableLoader,
+  canCopyDirectly,
+  copyBatches,
+  deleteKeys,
+  stageColumn,
+} from './load.js';
 import { copyOut, readAllSql } from './read.js';
 import { copyDecoder, copyEncoder, quoteIdent } from './types.js';
 
@@ -67,6 +74,9 @@ const INSUFFICIENT_PRIVILEGE = '42501';
  * ConfigError naming the grant (see constraintError).
  */
 async function relaxForeignKeys(conn: PgConnection): Promise<boolean> {
+  // Deferrable constraints wait for the commit too: two rows of one delta may swap the values
+  // of a unique column (Sakila's store managers), which only holds once both are written.
+  await run(conn, 'SET CONSTRAINTS ALL DEFERRED');
   await run(conn, 'SAVEPOINT deltasync_relax');
   try {
     await conn.client.query('SET LOCAL session_replication_role = replica');
@@ -75,7 +85,6 @@ async function relaxForeignKeys(conn: PgConnection): Promise<boolean> {
   } catch (err) {
     if ((err as { code?: string }).code !== INSUFFICIENT_PRIVILEGE) throw err;
     await run(conn, 'ROLLBACK TO SAVEPOINT deltasync_relax');
-    await run(conn, 'SET CONSTRAINTS ALL DEFERRED');
     return false;
   }
 }
@@ -239,6 +248,7 @@ class PgTarget implements TargetWriter {
         { hint: 'add one (not partial, not deferrable), or fix the key in the job configuration' },
       );
     }
+    const stageColumns = req.columns.map((c, i) => stageColumn(c.name, c.type, targetColumns[i]!));
     const loader = new TableLoader(
       this.conn,
       {
@@ -250,6 +260,12 @@ class PgTarget implements TargetWriter {
         compareAsText: new Set(
           targetColumns.filter((c) => c.fallback || c.typname === 'json').map((c) => c.name),
         ),
+        casts: new Map(
+          stageColumns
+            .filter((c) => c.stageType !== c.targetType)
+            .map((c) => [c.name, c.targetType]),
+        ),
+        stageColumns,
       },
       await canCopyDirectly(this.conn, table),
     );
