@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { relaxForeignKeysSql, restoreForeignKeysSql } from '../../src/db/mssql/merge.js';
+import {
+  relaxForeignKeysSql,
+  restoreForeignKeysSql,
+  uniqueKeySql,
+} from '../../src/db/mssql/merge.js';
 import { tableName } from '../../src/db/mssql/sql.js';
 
 describe('SQL Server: relaxing foreign keys inside a delta', () => {
@@ -22,5 +26,18 @@ describe('SQL Server: relaxing foreign keys inside a delta', () => {
     expect(sql).toContain("N' WITH CHECK CHECK CONSTRAINT ' + fk");
     expect(sql).toContain('DROP TABLE #deltasync_relaxed_fks;');
     expect(sql.indexOf('DROP TABLE')).toBeLessThan(sql.indexOf('EXEC sp_executesql @on'));
+  });
+});
+
+describe('SQL Server: the key needs a unique index', () => {
+  it('counts unfiltered unique indexes whose key columns are exactly the key', () => {
+    expect(uniqueKeySql(tableName('store', 'dbo'), ['id', "o'k"])).toBe(
+      "SELECT COUNT(*) AS found FROM sys.indexes AS i WHERE i.object_id = OBJECT_ID(N'[dbo].[store]')" +
+        ' AND i.is_unique = 1 AND i.has_filter = 0' +
+        ' AND (SELECT COUNT(*) FROM (SELECT 1 FROM sys.index_columns AS ic JOIN sys.columns AS c ON c.object_id = ic.object_id AND c.column_id = ic.column_id' +
+        ' WHERE ic.object_id = i.object_id AND ic.index_id = i.index_id AND ic.is_included_column = 0) AS k) = 2' +
+        ' AND NOT EXISTS (SELECT 1 FROM sys.index_columns AS ic JOIN sys.columns AS c ON c.object_id = ic.object_id AND c.column_id = ic.column_id' +
+        " WHERE ic.object_id = i.object_id AND ic.index_id = i.index_id AND ic.is_included_column = 0 AND c.name NOT IN (N'id', N'o''k'))",
+    );
   });
 });

@@ -360,3 +360,21 @@ export function restoreForeignKeysSql(): string {
     `END`,
   ].join('\n');
 }
+
+/**
+ * Counts (as `found`) the unique indexes (the primary key too) of the table whose key columns
+ * are exactly `key`, in any order, unfiltered: what keeps MERGE from matching one delta row to
+ * several replica rows. Without one, load refuses the table (78).
+ */
+export function uniqueKeySql(table: TableName, key: string[]): string {
+  const names = key.map(literal).join(', ');
+  const columns = (extra: string) =>
+    `SELECT 1 FROM sys.index_columns AS ic JOIN sys.columns AS c ON c.object_id = ic.object_id AND c.column_id = ic.column_id` +
+    ` WHERE ic.object_id = i.object_id AND ic.index_id = i.index_id AND ic.is_included_column = 0${extra}`;
+  return (
+    `SELECT COUNT(*) AS found FROM sys.indexes AS i WHERE i.object_id = OBJECT_ID(${literal(table.quoted)})` +
+    ` AND i.is_unique = 1 AND i.has_filter = 0` +
+    ` AND (SELECT COUNT(*) FROM (${columns('')}) AS k) = ${key.length}` +
+    ` AND NOT EXISTS (${columns(` AND c.name NOT IN (${names})`)})`
+  );
+}

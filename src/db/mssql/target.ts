@@ -29,6 +29,7 @@ import {
   planDelete,
   relaxForeignKeysSql,
   restoreForeignKeysSql,
+  uniqueKeySql,
   SEQ_COLUMN,
   stagingTableName,
   type StagingColumn,
@@ -201,6 +202,18 @@ class Transaction implements TargetTransaction {
   async applyRows(request: ApplyRowsRequest): Promise<number> {
     const table = tableName(request.table, this.conn.schema);
     const target = await this.reflect(table);
+    const unique = await this.request()
+      .query<{ found: number }>(uniqueKeySql(table, request.key))
+      .catch((err) => {
+        throw translateError(err, this.conn.label, table.label);
+      });
+    if (Number(unique.recordset?.[0]?.found ?? 0) === 0) {
+      // MERGE would match one delta row to every replica row with its key.
+      throw new ConfigError(
+        `target table '${table.label}' has no primary key or unique index on (${request.key.join(', ')})`,
+        { hint: 'add one on the replica, or fix the key in the job configuration' },
+      );
+    }
     const staging = stagingTableName(table, randomBytes(4).toString('hex'));
     const plan = planApply(table, request.key, request.columns, target, staging);
     try {

@@ -139,11 +139,17 @@ const STAGE_TYPES: Record<LogicalType, string> = {
   uuid: 'uuid',
 };
 
-/** Stage type -> target types it always fits in unchanged (no check needed). */
-const WIDER: Record<string, string[]> = {
+/**
+ * Stage type -> target types it needs no roundtrip check for: wider ones, and `real` for
+ * floats, which a float64 roundtrip would always fail (0.1 read from a real is not the double
+ * 0.1) although a real travels through the delta exactly as its shortest decimal text. A value
+ * out of their range still fails loudly, and the slow search names its row.
+ */
+const UNCHECKED: Record<string, string[]> = {
   bigint: ['bigint', 'numeric'],
   numeric: ['numeric'],
   text: ['text', 'character varying'],
+  'double precision': ['real'],
 };
 
 /** How a delta column of logical type `type` is staged for a target column (see StageColumn). */
@@ -155,7 +161,7 @@ export function stageColumn(
   const targetType = target.nativeType ?? target.typname;
   if (target.fallback) return { name, stageType: targetType, targetType, check: 'none' };
   const stageType = STAGE_TYPES[type];
-  if (WIDER[stageType]?.includes(targetType) || stageType === targetType)
+  if (UNCHECKED[stageType]?.includes(targetType) || stageType === targetType)
     return { name, stageType, targetType, check: 'none' };
   const json = target.typname === 'json' || target.typname === 'jsonb';
   return { name, stageType, targetType, check: json ? 'parse' : 'roundtrip' };
