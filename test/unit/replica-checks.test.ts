@@ -3,8 +3,8 @@
  * skips because they cannot differ: the pure planning behind the PG and MariaDB stages.
  */
 import { describe, expect, it } from 'vitest';
-import { stageColumn as mysqlStage } from '../../src/db/mysql/load.js';
-import { stageColumn as pgStage } from '../../src/db/pg/load.js';
+import { stageColumn as mysqlStage } from '../../src/db/mysql/stage.js';
+import { stageColumn as pgStage } from '../../src/db/pg/stage.js';
 import type { LogicalType } from '../../src/db/types.js';
 
 const pg = (type: LogicalType, nativeType: string, typname = nativeType, fallback = false) =>

@@ -27,14 +27,9 @@ import {
   translateError,
   type Session,
 } from './connection.js';
-import {
-  applyStaged,
-  onDuplicateClause,
-  stageColumn,
-  type ApplyPlan,
-  type LoadStrategy,
-} from './load.js';
+import { applyStaged, onDuplicateClause, type ApplyPlan, type LoadStrategy } from './load.js';
 import { readPlan, RowStreams, wireRowConverter } from './read.js';
+import { stageColumn } from './stage.js';
 import { deleteSql, readAllSql } from './sql.js';
 import { logicalTypeOf, quoteIdent, quoteTable, writeEncoder } from './types.js';
 

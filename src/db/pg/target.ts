@@ -28,14 +28,8 @@ import {
   type TableRef,
 } from './catalog.js';
 import { connect, disconnect, run, translateError, type PgConnection } from './connection.js';
-import {
-  SEQ_COLUMN,
-  TableLoader,
-  canCopyDirectly,
-  copyBatches,
-  deleteKeys,
-  stageColumn,
-} from './load.js';
+import { SEQ_COLUMN, TableLoader, canCopyDirectly, copyBatches, deleteKeys } from './load.js';
+import { stageColumn } from './stage.js';
 import { copyOut, readAllSql } from './read.js';
 import { copyDecoder, copyEncoder, quoteIdent } from './types.js';
 
