@@ -303,14 +303,30 @@ export interface TargetTransaction {
   /** The logId last applied for this job, read inside the transaction, or null if never. */
   appliedLogId(job: string): Promise<string | null>;
   /**
+   * Relaxes the replica's foreign-key checks on these tables until the transaction ends, as
+   * replication appliers do, so that rows of one delta that reference each other apply in any
+   * order (PostgreSQL: `session_replication_role = replica`; MariaDB/MySQL: `foreign_key_checks
+   * = 0`; SQLite: `defer_foreign_keys`; SQL Server: NOCHECK, re-checked before commit). An engine
+   * that may not relax them says so when a row needs it (ConfigError naming the grant).
+   */
+  relaxForeignKeys(tables: string[]): Promise<void>;
+  /**
    * Upserts every row by key. Consumes `rows` to the end; if the iterable throws (a checksum or
    * row count failed), the error propagates and the caller rolls back. Returns the row count.
    */
   applyRows(request: ApplyRowsRequest): Promise<number>;
+  /** Runs one DDL statement inside the transaction (only where the writer's ddlInTransaction). */
+  executeDdl(sql: string): Promise<void>;
   /** Records the applied logId for the job (creates or updates the bookkeeping row). */
   recordApplied(record: AppliedRecord): Promise<void>;
   /** Deletes the rows whose key values (in `key` order, typed by `columns`) are given. Returns the count deleted. */
   deleteRows(request: DeleteRowsRequest): Promise<number>;
+  /**
+   * Deletes every row whose key is NOT among the given ones (a base table: the delta holds the
+   * table's whole content). Stages the keys on the server, so memory stays flat. Returns the
+   * count deleted.
+   */
+  deleteRowsNotIn(request: DeleteRowsRequest): Promise<number>;
 }
 
 export interface DeleteRowsRequest {
@@ -325,6 +341,13 @@ export interface TargetWriter {
   readonly engine: EngineName;
   /** The table's columns, or null when it does not exist. */
   columns(table: string): Promise<ColumnInfo[] | null>;
+  /** Whether DDL may run inside a load's transaction (MariaDB/MySQL commit it implicitly). */
+  readonly ddlInTransaction: boolean;
+  /**
+   * The statement adding `column` to `table` as a nullable column of a native type that holds
+   * every value of its logical type (`load.missingColumns`; also printed for the operator).
+   */
+  addColumnSql(table: string, column: ColumnInfo): string;
   /** Creates the bookkeeping table `deltasync_applied` if it is missing (idempotent). */
   prepare(): Promise<void>;
   /** The logId last applied for the job, outside any transaction (for status). */
@@ -337,6 +360,13 @@ export interface TargetWriter {
   execute(sql: string): Promise<void>;
   close(): Promise<void>;
 }
+
+/**
+ * The native type each engine gives a column that load adds (`load.missingColumns: 'add'`): one
+ * that holds every value of the logical type exactly (an `int` column becomes a 64-bit one, a
+ * `decimal` the engine's widest). The operator may prefer a narrower type and add it by hand.
+ */
+export type AddedColumnTypes = Record<LogicalType, string>;
 
 /** What each engine folder's index.ts exports as default. */
 export interface EngineModule {
