@@ -128,6 +128,28 @@ function captureCommand(): Command {
     );
 }
 
+function resyncCommand(): Command {
+  return withCommon(
+    new Command('resync').description(
+      'write the next delta with tables whole (a base): every table, or those given with --table',
+    ),
+  )
+    .option(
+      '--table <name>',
+      'a table of the job to write whole (repeat for more; all tables when none)',
+      (name: string, names: string[]) => [...names, name],
+      [] as string[],
+    )
+    .action(async (opts: CommonOptions & { table: string[] }) => {
+      exitWith(
+        await runCommand('resync', 'extract', opts, async (ctx) => {
+          const { resync } = await import('../steps/resync.js');
+          await resync(ctx, opts.table);
+        }),
+      );
+    });
+}
+
 /** Exit code of `verify` when the replica differs: the issue's contract (0 equal, 1 not). */
 export const EXIT_VERIFY_DIFFERS = 1;
 
@@ -213,6 +235,7 @@ export function mainProgram(): Command {
     .addCommand(statusCommand())
     .addCommand(simulateCommand())
     .addCommand(captureCommand())
+    .addCommand(resyncCommand())
     .addCommand(verifyCommand())
     .addCommand(demoCommand());
 }

@@ -181,6 +181,18 @@ export const jobSchema = z
       .strict()
       .refine((h) => h.command || h.sql, 'give command, sql, or both')
       .optional(),
+    /** How load meets the replica's tables (README: "When the schema changes"). */
+    load: z
+      .object({
+        /**
+         * A column a delta carries that the replica table lacks: 'stop' before that delta (exit
+         * 78, printing the ALTER TABLE to run), 'add' it to the replica, or 'skip' its values
+         * (recorded in the load state file, shown by status).
+         */
+        missingColumns: z.enum(['stop', 'add', 'skip']).default('stop'),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({
         /** JSON lines are appended here; without it they go to stdout (pretty on a terminal). */

@@ -25,6 +25,8 @@ export interface StepState {
    * `logId`, which is how a state written before cursors existed carries on.
    */
   cursors?: Record<string, Cursor>;
+  /** load only: columns of the deltas the replica lacks and load skips, by table. */
+  skippedColumns?: Record<string, string[]>;
 }
 
 /** `extract`, `load`, or `copy.<destination>`. */
@@ -62,6 +64,9 @@ export async function readState(stateDir: string, job: string, step: string): Pr
     updatedAt: parsed.updatedAt ?? null,
     delta: parsed.delta,
     ...(parsed.cursors && typeof parsed.cursors === 'object' ? { cursors: parsed.cursors } : {}),
+    ...(parsed.skippedColumns && typeof parsed.skippedColumns === 'object'
+      ? { skippedColumns: parsed.skippedColumns }
+      : {}),
   };
 }
 

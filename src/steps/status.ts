@@ -20,6 +20,8 @@ export interface StepStatus {
   waiting?: number;
   /** The newest of those, when there are any. */
   waitingUpTo?: string;
+  /** load: delta columns the replica lacks and load skips (`load.missingColumns: 'skip'`). */
+  skippedColumns?: Record<string, string[]>;
 }
 
 /** A replica as its acknowledgement at a destination tells it. */
@@ -72,6 +74,7 @@ async function stepStatus(
   const state: StepState = await readState(config.stateDir, config.name, step);
   const status: StepStatus = { step, logId: state.logId, updatedAt: state.updatedAt };
   if (state.delta) status.delta = state.delta;
+  if (state.skippedColumns) status.skippedColumns = state.skippedColumns;
   if (readsFrom) {
     const waiting = await readsFrom.listManifests(state.logId);
     status.waiting = waiting.length;
@@ -177,6 +180,13 @@ export function formatStatus(s: JobStatus): string {
   ]);
   const header = ['step', 'last logId', 'when', 'waiting'];
   const lines = [`job ${s.job}`, ...table(header, rows)];
+  const skipped = s.steps.flatMap((st) =>
+    Object.entries(st.skippedColumns ?? {}).flatMap(([t, cs]) => cs.map((c) => `${t}.${c}`)),
+  );
+  if (skipped.length > 0)
+    lines.push(
+      `load skips columns the replica lacks: ${skipped.join(', ')} (load.missingColumns: skip)`,
+    );
   for (const r of s.replicas ?? []) {
     const lag =
       r.behindDeltas === 0 && r.behindLogIds === '0'
