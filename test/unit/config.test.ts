@@ -177,6 +177,39 @@ describe('paths and defaults', () => {
     expect(job.target?.connection).toEqual({ filename: ':memory:' });
   });
 
+  it('outbox and inbox take store specs: a relative path is resolved, URLs and { url } are left alone', async () => {
+    const { file } = await configTree(
+      {
+        'c.js': `export default { name: 'st', outbox: 'sftp://sync@host.lan:2222/srv/out', inbox: { url: 's3://bucket/prefix', endpoint: 'http://127.0.0.1:7480', forcePathStyle: true } };\n`,
+        'd.js': `export default { name: 'st', outbox: 'file:///srv/out', inbox: 'rel/in' };\n`,
+      },
+      'c.js',
+    );
+    const job = await loadConfig(file, 'status', {});
+    expect(job.outbox).toBe('sftp://sync@host.lan:2222/srv/out');
+    expect(job.inbox).toEqual({
+      url: 's3://bucket/prefix',
+      endpoint: 'http://127.0.0.1:7480',
+      forcePathStyle: true,
+    });
+    const d = await loadConfig(join(file, '..', 'd.js'), 'status', {});
+    expect(d.outbox).toBe('file:///srv/out');
+    expect(d.inbox).toBe(join(file, '..', 'rel', 'in'));
+  });
+
+  it('refuses a bad outbox or inbox store spec, naming the key', async () => {
+    const { file } = await configTree(
+      {
+        'c.js': `export default { name: 'st', outbox: 'ftp://host/x', inbox: { url: 's3://b/p', hostKey: 'SHA256:x' } };\n`,
+      },
+      'c.js',
+    );
+    const err = await configError(loadConfig(file, 'status', {}));
+    expect(err.message).toContain('outbox: ');
+    expect(err.message).toContain('unknown store scheme ftp:');
+    expect(err.message).toContain('inbox.hostKey: ');
+  });
+
   it('DELTASYNC_STATE_DIR overrides the stateDir of the file', async () => {
     const { file } = await configTree(
       { 'c.js': `export default { name: 'env', stateDir: './from-file' };\n` },
