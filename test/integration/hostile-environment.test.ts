@@ -122,7 +122,7 @@ describe('disk full', () => {
     expectOneLine(
       r,
       69,
-      /destination main: cannot copy logId00000000000000000210\.MANIFEST\.json to .*inbox.*\(free some space \(or raise the limit\) and run again; nothing was published\)$/,
+      /destination main: cannot publish logId00000000000000000210\.\S+ at .*inbox: .*\(free some space \(or raise the limit\) and run again; nothing was published\)$/,
     );
     expect(newDeltaFiles(job.inbox), 'parts or manifest of the failed delta').toEqual([]);
     expect(snapshotDir(job.inbox), 'the destination as it was').toEqual(inbox);
