@@ -5,8 +5,10 @@
 import { loadConfig, type LoadedConfig } from '../config/load.js';
 import type { StepName } from '../config/schema.js';
 import {
+  ConfigError,
   ExitCode,
   LockHeldError,
+  LockTimeoutError,
   describeError,
   exitCodeOf,
   type ExitCodeValue,
@@ -32,13 +34,14 @@ export interface CommandContext {
  * Reports an error and returns the exit code. A held lock is an expected, quiet event in cron:
  * nothing on stderr unless --verbose.
  */
-export function report(
+export async function report(
   command: string,
   err: unknown,
   verbose: boolean,
   log?: Logger,
-): ExitCodeValue {
+): Promise<ExitCodeValue> {
   const code = exitCodeOf(err);
+  if (err instanceof LockTimeoutError) await err.describeBlocker();
   if (err instanceof LockHeldError) {
     if (verbose) process.stderr.write(`deltasync ${command}: ${err.message}\n`);
     return code;
@@ -56,6 +59,25 @@ export function report(
   return code;
 }
 
+/** The run's logger; a log file this user cannot write is a configuration mistake. */
+async function openLog(config: LoadedConfig, options: CommonOptions): Promise<Logger> {
+  try {
+    return await createLogger({
+      file: config.log.file,
+      level: options.verbose ? 'debug' : config.log.level,
+      pretty: options.pretty,
+    });
+  } catch (err) {
+    throw new ConfigError(
+      `log.file: cannot write ${config.log.file ?? 'the log'}: ${(err as Error).message}`,
+      {
+        hint: 'make the file (and its directory) writable by the user cron runs as, or change log.file',
+        cause: err,
+      },
+    );
+  }
+}
+
 /** Loads config and logger, runs `fn`, and returns the exit code (never throws). */
 export async function runCommand(
   command: string,
@@ -66,13 +88,9 @@ export async function runCommand(
   let log: Logger | undefined;
   try {
     const config = await loadConfig(options.config, step);
-    log = await createLogger({
-      file: config.log.file,
-      level: options.verbose ? 'debug' : config.log.level,
-      pretty: options.pretty,
-    });
+    log = await openLog(config, options);
     return (await fn({ config, log })) ?? ExitCode.OK;
   } catch (err) {
-    return report(command, err, options.verbose ?? false, log);
+    return await report(command, err, options.verbose ?? false, log);
   }
 }

@@ -1,0 +1,193 @@
+/**
+ * lockTimeoutSeconds: a load (or an extract) that finds a table locked by another session waits
+ * at most that long, then exits 69 naming the table and the blocking session, with nothing
+ * applied; once the blocker is gone the next run carries on. Real blocking sessions on PostgreSQL
+ * and MariaDB; the assertions are on exit codes, messages and rows, never on elapsed time.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { runBin } from '../helpers/cli.js';
+import { openDb, servers, writeJob, type Db, type Engine } from '../helpers/engines.js';
+
+const dbs = await servers();
+afterAll(() => dbs.cleanup());
+
+const DDL: Record<'pg' | 'mysql', string> = {
+  pg: 'CREATE TABLE items (id bigint PRIMARY KEY, name text, log_id bigint NOT NULL)',
+  mysql:
+    'CREATE TABLE items (id bigint PRIMARY KEY, name varchar(50), log_id bigint NOT NULL) ENGINE=InnoDB',
+};
+
+/** A second session on `db` that the test holds open with a lock. */
+async function blocker(db: Db): Promise<{
+  exec(sql: string): Promise<void>;
+  begin(sql: string): Promise<void>;
+  end(): Promise<void>;
+}> {
+  const same = await reopen(db);
+  return {
+    exec: (sql) => same.exec(sql),
+    async begin(sql) {
+      await same.exec(db.engine === 'pg' ? 'BEGIN' : 'START TRANSACTION');
+      await same.exec(sql);
+    },
+    async end() {
+      await same.exec('ROLLBACK');
+      await same.close();
+    },
+  };
+}
+
+/** Another connection to the same database as `db`. */
+async function reopen(db: Db): Promise<Db> {
+  const url = db.config.connection as string;
+  if (db.engine === 'pg') {
+    const pg = (await import('pg')).default;
+    const client = new pg.Client({ connectionString: url, application_name: 'nightly-report' });
+    await client.connect();
+    return {
+      ...db,
+      exec: async (sql) => void (await client.query(sql)),
+      rows: async (sql) =>
+        (await client.query({ text: sql, rowMode: 'array' })).rows as unknown[][],
+      close: () => client.end(),
+    };
+  }
+  const mysql = (await import('mysql2/promise')).default;
+  const conn = await mysql.createConnection({ uri: url });
+  return {
+    ...db,
+    exec: async (sql) => void (await conn.query(sql)),
+    rows: async (sql) => (await conn.query({ sql, rowsAsArray: true }))[0] as unknown[][],
+    close: () => conn.end(),
+  };
+}
+
+describe.each(['pg', 'mysql'] as const)('%s replica', (engine: Engine & ('pg' | 'mysql')) => {
+  it.skipIf(!dbs.available(engine))(
+    'load gives up on a locked replica row with 69, names the table and the blocker, applies nothing',
+    async () => {
+      const source = await openDb(dbs, engine, 'lksrc');
+      const target = await openDb(dbs, engine, 'lkdst');
+      const job = writeJob(
+        source,
+        target,
+        `lockTimeoutSeconds: 1, tables: [{ name: 'items', key: ['id'], logIdColumn: 'log_id' }]`,
+      );
+      const run = (bin: string) => runBin(bin, ['-c', job.config]);
+      try {
+        await source.exec(DDL[engine]);
+        await target.exec(DDL[engine]);
+        await source.exec(`INSERT INTO items VALUES (1, 'one', 1), (2, 'two', 2)`);
+        for (const bin of ['deltasync-extract', 'deltasync-copy', 'deltasync-load']) {
+          expect(run(bin).code).toBe(0);
+        }
+        await source.exec(`UPDATE items SET name = 'uno', log_id = 3 WHERE id = 1`);
+        expect(run('deltasync-extract').code).toBe(0);
+        expect(run('deltasync-copy').code).toBe(0);
+
+        // A report holds row 1 of the replica in an open transaction.
+        const report = await blocker(target);
+        await report.begin(`UPDATE items SET name = 'held' WHERE id = 1`);
+        const blocked = run('deltasync-load');
+        expect(blocked.code, blocked.stderr).toBe(69);
+        expect(blocked.stderr).toContain("lock on table 'items'");
+        expect(blocked.stderr).toContain('lockTimeoutSeconds');
+        expect(blocked.stderr).toMatch(
+          engine === 'pg'
+            ? /blocked by session pid \d+ \(user \w+, application 'nightly-report'/
+            : /blocked by connection id \d+ \(user root@[\w.]+, .*transaction started/,
+        );
+        expect(blocked.stderr).not.toContain('internal error');
+        const applied = await target.rows(`SELECT log_id FROM deltasync_applied`);
+        await report.end();
+        // Nothing of the blocked delta was applied: the replica still has the old name.
+        expect(await target.rows('SELECT name FROM items WHERE id = 1')).toEqual([['one']]);
+        expect(applied.map((r) => String(r[0]))).toEqual(['2']);
+
+        expect(run('deltasync-load').code).toBe(0);
+        expect(await target.rows('SELECT name FROM items WHERE id = 1')).toEqual([['uno']]);
+      } finally {
+        await source.close();
+        await target.close();
+        job.cleanup();
+      }
+    },
+  );
+
+  it.skipIf(!dbs.available(engine))(
+    'a table locked by another transaction: load exits 69 naming the table and the session holding it',
+    async () => {
+      const source = await openDb(dbs, engine, 'lktsrc');
+      const target = await openDb(dbs, engine, 'lktdst');
+      const job = writeJob(
+        source,
+        target,
+        `lockTimeoutSeconds: 1, tables: [{ name: 'items', key: ['id'], logIdColumn: 'log_id' }]`,
+      );
+      const run = (bin: string) => runBin(bin, ['-c', job.config]);
+      try {
+        await source.exec(DDL[engine]);
+        await target.exec(DDL[engine]);
+        await source.exec(`INSERT INTO items VALUES (1, 'one', 1)`);
+        expect(run('deltasync-extract').code).toBe(0);
+        expect(run('deltasync-copy').code).toBe(0);
+        const dba = await blocker(target);
+        // PostgreSQL: an explicit table lock; MariaDB: a metadata lock held by an open
+        // transaction that is altering nothing yet but has the table locked for writing.
+        await dba.begin(
+          engine === 'pg'
+            ? 'LOCK TABLE items IN ACCESS EXCLUSIVE MODE'
+            : 'SELECT * FROM items FOR UPDATE',
+        );
+        if (engine === 'mysql') await dba.exec(`INSERT INTO items VALUES (1, 'held', 9)`);
+        const blocked = run('deltasync-load');
+        await dba.end();
+        expect(blocked.code, blocked.stderr).toBe(69);
+        expect(blocked.stderr).toMatch(/table 'items'/);
+        expect(blocked.stderr).toMatch(/blocked by (session pid|connection id) \d+/);
+        const loaded = run('deltasync-load');
+        expect(loaded.code, loaded.stderr).toBe(0);
+        expect((await target.rows('SELECT id FROM items')).length).toBe(1);
+      } finally {
+        await source.close();
+        await target.close();
+        job.cleanup();
+      }
+    },
+  );
+});
+
+describe('pg source', () => {
+  it.skipIf(!dbs.available('pg'))(
+    'extract gives up on a source table locked by an ALTER-like lock with 69 and writes no delta',
+    async () => {
+      const source = await openDb(dbs, 'pg', 'lkxsrc');
+      const target = await openDb(dbs, 'pg', 'lkxdst');
+      const job = writeJob(
+        source,
+        target,
+        `lockTimeoutSeconds: 1, tables: [{ name: 'items', key: ['id'], logIdColumn: 'log_id' }]`,
+      );
+      try {
+        await source.exec(DDL.pg);
+        await source.exec(`INSERT INTO items VALUES (1, 'one', 1)`);
+        const dba = await blocker(source);
+        await dba.begin('LOCK TABLE items IN ACCESS EXCLUSIVE MODE');
+        const blocked = runBin('deltasync-extract', ['-c', job.config]);
+        await dba.end();
+        expect(blocked.code, blocked.stderr).toBe(69);
+        expect(blocked.stderr).toMatch(/table 'items'/);
+        expect(blocked.stderr).toMatch(/blocked by session pid \d+ .*application 'nightly-report'/);
+        const { readdirSync, existsSync } = await import('node:fs');
+        const outbox = `${job.dir}/outbox`;
+        expect(existsSync(outbox) ? readdirSync(outbox) : []).toEqual([]);
+        expect(runBin('deltasync-extract', ['-c', job.config]).code).toBe(0);
+        expect(readdirSync(outbox).some((f) => f.endsWith('MANIFEST.json'))).toBe(true);
+      } finally {
+        await source.close();
+        await target.close();
+        job.cleanup();
+      }
+    },
+  );
+});
