@@ -25,9 +25,25 @@ export interface StepState {
    * `logId`, which is how a state written before cursors existed carries on.
    */
   cursors?: Record<string, Cursor>;
+  /** load only: the replica this state belongs to (the config's `replica`). */
+  replica?: string;
+  /** load only: which database that replica is (engine, host, port, database; never a password). */
+  target?: string;
 }
 
-/** `extract`, `load`, or `copy.<destination>`. */
+/**
+ * load's step name for a replica: `load` for the default replica (the name earlier versions
+ * used, so their state files and locks carry on), `load.<replica>` for any other, so that several
+ * replicas of one job loaded from one host never share a state file or a lock.
+ */
+export function loadStepName(replica: string): string {
+  return replica === DEFAULT_REPLICA ? 'load' : `load.${replica}`;
+}
+
+/** The replica a load config names when it names none. */
+export const DEFAULT_REPLICA = 'default';
+
+/** `extract`, `load`, `load.<replica>`, or `copy.<destination>`. */
 export function stateFilePath(stateDir: string, job: string, step: string): string {
   return join(stateDir, `${job}.${step}.state.json`);
 }
@@ -62,6 +78,8 @@ export async function readState(stateDir: string, job: string, step: string): Pr
     updatedAt: parsed.updatedAt ?? null,
     delta: parsed.delta,
     ...(parsed.cursors && typeof parsed.cursors === 'object' ? { cursors: parsed.cursors } : {}),
+    ...(typeof parsed.replica === 'string' ? { replica: parsed.replica } : {}),
+    ...(typeof parsed.target === 'string' ? { target: parsed.target } : {}),
   };
 }
 
