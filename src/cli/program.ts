@@ -152,6 +152,10 @@ function verifyCommand(): Command {
         .default('full'),
     )
     .option('--since <logId>', 'incremental: rows changed after this logId')
+    .option(
+      '--table <name...>',
+      'only these tables (by their source name); all configured tables when not given',
+    )
     .addOption(
       new Option('--max-diffs <n>', 'differing keys to show per table')
         .argParser(positiveInt)
@@ -163,6 +167,7 @@ function verifyCommand(): Command {
         opts: CommonOptions & {
           mode: 'full' | 'partial' | 'incremental';
           since?: string;
+          table?: string[];
           maxDiffs: number;
           json?: boolean;
         },
@@ -176,6 +181,7 @@ function verifyCommand(): Command {
             const report = await verify(config, {
               mode: opts.mode,
               since: opts.since,
+              tables: opts.table,
               maxReported: opts.maxDiffs,
             });
             process.stdout.write(

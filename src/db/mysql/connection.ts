@@ -333,6 +333,7 @@ export async function reflectColumns(session: Session, table: string): Promise<N
     [schema, name],
     table,
   );
+  if (rows.length === 0) await provePrivilege(session, schema, name, table);
   const jsonColumns = rows.some((r) => r.dataType === 'longtext')
     ? await jsonCheckedColumns(session, schema, name)
     : new Set<string>();
@@ -344,6 +345,26 @@ export async function reflectColumns(session: Session, table: string): Promise<N
     charset: r.charset,
     collation: r.collation,
   }));
+}
+
+/**
+ * information_schema hides the tables a user may not read, so "no columns" may mean "no SELECT
+ * grant" rather than "no table". Touching the table tells them apart: a missing grant is then a
+ * PrivilegeError naming the table (78, grant it), a missing table stays "no columns".
+ */
+async function provePrivilege(
+  session: Session,
+  schema: string | null,
+  name: string,
+  table: string,
+): Promise<void> {
+  const quote = (id: string) => `\`${id.replace(/`/g, '``')}\``;
+  const qualified = schema ? `${quote(schema)}.${quote(name)}` : quote(name);
+  try {
+    await run(session, `SELECT 1 FROM ${qualified} LIMIT 0`, undefined, table);
+  } catch (err) {
+    if (err instanceof PrivilegeError || err instanceof UnavailableError) throw err;
+  }
 }
 
 /**
