@@ -30,6 +30,24 @@ export interface CommandContext {
   log: Logger;
 }
 
+/** better-sqlite3's codes for "another process holds the database file's lock". */
+const SQLITE_LOCK_CODES = new Set(['SQLITE_BUSY', 'SQLITE_LOCKED', 'SQLITE_BUSY_SNAPSHOT']);
+
+/**
+ * Driver errors that mean the same whatever statement raised them, for engines whose modules do
+ * not translate every call: SQLite's busy timeout (lockTimeoutSeconds) expiring.
+ */
+function fromDriver(err: unknown): unknown {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && SQLITE_LOCK_CODES.has(code)) {
+    return new LockTimeoutError(
+      `SQLite: another process kept the database file locked for lockTimeoutSeconds (${(err as Error).message}); nothing was applied`,
+      { hint: 'let that process finish, then run again; or raise lockTimeoutSeconds', cause: err },
+    );
+  }
+  return err;
+}
+
 /**
  * Reports an error and returns the exit code. A held lock is an expected, quiet event in cron:
  * nothing on stderr unless --verbose.
@@ -40,6 +58,7 @@ export async function report(
   verbose: boolean,
   log?: Logger,
 ): Promise<ExitCodeValue> {
+  err = fromDriver(err);
   const code = exitCodeOf(err);
   if (err instanceof LockTimeoutError) await err.describeBlocker();
   if (err instanceof LockHeldError) {

@@ -11,9 +11,14 @@ import { pathToFileURL } from 'node:url';
 import { ConfigError, DeltasyncError } from '../errors.js';
 import { jobSchema, missingFor, type JobConfig, type StepName } from './schema.js';
 
+/** A database config after loading: it carries the job's lockTimeoutSeconds to its engine. */
+export type LoadedDbConfig = NonNullable<JobConfig['source']> & { lockTimeoutSeconds: number };
+
 export interface LoadedConfig extends JobConfig {
   /** Absolute path of the config file it came from, for messages. */
   configFile: string;
+  source?: LoadedDbConfig;
+  target?: LoadedDbConfig;
 }
 
 const TS_EXTENSIONS = /\.(ts|mts|cts)$/;
@@ -34,7 +39,7 @@ function expandPath(path: string, base: string): string {
   return isAbsolute(path) ? path : resolve(base, path);
 }
 
-function resolvePaths(job: JobConfig, base: string): JobConfig {
+function resolvePaths(job: JobConfig, base: string): Omit<LoadedConfig, 'configFile'> {
   return {
     ...job,
     stateDir: expandPath(job.stateDir, base),
@@ -48,7 +53,7 @@ function resolvePaths(job: JobConfig, base: string): JobConfig {
 }
 
 /** The job's lockTimeoutSeconds travels with each database config to the engine that applies it. */
-function withLockTimeout<T extends NonNullable<JobConfig['source']>>(db: T, job: JobConfig): T {
+function withLockTimeout(db: NonNullable<JobConfig['source']>, job: JobConfig): LoadedDbConfig {
   return { ...db, lockTimeoutSeconds: job.lockTimeoutSeconds };
 }
 

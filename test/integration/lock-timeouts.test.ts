@@ -191,3 +191,36 @@ describe('pg source', () => {
     },
   );
 });
+
+describe('sqlite replica', () => {
+  it('a replica file another process keeps write-locked: load exits 69, nothing applied', async () => {
+    const source = await openDb(dbs, 'sqlite', 'lkssrc');
+    const target = await openDb(dbs, 'sqlite', 'lksdst');
+    const job = writeJob(
+      source,
+      target,
+      `lockTimeoutSeconds: 1, tables: [{ name: 'items', key: ['id'], logIdColumn: 'log_id' }]`,
+    );
+    const ddl = 'CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, log_id INTEGER NOT NULL)';
+    try {
+      await source.exec(ddl);
+      await target.exec(ddl);
+      await source.exec(`INSERT INTO items VALUES (1, 'one', 1)`);
+      expect(runBin('deltasync-extract', ['-c', job.config]).code).toBe(0);
+      expect(runBin('deltasync-copy', ['-c', job.config]).code).toBe(0);
+      await target.exec('BEGIN EXCLUSIVE');
+      const blocked = runBin('deltasync-load', ['-c', job.config]);
+      await target.exec('ROLLBACK');
+      expect(blocked.code, blocked.stderr).toBe(69);
+      expect(blocked.stderr).toContain('kept the database file locked for lockTimeoutSeconds');
+      expect(await target.rows('SELECT count(*) FROM items')).toEqual([[0]]);
+      const loaded = runBin('deltasync-load', ['-c', job.config]);
+      expect(loaded.code, loaded.stderr).toBe(0);
+      expect(await target.rows('SELECT count(*) FROM items')).toEqual([[1]]);
+    } finally {
+      await source.close();
+      await target.close();
+      job.cleanup();
+    }
+  });
+});
