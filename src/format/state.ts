@@ -5,7 +5,7 @@
  * humans and for `status`.
  */
 import { mkdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { isLogId } from './logid.js';
@@ -96,7 +96,7 @@ export async function writeState(stateDir: string, state: StepState): Promise<vo
  */
 export async function ensureStateDir(stateDir: string): Promise<void> {
   try {
-    await mkdir(stateDir, { recursive: true });
+    await makeDirectories(stateDir);
     await writeFileAtomic(join(stateDir, '.write-test'), '');
   } catch (err) {
     throw new ConfigError(
@@ -105,5 +105,23 @@ export async function ensureStateDir(stateDir: string): Promise<void> {
         hint: 'create it for this user or set stateDir in the config',
       },
     );
+  }
+}
+
+/**
+ * `mkdir -p`, one level at a time. Node's own `recursive: true` never returns for a path under
+ * /proc or /sys (it retries the ENOENT for ever), and a stateDir mistyped there must fail, not hang.
+ */
+async function makeDirectories(path: string): Promise<void> {
+  try {
+    await mkdir(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return;
+    if (code !== 'ENOENT' || dirname(path) === path) throw err;
+    await makeDirectories(dirname(path));
+    await mkdir(path).catch((again: NodeJS.ErrnoException) => {
+      if (again.code !== 'EEXIST') throw again;
+    });
   }
 }

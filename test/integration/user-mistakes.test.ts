@@ -72,6 +72,12 @@ describe('config files and paths', () => {
       `source: { client: 'sqlite', connection: { filename: ${JSON.stringify(join(dir, 'src.sqlite'))} } }, ${TABLES}, stateDir: ${JSON.stringify(join(dir, 'a-file', 'state'))}`,
     );
     expectMistake(extract(file), 78, 'state directory', 'set stateDir');
+    // Node's own recursive mkdir never returns under /proc: this must fail, not hang cron.
+    const proc = config(
+      'procstate',
+      `source: { client: 'sqlite', connection: { filename: 'x.sqlite' } }, ${TABLES}, stateDir: '/proc/deltasync-no-such/state'`,
+    );
+    expectMistake(extract(proc), 78, 'state directory /proc/deltasync-no-such/state');
   });
 
   it('a missing inbox, or a SQLite file that is not there: 69', () => {

@@ -74,6 +74,7 @@ describe.each(['mysql', 'pg'] as const)('pg -> %s', (to: Engine & ('pg' | 'mysql
         expect(same.stderr).toBe('');
         expect(same.stdout).toContain('people: equal (40 rows on the source, 40 on the replica)');
         expect(same.code).toBe(0);
+        expect(verify('--table', 'people').code).toBe(0);
 
         // Four real lost updates among the normalised-equal rows, in different columns.
         await source.exec(`UPDATE people SET code = 'LOST7' WHERE id = 7`);
