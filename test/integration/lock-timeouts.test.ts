@@ -224,3 +224,55 @@ describe('sqlite replica', () => {
     }
   });
 });
+
+describe('mysql source', () => {
+  it.skipIf(!dbs.available('mysql'))(
+    'extract gives up behind an ALTER waiting for its metadata lock with 69 and writes no delta',
+    async () => {
+      const source = await openDb(dbs, 'mysql', 'lkmsrc');
+      const target = await openDb(dbs, 'mysql', 'lkmdst');
+      const job = writeJob(
+        source,
+        target,
+        `lockTimeoutSeconds: 1, tables: [{ name: 'items', key: ['id'], logIdColumn: 'log_id' }]`,
+      );
+      const reader = await reopen(source);
+      const alterer = await reopen(source);
+      try {
+        await source.exec(DDL.mysql);
+        await source.exec(`INSERT INTO items VALUES (1, 'one', 1)`);
+        // A long report keeps a transaction open on the table; an ALTER queues behind it for
+        // its exclusive metadata lock, and every new reader of the table queues behind the ALTER.
+        await reader.exec('START TRANSACTION');
+        await reader.exec('SELECT * FROM items');
+        const altered = alterer.exec('ALTER TABLE items ADD COLUMN note varchar(10)');
+        for (let tries = 0; ; tries++) {
+          if (tries > 600) throw new Error('the ALTER never queued for its metadata lock');
+          const waiting = await source.rows(
+            `SELECT COUNT(*) FROM information_schema.PROCESSLIST
+              WHERE DB = DATABASE() AND INFO LIKE 'ALTER TABLE items%' AND STATE LIKE '%metadata lock%'`,
+          );
+          if (Number(waiting[0]![0]) > 0) break;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        const blocked = runBin('deltasync-extract', ['-c', job.config]);
+        await reader.exec('ROLLBACK');
+        await altered;
+        expect(blocked.code, blocked.stderr).toBe(69);
+        expect(blocked.stderr).toContain('lockTimeoutSeconds');
+        expect(blocked.stderr).toMatch(/blocked by connection id \d+ .*running: ALTER TABLE items/);
+        const { readdirSync, existsSync } = await import('node:fs');
+        const outbox = `${job.dir}/outbox`;
+        expect(existsSync(outbox) ? readdirSync(outbox) : []).toEqual([]);
+        const again = runBin('deltasync-extract', ['-c', job.config]);
+        expect(again.code, again.stderr).toBe(0);
+      } finally {
+        await reader.close();
+        await alterer.close();
+        await source.close();
+        await target.close();
+        job.cleanup();
+      }
+    },
+  );
+});

@@ -187,9 +187,9 @@ interface BlockerRow {
 
 /**
  * The session most likely holding the lock we waited for, seen from a second connection: the
- * oldest other open InnoDB transaction that holds locks, else the oldest other session running a
- * statement (an ALTER or LOCK TABLES holds metadata locks without one). Needs PROCESS to see
- * other users' sessions.
+ * oldest other open InnoDB transaction that holds locks (in this database first), else the
+ * longest-running other statement in this database (an ALTER holds metadata locks without a row
+ * lock). Needs PROCESS to see other users' sessions.
  */
 async function findBlocker(session: Session): Promise<string | undefined> {
   const mysql = await import('mysql2/promise');
@@ -202,7 +202,7 @@ async function findBlocker(session: Session): Promise<string | undefined> {
          FROM information_schema.INNODB_TRX t
          JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id
         WHERE p.ID NOT IN (?, CONNECTION_ID()) AND (t.trx_tables_locked > 0 OR t.trx_rows_locked > 0)
-        ORDER BY t.trx_started LIMIT 1`,
+        ORDER BY p.DB <=> DATABASE() DESC, t.trx_started LIMIT 1`,
       [session.threadId],
     );
     let b = (trx as BlockerRow[])[0];
@@ -211,7 +211,8 @@ async function findBlocker(session: Session): Promise<string | undefined> {
         `SELECT ID AS id, USER AS user, HOST AS host, DB AS db, NULL AS started, COMMAND AS command,
                 LEFT(INFO, 120) AS info
            FROM information_schema.PROCESSLIST
-          WHERE ID NOT IN (?, CONNECTION_ID()) AND COMMAND NOT IN ('Sleep', 'Daemon', 'Binlog Dump')
+          WHERE ID NOT IN (?, CONNECTION_ID()) AND DB <=> DATABASE()
+            AND COMMAND NOT IN ('Sleep', 'Daemon', 'Binlog Dump')
           ORDER BY TIME DESC LIMIT 1`,
         [session.threadId],
       );
