@@ -80,6 +80,11 @@ describe('two replicas of one job on one host', () => {
         expect(pgState.target).toMatch(/^pg:\/\/127\.0\.0\.1:5432\/dstest_rpg/);
         expect(mariaState.target).toMatch(/^mysql:\/\/127\.0\.0\.1:3306\/dstest_rmaria/);
         expect(existsSync(join(stateDir, 'e2e.load.state.json'))).toBe(false);
+        const status = runBin('deltasync', ['status', '-c', mariaLoad, '--json']);
+        expect(status.code, status.stderr).toBe(0);
+        expect(JSON.parse(status.stdout).steps).toEqual([
+          expect.objectContaining({ step: 'load.maria', logId: '3' }),
+        ]);
 
         // Each replica has its own lock: one replica's running load does not hold back the other.
         writeFileSync(
