@@ -65,14 +65,10 @@ const CONNECTION_MESSAGES = [
 ];
 
 function clientConfig(config: DbConfig): pg.ClientConfig {
-  const lockSeconds = config.lockTimeoutSeconds ?? DEFAULT_LOCK_TIMEOUT_SECONDS;
   const base: pg.ClientConfig = {
     connectionTimeoutMillis: DEFAULT_CONNECT_TIMEOUT_MS,
     application_name: 'deltasync',
     keepAlive: true,
-    // Sent as a startup parameter: every statement of the session waits at most this long for a
-    // lock on a table or row (a replica table locked by a long report, an ALTER on the source).
-    options: `-c lock_timeout=${Math.ceil(lockSeconds * 1000)}`,
   };
   const c = config.connection;
   if (typeof c === 'string') return { ...base, connectionString: c };
@@ -237,6 +233,10 @@ export async function connect(config: DbConfig): Promise<PgConnection> {
   try {
     await client.connect();
     await client.query(SESSION_SETTINGS);
+    // Every statement of the session waits at most this long for a lock on a table or row (a
+    // replica table locked by a long report, an ALTER on the source). A SET rather than a startup
+    // `options` parameter, which connection poolers such as PgBouncer refuse.
+    await client.query(`SET lock_timeout = ${Math.ceil(conn.lockTimeoutSeconds * 1000)}`);
     const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
     conn.pid = rows[0]!.pid;
   } catch (err) {
