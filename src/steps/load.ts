@@ -14,12 +14,18 @@ import { listManifests, type ManifestEntry } from '../format/delta-dir.js';
 import { compareLogIds } from '../format/logid.js';
 import { partsOf, readManifest, type Manifest, type ManifestTable } from '../format/manifest.js';
 import { readPart } from '../format/part-codec.js';
-import { readState, writeState } from '../format/state.js';
 import { logSummary, type Logger } from '../log.js';
 import { faultPoint } from '../faults.js';
 import type { JobConfig } from '../config/schema.js';
 import { runAfterLoad } from './hook.js';
-import { elapsedSeconds, withStepLock, type StepContext } from './common.js';
+import {
+  elapsedSeconds,
+  loadStep,
+  readLoadState,
+  withStepLock,
+  writeLoadState,
+  type StepContext,
+} from './common.js';
 
 export interface LoadResult {
   applied: string[];
@@ -270,7 +276,7 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
       hint: 'check that the disk is mounted and copy has run',
     });
   }
-  const state = await readState(config.stateDir, config.name, 'load');
+  const state = await readLoadState(config);
   const target = await openTarget(config.target!);
   const result: LoadResult = { applied: [], fromLogId: '0', toLogId: '0', rows: 0, bytes: 0 };
   const tables = new Set<string>();
@@ -283,7 +289,7 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
         { stateFile: state.logId, target: applied },
         'state file differs from the target; the target wins',
       );
-      await writeState(config.stateDir, {
+      await writeLoadState(config, {
         ...state,
         logId: applied,
         updatedAt: new Date().toISOString(),
@@ -356,9 +362,7 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
       applied = recorded = manifest.toLogId;
       await faultPoint('load:before-state');
       const skippedColumns = skippedRecord(memo);
-      await writeState(config.stateDir, {
-        job: config.name,
-        step: 'load',
+      await writeLoadState(config, {
         logId: applied,
         updatedAt: new Date().toISOString(),
         delta: entry.file,
@@ -413,5 +417,5 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
 
 /** Runs load under the job's load lock. */
 export function load(ctx: StepContext): Promise<LoadResult> {
-  return withStepLock(ctx.config, 'load', () => loadOnce(ctx));
+  return withStepLock(ctx.config, loadStep(ctx.config), () => loadOnce(ctx));
 }

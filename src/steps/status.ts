@@ -3,7 +3,7 @@
  * answers instantly and needs no database password.
  */
 import { listManifests } from '../format/delta-dir.js';
-import { readState, type StepState } from '../format/state.js';
+import { loadStepName, readState, type StepState } from '../format/state.js';
 import type { LoadedConfig } from '../config/load.js';
 
 export interface StepStatus {
@@ -46,7 +46,8 @@ export async function status(config: LoadedConfig): Promise<JobStatus> {
   if (config.source || config.outbox) steps.push(await stepStatus(config, 'extract', undefined));
   for (const d of config.destinations ?? [])
     steps.push(await stepStatus(config, `copy.${d.name}`, config.outbox));
-  if (config.target || config.inbox) steps.push(await stepStatus(config, 'load', config.inbox));
+  if (config.target || config.inbox)
+    steps.push(await stepStatus(config, loadStepName(config.replica), config.inbox));
   return { job: config.name, steps };
 }
 
