@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { ConfigError, ExitCode } from '../errors.js';
+import { ConfigError, ExitCode, PrivilegeError } from '../errors.js';
 import { copy } from '../steps/copy.js';
 import { extract } from '../steps/extract/index.js';
 import { load } from '../steps/load.js';
@@ -113,7 +113,13 @@ function captureCommand(): Command {
               : opts.apply
                 ? 'apply'
                 : 'print';
-            const statements = await capture(config, action);
+            const statements = await capture(config, action).catch((err: unknown) => {
+              if (!(err instanceof PrivilegeError) || action === 'print') throw err;
+              throw new PrivilegeError(err.message, {
+                hint: `run deltasync capture --${action} with an account that may create tables and triggers on the source, or hand the DDL of --print to a DBA`,
+                cause: err,
+              });
+            });
             if (action === 'print' || action === 'print-remove') {
               process.stdout.write(statements.map((s) => `${s};\n`).join('\n'));
             } else {
@@ -168,6 +174,10 @@ function verifyCommand(): Command {
         .default('full'),
     )
     .option('--since <logId>', 'incremental: rows changed after this logId')
+    .option(
+      '--table <name...>',
+      'only these tables (by their source name); all configured tables when not given',
+    )
     .addOption(
       new Option('--max-diffs <n>', 'differing keys to show per table')
         .argParser(positiveInt)
@@ -179,6 +189,7 @@ function verifyCommand(): Command {
         opts: CommonOptions & {
           mode: 'full' | 'partial' | 'incremental';
           since?: string;
+          table?: string[];
           maxDiffs: number;
           json?: boolean;
         },
@@ -192,6 +203,7 @@ function verifyCommand(): Command {
             const report = await verify(config, {
               mode: opts.mode,
               since: opts.since,
+              tables: opts.table,
               maxReported: opts.maxDiffs,
             });
             process.stdout.write(

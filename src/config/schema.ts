@@ -129,6 +129,16 @@ export const jobSchema = z
     /** The job's name: it prefixes state and lock files and is stamped into every manifest. */
     name: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only (it names files)'),
     stateDir: z.string().min(1).default('~/var/run/deltasync'),
+    /**
+     * load: which replica of the job this config loads. Names load's state file and lock, so
+     * that several replicas of one job can be loaded from one host with one stateDir.
+     */
+    replica: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only (it names files)')
+      .default('default'),
+    /** How long extract and load wait for a lock on a source or replica table, then exit 69. */
+    lockTimeoutSeconds: z.number().positive().max(86_400).default(60),
     source: dbSchema.optional(),
     target: dbSchema.optional(),
     /** Where extract publishes: a directory, a store URL, or `{ url, ...options }` (a store spec). */

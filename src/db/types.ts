@@ -30,6 +30,8 @@ export interface DbConfig {
   connection: string | Record<string, unknown>;
   /** Schema (PostgreSQL, SQL Server) that unqualified table names live in. */
   schema?: string;
+  /** How long a statement waits for a lock before giving up (the job's `lockTimeoutSeconds`). */
+  lockTimeoutSeconds?: number;
 }
 
 export interface ReadChangesRequest {

@@ -18,8 +18,7 @@ import { readText, type DeltaStore } from '../store/index.js';
 
 /** The replica name a load config acknowledges under (`replica`, `default` when unset). */
 export function replicaName(config: LoadedConfig): string {
-  // `replica` arrives with the field branch's config key; until then it is read untyped here only.
-  return (config as { replica?: string }).replica ?? 'default';
+  return config.replica ?? 'default';
 }
 
 /**

@@ -16,14 +16,20 @@ import {
   type ManifestTable,
 } from '../format/manifest.js';
 import { readPartFrom } from '../format/part-codec.js';
-import { readState, writeState } from '../format/state.js';
 import { logSummary, type Logger } from '../log.js';
 import { openStore, readManifestIn, type DeltaStore, type StoreManifest } from '../store/index.js';
 import { publishAck, replicaName } from './ack.js';
 import { faultPoint } from '../faults.js';
 import type { JobConfig } from '../config/schema.js';
 import { runAfterLoad } from './hook.js';
-import { elapsedSeconds, withStepLock, type StepContext } from './common.js';
+import {
+  elapsedSeconds,
+  loadStep,
+  readLoadState,
+  withStepLock,
+  writeLoadState,
+  type StepContext,
+} from './common.js';
 
 export interface LoadResult {
   applied: string[];
@@ -301,7 +307,7 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
  */
 async function loadFrom(ctx: StepContext, inbox: DeltaStore, started: bigint): Promise<LoadResult> {
   const { config, log } = ctx;
-  const state = await readState(config.stateDir, config.name, 'load');
+  const state = await readLoadState(config);
   const target = await openTarget(config.target!);
   const result: LoadResult = { applied: [], fromLogId: '0', toLogId: '0', rows: 0, bytes: 0 };
   const tables = new Set<string>();
@@ -315,7 +321,7 @@ async function loadFrom(ctx: StepContext, inbox: DeltaStore, started: bigint): P
         { stateFile: state.logId, target: applied },
         'state file differs from the target; the target wins',
       );
-      await writeState(config.stateDir, {
+      await writeLoadState(config, {
         ...state,
         logId: applied,
         updatedAt: new Date().toISOString(),
@@ -387,9 +393,7 @@ async function loadFrom(ctx: StepContext, inbox: DeltaStore, started: bigint): P
       applied = recorded = manifest.toLogId;
       await faultPoint('load:before-state');
       const skippedColumns = skippedRecord(memo);
-      await writeState(config.stateDir, {
-        job: config.name,
-        step: 'load',
+      await writeLoadState(config, {
         logId: applied,
         updatedAt: new Date().toISOString(),
         delta: entry.file,
@@ -452,5 +456,5 @@ async function loadFrom(ctx: StepContext, inbox: DeltaStore, started: bigint): P
 
 /** Runs load under the job's load lock. */
 export function load(ctx: StepContext): Promise<LoadResult> {
-  return withStepLock(ctx.config, 'load', () => loadOnce(ctx));
+  return withStepLock(ctx.config, loadStep(ctx.config), () => loadOnce(ctx));
 }

@@ -5,7 +5,7 @@
  */
 import type { LoadedConfig } from '../config/load.js';
 import { compareLogIds } from '../format/logid.js';
-import { readState, type StepState } from '../format/state.js';
+import { loadStepName, readState, type StepState } from '../format/state.js';
 import { silentLogger } from '../log.js';
 import { openStore, readManifestIn, type DeltaStore, type StoreSpecInput } from '../store/index.js';
 import { destinationStoreSpec } from '../store/spec.js';
@@ -157,7 +157,9 @@ export async function status(config: LoadedConfig): Promise<JobStatus> {
       }
     }
     if (config.target || config.inbox)
-      steps.push(await stepOf('load', 'inbox', await storeOf('inbox', config.inbox)));
+      steps.push(
+        await stepOf(loadStepName(config.replica), 'inbox', await storeOf('inbox', config.inbox)),
+      );
     const result: JobStatus = { job: config.name, steps };
     if (config.destinations?.length) result.replicas = replicas;
     if (problems.length > 0) result.problems = problems;
