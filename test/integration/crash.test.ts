@@ -106,7 +106,8 @@ const partsOf16 = (n: number) => range(1, n).map((i) => `${D16}.items.000${i}.nd
 function newFiles(dir: string): string[] {
   return existsSync(dir)
     ? readdirSync(dir)
-        .filter((f) => !f.startsWith('logId00000000000000000006.'))
+        // The baseline delta, and the replica's acknowledgement that load publishes beside it.
+        .filter((f) => !f.startsWith('logId00000000000000000006.') && f !== 't.default.ack.json')
         .sort()
     : [];
 }
