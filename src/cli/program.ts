@@ -63,6 +63,31 @@ function statusCommand(): Command {
     });
 }
 
+function pruneCommand(): Command {
+  return withCommon(
+    new Command('prune').description(
+      'remove the deltas every reader has moved past (outbox and destinations, or the inbox)',
+    ),
+  )
+    .option('--dry-run', 'remove nothing: list what would go and why the rest stays')
+    .action(async (opts: CommonOptions & { dryRun?: boolean }) => {
+      exitWith(
+        await runCommand('prune', 'prune', opts, async (ctx) => {
+          const { prune, prunesSomething, formatPruneReport } =
+            await import('../steps/prune/index.js');
+          if (!prunesSomething(ctx.config)) {
+            throw new ConfigError(
+              `${ctx.config.configFile}: nothing to prune: give outbox (source side) or inbox and target (replica side)`,
+            );
+          }
+          const report = await prune(ctx, { dryRun: opts.dryRun ?? false });
+          if (opts.dryRun || process.stdout.isTTY)
+            process.stdout.write(`${formatPruneReport(report)}\n`);
+        }),
+      );
+    });
+}
+
 function simulateCommand(): Command {
   return withCommon(
     new Command('simulate').description(
@@ -211,6 +236,7 @@ export function mainProgram(): Command {
     .addCommand(stepCommand('copy'))
     .addCommand(stepCommand('load'))
     .addCommand(statusCommand())
+    .addCommand(pruneCommand())
     .addCommand(simulateCommand())
     .addCommand(captureCommand())
     .addCommand(verifyCommand())

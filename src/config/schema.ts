@@ -174,6 +174,20 @@ export const jobSchema = z
       .strict()
       .refine((h) => h.command || h.sql, 'give command, sql, or both')
       .optional(),
+    /**
+     * Pruning of what every reader has moved past (README "Retention"): `deltasync prune`, and
+     * automatically after each successful copy (extract and load once they run on stores) when
+     * this section is present.
+     */
+    retention: z
+      .object({
+        /** The newest this many deltas of each location are always kept. */
+        keepDeltas: z.number().int().nonnegative().default(10),
+        /** Deltas younger than this are always kept; 0 means no age minimum. */
+        keepHours: z.number().nonnegative().default(24),
+      })
+      .strict()
+      .optional(),
     log: z
       .object({
         /** JSON lines are appended here; without it they go to stdout (pretty on a terminal). */
@@ -220,6 +234,7 @@ export const STEP_NEEDS = {
   capture: ['source', 'tables'],
   verify: ['source', 'target', 'tables'],
   status: [],
+  prune: [],
 } as const satisfies Record<string, readonly (keyof JobConfig)[]>;
 
 export type StepName = keyof typeof STEP_NEEDS;
