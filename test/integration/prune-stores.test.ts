@@ -84,48 +84,44 @@ const logIdOf = (cycle: number) => String(cycle * 1000);
 
 for (const kind of kinds) {
   describe.skipIf(!kind.available)(`retention through ${kind.kind} stores`, () => {
-    it(
-      `${CYCLES} cycles with retention on: files and bytes stay bounded`,
-      async () => {
-        const r = await rig(kind, 'cycles');
-        try {
-          const peak = { outbox: 0, a: 0, b: 0 };
-          for (let cycle = 1; cycle <= CYCLES; cycle++) {
-            await simulate(r.ctx, { count: 1, empty: false, rows: 3 });
-            await copy(r.ctx);
-            // Each replica loads what copy brought, and acknowledges it.
-            await acknowledge(r.dests.a, 'ra', logIdOf(cycle));
-            await acknowledge(r.dests.b, 'rb', logIdOf(cycle));
-            if (cycle % 50 === 0 || cycle === CYCLES) {
-              for (const [name, store] of Object.entries({ outbox: r.outbox, ...r.dests })) {
-                const { files } = await footprint(store);
-                peak[name as keyof typeof peak] = Math.max(peak[name as keyof typeof peak], files);
-              }
+    it(`${CYCLES} cycles with retention on: files and bytes stay bounded`, async () => {
+      const r = await rig(kind, 'cycles');
+      try {
+        const peak = { outbox: 0, a: 0, b: 0 };
+        for (let cycle = 1; cycle <= CYCLES; cycle++) {
+          await simulate(r.ctx, { count: 1, empty: false, rows: 3 });
+          await copy(r.ctx);
+          // Each replica loads what copy brought, and acknowledges it.
+          await acknowledge(r.dests.a, 'ra', logIdOf(cycle));
+          await acknowledge(r.dests.b, 'rb', logIdOf(cycle));
+          if (cycle % 50 === 0 || cycle === CYCLES) {
+            for (const [name, store] of Object.entries({ outbox: r.outbox, ...r.dests })) {
+              const { files } = await footprint(store);
+              peak[name as keyof typeof peak] = Math.max(peak[name as keyof typeof peak], files);
             }
           }
-          const final = {
-            outbox: await footprint(r.outbox),
-            a: await footprint(r.dests.a),
-            b: await footprint(r.dests.b),
-          };
-          console.log(`${kind.kind}: after ${CYCLES} cycles ${JSON.stringify(final)}`);
-          // A simulated delta is a manifest and one part. The last copy pruned with the acks of
-          // the cycle before: KEEP deltas, plus one acknowledgement at each destination.
-          expect(final.outbox.files).toBe(2 * KEEP);
-          expect(final.a.files).toBe(2 * KEEP + 1);
-          expect(final.b.files).toBe(2 * KEEP + 1);
-          expect(peak).toEqual({ outbox: 2 * KEEP, a: 2 * KEEP + 1, b: 2 * KEEP + 1 });
-          const newest = logIdOf(CYCLES);
-          const kept = (await r.outbox.listManifests()).map((m) => m.logId);
-          expect(kept).toEqual([CYCLES - 2, CYCLES - 1, CYCLES].map(logIdOf));
-          await expectNothingNeededRemoved(r.dests.a, [{ name: 'ra', logId: newest }], newest);
-          expect(await r.outbox.leftovers()).toEqual([]);
-        } finally {
-          await r.close();
         }
-      },
-      1_200_000,
-    );
+        const final = {
+          outbox: await footprint(r.outbox),
+          a: await footprint(r.dests.a),
+          b: await footprint(r.dests.b),
+        };
+        console.log(`${kind.kind}: after ${CYCLES} cycles ${JSON.stringify(final)}`);
+        // A simulated delta is a manifest and one part. The last copy pruned with the acks of
+        // the cycle before: KEEP deltas, plus one acknowledgement at each destination.
+        expect(final.outbox.files).toBe(2 * KEEP);
+        expect(final.a.files).toBe(2 * KEEP + 1);
+        expect(final.b.files).toBe(2 * KEEP + 1);
+        expect(peak).toEqual({ outbox: 2 * KEEP, a: 2 * KEEP + 1, b: 2 * KEEP + 1 });
+        const newest = logIdOf(CYCLES);
+        const kept = (await r.outbox.listManifests()).map((m) => m.logId);
+        expect(kept).toEqual([CYCLES - 2, CYCLES - 1, CYCLES].map(logIdOf));
+        await expectNothingNeededRemoved(r.dests.a, [{ name: 'ra', logId: newest }], newest);
+        expect(await r.outbox.leftovers()).toEqual([]);
+      } finally {
+        await r.close();
+      }
+    }, 1_200_000);
 
     it('a replica that stops loading holds what it has not applied; pruning resumes when it catches up', async () => {
       const r = await rig(kind, 'stopped');
