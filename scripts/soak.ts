@@ -1,14 +1,21 @@
 /**
- * scripts/soak: a real workload from a client we did not write. Sets up pgbench's tables in a
- * throwaway PostgreSQL source, seeds a throwaway replica, installs deltasync's change capture on
- * them, then runs `pgbench` for a bounded time while extract, copy and load run in a loop (as cron
- * would, only faster), catches up, and runs `deltasync verify`. Exit 0 only if verify reports the
- * replica equal to the source.
+ * scripts/soak: a real workload from a client we did not write. Sets up pgbench's TPC-B tables in
+ * a throwaway PostgreSQL source, installs deltasync's change capture on them (changelog mode; the
+ * first delta seeds the empty replica), then runs `pgbench` for a bounded time while extract, copy
+ * and load run in a loop (as cron would, only faster). Through the middle third of the run one
+ * transaction stays open (it has an xid and writes a new account and its history row, delta 0),
+ * so every delta in that stretch is cut while an older transaction is still running.
+ *
+ * After **every** load the replica must satisfy TPC-B's invariant: the sums of the accounts',
+ * tellers' and branches' balances and of the history's deltas are equal (each committed pgbench
+ * transaction adds the same delta to all four), i.e. each delta is one consistent cut. At the end
+ * it catches up, checks the held transaction's rows arrived, and runs `deltasync verify`. Exit 0
+ * only if every check passed and verify reports the replica equal.
  *
  *   scripts/soak [--seconds 60] [--clients 4] [--scale 1] [--keep]
  *
- * pgbench_history has no key (it is append-only), so it is not replicated; the three keyed tables
- * are. Traffic goes to 127.0.0.1 only.
+ * pgbench_history gets a bigserial key (hid) so that it is replicated too. Traffic goes to
+ * 127.0.0.1 only.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,12 +29,18 @@ const ADMIN_URL =
   process.env.DELTASYNC_SOAK_PG_URL ??
   process.env.DELTASYNC_TEST_PG_URL ??
   'postgres://postgres@127.0.0.1:5432/postgres';
-const TABLES = ['pgbench_branches', 'pgbench_tellers', 'pgbench_accounts'];
+const TABLES = ['pgbench_branches', 'pgbench_tellers', 'pgbench_accounts', 'pgbench_history'];
 const KEYS: Record<string, string> = {
   pgbench_branches: 'bid',
   pgbench_tellers: 'tid',
   pgbench_accounts: 'aid',
+  pgbench_history: 'hid',
 };
+/** TPC-B's invariant: each committed transaction adds one delta to all four sums. */
+const SUMS_SQL = `SELECT (SELECT coalesce(sum(abalance), 0) FROM pgbench_accounts)::text AS accounts,
+  (SELECT coalesce(sum(tbalance), 0) FROM pgbench_tellers)::text AS tellers,
+  (SELECT coalesce(sum(bbalance), 0) FROM pgbench_branches)::text AS branches,
+  (SELECT coalesce(sum(delta), 0) FROM pgbench_history)::text AS history`;
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -81,29 +94,18 @@ async function main(): Promise<number> {
     });
     if (init.status !== 0) throw new Error(`pgbench -i failed: ${init.stderr}`);
 
-    // Seed the replica with the initial rows, as an operator would (pg_dump, or COPY like this).
     const src = new pg.Client({ connectionString: srcUrl });
     const dst = new pg.Client({ connectionString: dstUrl });
     await src.connect();
     await dst.connect();
+    await src.query('ALTER TABLE pgbench_history ADD COLUMN hid bigserial PRIMARY KEY');
+    // The replica starts empty: deltasync's first delta seeds it (a base of every table).
     await dst.query(`
       CREATE TABLE pgbench_branches (bid int PRIMARY KEY, bbalance int, filler char(88));
       CREATE TABLE pgbench_tellers (tid int PRIMARY KEY, bid int, tbalance int, filler char(84));
-      CREATE TABLE pgbench_accounts (aid int PRIMARY KEY, bid int, abalance int, filler char(84));`);
-    for (const t of TABLES) {
-      const { rows } = await src.query(`SELECT * FROM ${t}`);
-      for (let i = 0; i < rows.length; i += 5000) {
-        const chunk = rows.slice(i, i + 5000);
-        const cols = Object.keys(chunk[0] as object);
-        const values: unknown[] = [];
-        const tuples = chunk.map(
-          (r, j) =>
-            `(${cols.map((c, k) => (values.push((r as Record<string, unknown>)[c]), `$${j * cols.length + k + 1}`)).join(',')})`,
-        );
-        await dst.query(`INSERT INTO ${t} (${cols.join(',')}) VALUES ${tuples.join(',')}`, values);
-      }
-    }
-
+      CREATE TABLE pgbench_accounts (aid int PRIMARY KEY, bid int, abalance int, filler char(84));
+      CREATE TABLE pgbench_history (tid int, bid int, aid int, delta int, mtime timestamp,
+        filler char(22), hid bigint PRIMARY KEY);`);
     mkdirSync(join(dir, 'inbox'));
     const config = join(dir, 'soak.js');
     writeFileSync(
@@ -140,19 +142,37 @@ async function main(): Promise<number> {
     const benchDone = new Promise<number | null>((done) => bench.on('close', done));
     let running = true;
     void benchDone.then(() => (running = false));
+    const held = await holdOneTransaction(srcUrl, seconds, scale);
     let loops = 0;
+    let checks = 0;
+    const broken: string[] = [];
+    const checkSums = async () => {
+      const { rows } = await dst.query(SUMS_SQL);
+      const r = rows[0] as Record<string, string>;
+      checks++;
+      if (new Set(Object.values(r)).size !== 1) broken.push(JSON.stringify(r));
+    };
     while (running) {
       for (const s of ['deltasync-extract', 'deltasync-copy', 'deltasync-load']) step(s, config);
+      await checkSums();
       loops++;
       await new Promise((r) => setTimeout(r, 500));
     }
+    await held.committed;
     const benchCode = await benchDone;
     if (benchCode !== 0) throw new Error(`pgbench failed (${benchCode}): ${benchOut}`);
     const tps = /tps = ([\d.]+)/.exec(benchOut)?.[1];
     // Catch up: everything pgbench committed is now behind a stable high-water mark.
-    for (let i = 0; i < 2; i++)
+    for (let i = 0; i < 2; i++) {
       for (const s of ['deltasync-extract', 'deltasync-copy', 'deltasync-load']) step(s, config);
+      await checkSums();
+    }
     const { rows: changes } = await src.query('SELECT count(*)::int AS n FROM deltasync_changelog');
+    const { rows: heldRows } = await dst.query(
+      'SELECT count(*)::int AS n FROM pgbench_accounts WHERE aid = $1',
+      [held.aid],
+    );
+    const final = (await dst.query(SUMS_SQL)).rows[0] as Record<string, string>;
     await src.end();
     await dst.end();
 
@@ -160,7 +180,20 @@ async function main(): Promise<number> {
     console.log(
       `soak: ${loops} loops during pgbench (${tps ?? '?'} tps), ${changes[0].n} changes captured`,
     );
+    console.log(
+      `soak: one transaction held open ${held.seconds} s; TPC-B sums checked on the replica after ${checks} loads, ${broken.length} broken; final sums ${JSON.stringify(final)}`,
+    );
     console.log(verify.stdout.trim());
+    if (broken.length > 0) {
+      console.error(
+        `soak: TPC-B sums differ on the replica after a load: ${broken.slice(0, 3).join('; ')}`,
+      );
+      return 1;
+    }
+    if (heldRows[0].n !== 1) {
+      console.error(`soak: the held transaction's account ${held.aid} never reached the replica`);
+      return 1;
+    }
     if (verify.code !== 0) {
       console.error(`soak: verify exited ${verify.code}: ${verify.stderr.trim()}`);
       return 1;
@@ -177,6 +210,44 @@ async function main(): Promise<number> {
     }
     await admin.end();
   }
+}
+
+/**
+ * Opens a transaction at a third of the run and commits it at two thirds: it takes an xid, then
+ * writes an account beyond pgbench's range and its history row (delta 0, so the sums hold), rows
+ * no pgbench client touches, so nobody waits on its locks.
+ */
+async function holdOneTransaction(
+  url: string,
+  seconds: number,
+  scale: number,
+): Promise<{ aid: number; seconds: number; committed: Promise<void> }> {
+  const aid = 100000 * scale + 1;
+  const start = seconds / 3;
+  const hold = Math.max(1, Math.round(seconds / 3));
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  const sleep = (s: number) => new Promise((r) => setTimeout(r, s * 1000));
+  const committed = (async () => {
+    try {
+      await sleep(start);
+      await c.query('BEGIN');
+      await c.query('SELECT pg_current_xact_id()');
+      await c.query(
+        `INSERT INTO pgbench_accounts (aid, bid, abalance, filler) VALUES ($1, 1, 0, '')`,
+        [aid],
+      );
+      await c.query(
+        `INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, $1, 0, now())`,
+        [aid],
+      );
+      await sleep(hold);
+      await c.query('COMMIT');
+    } finally {
+      await c.end();
+    }
+  })();
+  return { aid, seconds: hold, committed };
 }
 
 main().then(

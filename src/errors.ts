@@ -43,6 +43,9 @@ export class ConfigError extends DeltasyncError {
   override readonly exitCode = ExitCode.CONFIG;
 }
 
+/** The configured database user lacks a privilege (a grant, or the right to create objects). */
+export class PrivilegeError extends ConfigError {}
+
 /** A delta cannot be trusted: checksum, row count, chain gap, unreadable manifest, bad signature. */
 export class DeltaError extends DeltasyncError {
   override readonly exitCode = ExitCode.DATA;
@@ -58,6 +61,40 @@ export class DeltaError extends DeltasyncError {
 /** A database or a destination directory cannot be reached, opened or written. */
 export class UnavailableError extends DeltasyncError {
   override readonly exitCode = ExitCode.UNAVAILABLE;
+}
+
+/**
+ * A lock on a table (source or replica) was not granted within `lockTimeoutSeconds`: another
+ * session holds it. Nothing was applied; the run can be retried once that session is done.
+ * `findBlocker` looks up who holds the lock (from a second connection) while it is still held,
+ * so that the one-line message can name the session to look at.
+ */
+export class LockTimeoutError extends UnavailableError {
+  readonly table?: string;
+  findBlocker?: () => Promise<string | undefined>;
+
+  constructor(
+    message: string,
+    options: {
+      table?: string;
+      hint?: string;
+      cause?: unknown;
+      findBlocker?: () => Promise<string | undefined>;
+    },
+  ) {
+    super(message, options);
+    this.table = options.table;
+    this.findBlocker = options.findBlocker;
+  }
+
+  /** Adds the blocking session to the message, once; a failed look-up leaves it as it was. */
+  async describeBlocker(): Promise<void> {
+    const find = this.findBlocker;
+    this.findBlocker = undefined;
+    if (!find) return;
+    const blocker = await find().catch(() => undefined);
+    if (blocker) this.message = `${this.message}; blocked by ${blocker}`;
+  }
 }
 
 /** Another process holds the single-instance lock. Cron treats this as "try again later". */

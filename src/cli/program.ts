@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { ConfigError, ExitCode } from '../errors.js';
+import { ConfigError, ExitCode, PrivilegeError } from '../errors.js';
 import { copy } from '../steps/copy.js';
 import { extract } from '../steps/extract/index.js';
 import { load } from '../steps/load.js';
@@ -138,7 +138,13 @@ function captureCommand(): Command {
               : opts.apply
                 ? 'apply'
                 : 'print';
-            const statements = await capture(config, action);
+            const statements = await capture(config, action).catch((err: unknown) => {
+              if (!(err instanceof PrivilegeError) || action === 'print') throw err;
+              throw new PrivilegeError(err.message, {
+                hint: `run deltasync capture --${action} with an account that may create tables and triggers on the source, or hand the DDL of --print to a DBA`,
+                cause: err,
+              });
+            });
             if (action === 'print' || action === 'print-remove') {
               process.stdout.write(statements.map((s) => `${s};\n`).join('\n'));
             } else {
@@ -151,6 +157,28 @@ function captureCommand(): Command {
         );
       },
     );
+}
+
+function resyncCommand(): Command {
+  return withCommon(
+    new Command('resync').description(
+      'write the next delta with tables whole (a base): every table, or those given with --table',
+    ),
+  )
+    .option(
+      '--table <name>',
+      'a table of the job to write whole (repeat for more; all tables when none)',
+      (name: string, names: string[]) => [...names, name],
+      [] as string[],
+    )
+    .action(async (opts: CommonOptions & { table: string[] }) => {
+      exitWith(
+        await runCommand('resync', 'extract', opts, async (ctx) => {
+          const { resync } = await import('../steps/resync.js');
+          await resync(ctx, opts.table);
+        }),
+      );
+    });
 }
 
 /** Exit code of `verify` when the replica differs: the issue's contract (0 equal, 1 not). */
@@ -171,6 +199,10 @@ function verifyCommand(): Command {
         .default('full'),
     )
     .option('--since <logId>', 'incremental: rows changed after this logId')
+    .option(
+      '--table <name...>',
+      'only these tables (by their source name); all configured tables when not given',
+    )
     .addOption(
       new Option('--max-diffs <n>', 'differing keys to show per table')
         .argParser(positiveInt)
@@ -182,6 +214,7 @@ function verifyCommand(): Command {
         opts: CommonOptions & {
           mode: 'full' | 'partial' | 'incremental';
           since?: string;
+          table?: string[];
           maxDiffs: number;
           json?: boolean;
         },
@@ -195,6 +228,7 @@ function verifyCommand(): Command {
             const report = await verify(config, {
               mode: opts.mode,
               since: opts.since,
+              tables: opts.table,
               maxReported: opts.maxDiffs,
             });
             process.stdout.write(
@@ -239,6 +273,7 @@ export function mainProgram(): Command {
     .addCommand(pruneCommand())
     .addCommand(simulateCommand())
     .addCommand(captureCommand())
+    .addCommand(resyncCommand())
     .addCommand(verifyCommand())
     .addCommand(demoCommand());
 }

@@ -5,8 +5,10 @@
 import { loadConfig, type LoadedConfig } from '../config/load.js';
 import type { StepName } from '../config/schema.js';
 import {
+  ConfigError,
   ExitCode,
   LockHeldError,
+  LockTimeoutError,
   describeError,
   exitCodeOf,
   type ExitCodeValue,
@@ -28,17 +30,37 @@ export interface CommandContext {
   log: Logger;
 }
 
+/** better-sqlite3's codes for "another process holds the database file's lock". */
+const SQLITE_LOCK_CODES = new Set(['SQLITE_BUSY', 'SQLITE_LOCKED', 'SQLITE_BUSY_SNAPSHOT']);
+
+/**
+ * Driver errors that mean the same whatever statement raised them, for engines whose modules do
+ * not translate every call: SQLite's busy timeout (lockTimeoutSeconds) expiring.
+ */
+function fromDriver(err: unknown): unknown {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && SQLITE_LOCK_CODES.has(code)) {
+    return new LockTimeoutError(
+      `SQLite: another process kept the database file locked for lockTimeoutSeconds (${(err as Error).message}); nothing was applied`,
+      { hint: 'let that process finish, then run again; or raise lockTimeoutSeconds', cause: err },
+    );
+  }
+  return err;
+}
+
 /**
  * Reports an error and returns the exit code. A held lock is an expected, quiet event in cron:
  * nothing on stderr unless --verbose.
  */
-export function report(
+export async function report(
   command: string,
   err: unknown,
   verbose: boolean,
   log?: Logger,
-): ExitCodeValue {
+): Promise<ExitCodeValue> {
+  err = fromDriver(err);
   const code = exitCodeOf(err);
+  if (err instanceof LockTimeoutError) await err.describeBlocker();
   if (err instanceof LockHeldError) {
     if (verbose) process.stderr.write(`deltasync ${command}: ${err.message}\n`);
     return code;
@@ -56,6 +78,25 @@ export function report(
   return code;
 }
 
+/** The run's logger; a log file this user cannot write is a configuration mistake. */
+async function openLog(config: LoadedConfig, options: CommonOptions): Promise<Logger> {
+  try {
+    return await createLogger({
+      file: config.log.file,
+      level: options.verbose ? 'debug' : config.log.level,
+      pretty: options.pretty,
+    });
+  } catch (err) {
+    throw new ConfigError(
+      `log.file: cannot write ${config.log.file ?? 'the log'}: ${(err as Error).message}`,
+      {
+        hint: 'make the file (and its directory) writable by the user cron runs as, or change log.file',
+        cause: err,
+      },
+    );
+  }
+}
+
 /** Loads config and logger, runs `fn`, and returns the exit code (never throws). */
 export async function runCommand(
   command: string,
@@ -66,13 +107,9 @@ export async function runCommand(
   let log: Logger | undefined;
   try {
     const config = await loadConfig(options.config, step);
-    log = await createLogger({
-      file: config.log.file,
-      level: options.verbose ? 'debug' : config.log.level,
-      pretty: options.pretty,
-    });
+    log = await openLog(config, options);
     return (await fn({ config, log })) ?? ExitCode.OK;
   } catch (err) {
-    return report(command, err, options.verbose ?? false, log);
+    return await report(command, err, options.verbose ?? false, log);
   }
 }

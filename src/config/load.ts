@@ -11,9 +11,14 @@ import { pathToFileURL } from 'node:url';
 import { ConfigError, DeltasyncError } from '../errors.js';
 import { jobSchema, missingFor, type JobConfig, type StepName } from './schema.js';
 
+/** A database config after loading: it carries the job's lockTimeoutSeconds to its engine. */
+export type LoadedDbConfig = NonNullable<JobConfig['source']> & { lockTimeoutSeconds: number };
+
 export interface LoadedConfig extends JobConfig {
   /** Absolute path of the config file it came from, for messages. */
   configFile: string;
+  source?: LoadedDbConfig;
+  target?: LoadedDbConfig;
 }
 
 const TS_EXTENSIONS = /\.(ts|mts|cts)$/;
@@ -34,7 +39,7 @@ function expandPath(path: string, base: string): string {
   return isAbsolute(path) ? path : resolve(base, path);
 }
 
-function resolvePaths(job: JobConfig, base: string): JobConfig {
+function resolvePaths(job: JobConfig, base: string): Omit<LoadedConfig, 'configFile'> {
   return {
     ...job,
     stateDir: expandPath(job.stateDir, base),
@@ -44,9 +49,14 @@ function resolvePaths(job: JobConfig, base: string): JobConfig {
       d.dir === undefined ? d : { ...d, dir: expandPath(d.dir, base) },
     ),
     log: { ...job.log, file: job.log.file && expandPath(job.log.file, base) },
-    source: job.source && resolveSqliteFile(job.source, base),
-    target: job.target && resolveSqliteFile(job.target, base),
+    source: job.source && withLockTimeout(resolveSqliteFile(job.source, base), job),
+    target: job.target && withLockTimeout(resolveSqliteFile(job.target, base), job),
   };
+}
+
+/** The job's lockTimeoutSeconds travels with each database config to the engine that applies it. */
+function withLockTimeout(db: NonNullable<JobConfig['source']>, job: JobConfig): LoadedDbConfig {
+  return { ...db, lockTimeoutSeconds: job.lockTimeoutSeconds };
 }
 
 /** SQLite's `connection.filename` is a path like any other in the config. */
@@ -71,6 +81,41 @@ function describeIssues(
     return [`${path.join('.') || '(root)'}: ${i.message}`];
   });
   return `${file}: ${parts.join('; ')}`;
+}
+
+/** Connection option keys whose `undefined` value is almost surely an unset environment variable. */
+const SECRET_KEYS = ['password', 'user', 'host', 'database', 'uri', 'connectionString'];
+
+/**
+ * A config reads its secrets from the environment (`password: process.env.X`); an unset variable
+ * leaves `undefined` there, or the text "undefined" inside a template URL. Drivers then fail with
+ * messages like "SASL: client password must be a string", or quietly log in without a password.
+ */
+export function unsetValues(key: 'source' | 'target', db: JobConfig['source']): string[] {
+  if (!db) return [];
+  const problems: string[] = [];
+  const hint = 'is the environment variable it is read from unset?';
+  const c = db.connection;
+  const urls: [string, unknown][] =
+    typeof c === 'string'
+      ? [['connection', c]]
+      : [
+          ['connection.uri', c.uri],
+          ['connection.connectionString', c.connectionString],
+        ];
+  if (typeof c === 'object') {
+    for (const k of SECRET_KEYS) {
+      if (k in c && c[k] === undefined)
+        problems.push(`${key}.connection.${k}: undefined (${hint})`);
+    }
+  }
+  for (const [path, url] of urls) {
+    if (typeof url !== 'string') continue;
+    if (/(^|[/:@?&=])(undefined|null)([/:@?&]|$)/.test(url)) {
+      problems.push(`${key}.${path}: the URL contains 'undefined' or 'null' (${hint})`);
+    }
+  }
+  return problems;
 }
 
 /**
@@ -102,7 +147,11 @@ export async function loadConfig(
   }
   const parsed = jobSchema.safeParse(raw);
   if (!parsed.success) throw new ConfigError(describeIssues(file, parsed.error.issues));
-  const missing = missingFor(step, parsed.data);
+  const missing = [
+    ...missingFor(step, parsed.data),
+    ...unsetValues('source', parsed.data.source),
+    ...unsetValues('target', parsed.data.target),
+  ];
   if (missing.length > 0) throw new ConfigError(`${file}: ${missing.join('; ')}`);
   const job = resolvePaths(parsed.data, dirname(path));
   if (env.DELTASYNC_STATE_DIR) job.stateDir = expandPath(env.DELTASYNC_STATE_DIR, process.cwd());

@@ -124,6 +124,16 @@ export const jobSchema = z
     /** The job's name: it prefixes state and lock files and is stamped into every manifest. */
     name: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only (it names files)'),
     stateDir: z.string().min(1).default('~/var/run/deltasync'),
+    /**
+     * load: which replica of the job this config loads. Names load's state file and lock, so
+     * that several replicas of one job can be loaded from one host with one stateDir.
+     */
+    replica: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only (it names files)')
+      .default('default'),
+    /** How long extract and load wait for a lock on a source or replica table, then exit 69. */
+    lockTimeoutSeconds: z.number().positive().max(86_400).default(60),
     source: dbSchema.optional(),
     target: dbSchema.optional(),
     outbox: z.string().min(1).optional(),
@@ -174,6 +184,18 @@ export const jobSchema = z
       .strict()
       .refine((h) => h.command || h.sql, 'give command, sql, or both')
       .optional(),
+    /** How load meets the replica's tables (README: "When the schema changes"). */
+    load: z
+      .object({
+        /**
+         * A column a delta carries that the replica table lacks: 'stop' before that delta (exit
+         * 78, printing the ALTER TABLE to run), 'add' it to the replica, or 'skip' its values
+         * (recorded in the load state file, shown by status).
+         */
+        missingColumns: z.enum(['stop', 'add', 'skip']).default('stop'),
+      })
+      .strict()
+      .prefault({}),
     /**
      * Pruning of what every reader has moved past (README "Retention"): `deltasync prune`, and
      * automatically after each successful copy (extract and load once they run on stores) when

@@ -74,6 +74,8 @@ export interface DbConfig {
   connection: string | Record<string, unknown>;
   /** Schema (PostgreSQL, SQL Server) that unqualified table names live in. */
   schema?: string;
+  /** How long a statement waits for a lock before giving up (the job's `lockTimeoutSeconds`). */
+  lockTimeoutSeconds?: number;
 }
 
 export interface ReadChangesRequest {
@@ -88,6 +90,7 @@ export interface ReadChangesRequest {
 }
 
 /** The logId columns extract takes a high-water mark over (logid mode: the tables; changelog: the log). */
+/** Engine-internal since exact capture (see LogIdWindowRequest); kept for the shared helper. */
 export interface HighWaterRequest {
   tables: { table: string; logIdColumn: string }[];
   /** How long to wait for transactions still running before giving up (then return null). */
@@ -142,13 +145,69 @@ export interface ReadAllRequest {
 
 /** Where a change-log table is and what it holds (see `changelog` mode in the README). */
 export interface ChangelogRequest {
-  /** The change-log table, as configured (`capture.changelogTable`). */
+  /** The change log table, as configured (`capture.changelogTable`). */
   changelog: string;
   table: string;
   columns: ColumnInfo[];
   key: string[];
-  after: string;
-  upTo: string;
+  /**
+   * Two capture positions of the change log (see CapturePosition): the keys of the log rows in
+   * `upTo` and not in `after` are read. extract passes a ChangelogWindow's `after` and `cursor`;
+   * verify passes plain logIds.
+   */
+  after: CapturePosition;
+  upTo: CapturePosition;
+}
+
+/**
+ * Where capture stands in a change log: opaque to the steps, made by the engine's
+ * `changelogWindow` and stored by extract as it is (state and manifest `cursors`). It names a set
+ * of change-log rows: the ones already shipped. A plain decimal logId N (what every engine stored
+ * before exact capture, and what engines without snapshots still make) means "every row with
+ * log_id <= N". Engines must accept a plain logId as `after` (an upgraded install: at worst a
+ * harmless re-ship) and compare nothing else about it.
+ */
+export type CapturePosition = string;
+
+export interface ChangelogWindowRequest {
+  changelog: string;
+  /** The position after the last delta, or null when the change log was never read. */
+  after: CapturePosition | null;
+  /** At most this many change-log rows in the window (delta.maxRowsPerDelta), when given. */
+  limit?: number;
+  /** Engines that must wait for running transactions wait at most this long. */
+  maxWaitSeconds: number;
+}
+
+/** The change-log rows the next delta ships: those in `cursor` and not in `after`. */
+export interface ChangelogWindow {
+  /** As requested (a null `after` becomes the engine's "nothing shipped" position). */
+  after: CapturePosition;
+  /** The position once this window is shipped; equal to `after` when nothing new is there. */
+  cursor: CapturePosition;
+  /** The highest log_id in the window (the delta's logId is at least this), or null if empty. */
+  highLogId: string | null;
+  /** True when `limit` cut the window short: there is more to read now. */
+  limited: boolean;
+}
+
+export interface LogIdWindowRequest {
+  /** The logid-mode tables, each with its own cursor (a plain logId; '0' when never read). */
+  tables: { table: string; logIdColumn: string; after: string }[];
+  /** At most this many rows over all the tables (delta.maxRowsPerDelta), when given. */
+  limit?: number;
+  /** How long to wait for transactions still running before giving up (then return null). */
+  maxWaitSeconds: number;
+}
+
+/** The logIds the next delta ships: each table's rows with `after < logId <= upTo`. */
+export interface LogIdWindow {
+  /** Null when there is nothing to ship now (caught up, or held back: see heldBy). */
+  upTo: string | null;
+  /** True when `limit` cut the window short. */
+  limited: boolean;
+  /** When a transaction still running kept the mark from moving: which one, for the log. */
+  heldBy?: string;
 }
 
 /** One change read through the change log: the row as it is now, or the key of a deleted row. */
@@ -178,25 +237,47 @@ export interface SourceReader {
    */
   readChanges(request: ReadChangesRequest): AsyncIterable<WireRow>;
   /**
-   * The highest logId that no transaction still running can commit a row below (GUIDE: "the
-   * high-water mark must be stable"), or null when the tables are empty or such transactions did
-   * not finish within maxWaitSeconds. Reads after it must use a snapshot taken after it returned.
+   * Ends the read snapshot in use, if any, and opens a new one: every read until the next call
+   * (windows, rows, server time) sees the source as of that one moment, so a delta is one
+   * consistent cut. extract calls it once per delta, first.
    */
-  stableHighWater(request: HighWaterRequest): Promise<string | null>;
-  /** The n-th smallest logId across the tables after their cursors, or null if there are fewer rows. */
-  nthLogId(request: NthLogIdRequest): Promise<string | null>;
+  beginSnapshot(): Promise<void>;
+  /**
+   * logid mode: the highest logId below which no transaction still running can commit a row
+   * (GUIDE: "the high-water mark must be stable"), cut to `limit` rows. Engines that must wait
+   * for transactions to get there may end the current snapshot and open a new one after the
+   * wait (so call this before changelogWindow and the reads). `upTo` is null when the tables
+   * hold nothing after their cursors, or the wait did not end within maxWaitSeconds.
+   */
+  logIdWindow(request: LogIdWindowRequest): Promise<LogIdWindow>;
+  /**
+   * changelog mode: the change-log rows committed as of the current snapshot and not shipped
+   * yet (not in `after`), cut to `limit` rows. Read them with readChangelog(after, cursor).
+   * With a null `after` the window is empty and `cursor` is the current snapshot's position:
+   * the caller seeds every changelog table from this same snapshot (base tables).
+   */
+  changelogWindow(request: ChangelogWindowRequest): Promise<ChangelogWindow>;
+  /**
+   * Refuses (ConfigError, "run deltasync capture --apply") a change log or a table whose capture
+   * is missing, disabled or from an older deltasync. Called by extract before any read.
+   */
+  checkCapture(request: CaptureRequest): Promise<void>;
   /** Timestamp mode: rows after a (ts, key) cursor, ordered by (ts, key). */
   readKeyset(request: ReadKeysetRequest): AsyncIterable<WireRow>;
   /** Every row, ordered by key (snapshot mode, verify). */
   readAll(request: ReadAllRequest): AsyncIterable<WireRow>;
-  /** Changelog mode: each key changed in (after, upTo], as its current row or as a delete. */
+  /** Changelog mode: each key whose log rows are in `upTo` and not in `after`, as its current row or a delete. */
   readChangelog(request: ChangelogRequest): AsyncIterable<ChangelogRow>;
   /** The tables `table` references through foreign keys (to order parents first). */
   referencedTables(table: string): Promise<string[]>;
   /** The database server's current time as a wire value of the given type (timestamp mode). */
   serverTime(type: 'timestamp' | 'timestamptz'): Promise<string>;
-  /** DDL for the change log and its triggers (`deltasync capture`). */
-  captureDdl(request: CaptureRequest): CaptureDdl;
+  /**
+   * DDL for the change log and its triggers (`deltasync capture`), including what upgrades a
+   * change log or triggers made by an older deltasync in place, and triggers on the tables that
+   * write into a captured table (PostgreSQL inheritance children).
+   */
+  captureDdl(request: CaptureRequest): Promise<CaptureDdl>;
   /** Runs DDL (only `deltasync capture --apply` does; extract never writes to the source). */
   executeDdl(statements: string[]): Promise<void>;
   close(): Promise<void>;
@@ -224,14 +305,30 @@ export interface TargetTransaction {
   /** The logId last applied for this job, read inside the transaction, or null if never. */
   appliedLogId(job: string): Promise<string | null>;
   /**
+   * Relaxes the replica's foreign-key checks on these tables until the transaction ends, as
+   * replication appliers do, so that rows of one delta that reference each other apply in any
+   * order (PostgreSQL: `session_replication_role = replica`; MariaDB/MySQL: `foreign_key_checks
+   * = 0`; SQLite: `defer_foreign_keys`; SQL Server: NOCHECK, re-checked before commit). An engine
+   * that may not relax them says so when a row needs it (ConfigError naming the grant).
+   */
+  relaxForeignKeys(tables: string[]): Promise<void>;
+  /**
    * Upserts every row by key. Consumes `rows` to the end; if the iterable throws (a checksum or
    * row count failed), the error propagates and the caller rolls back. Returns the row count.
    */
   applyRows(request: ApplyRowsRequest): Promise<number>;
+  /** Runs one DDL statement inside the transaction (only where the writer's ddlInTransaction). */
+  executeDdl(sql: string): Promise<void>;
   /** Records the applied logId for the job (creates or updates the bookkeeping row). */
   recordApplied(record: AppliedRecord): Promise<void>;
   /** Deletes the rows whose key values (in `key` order, typed by `columns`) are given. Returns the count deleted. */
   deleteRows(request: DeleteRowsRequest): Promise<number>;
+  /**
+   * Deletes every row whose key is NOT among the given ones (a base table: the delta holds the
+   * table's whole content). Stages the keys on the server, so memory stays flat. Returns the
+   * count deleted.
+   */
+  deleteRowsNotIn(request: DeleteRowsRequest): Promise<number>;
 }
 
 export interface DeleteRowsRequest {
@@ -246,6 +343,13 @@ export interface TargetWriter {
   readonly engine: EngineName;
   /** The table's columns, or null when it does not exist. */
   columns(table: string): Promise<ColumnInfo[] | null>;
+  /** Whether DDL may run inside a load's transaction (MariaDB/MySQL commit it implicitly). */
+  readonly ddlInTransaction: boolean;
+  /**
+   * The statement adding `column` to `table` as a nullable column of a native type that holds
+   * every value of its logical type (`load.missingColumns`; also printed for the operator).
+   */
+  addColumnSql(table: string, column: ColumnInfo): string;
   /** Creates the bookkeeping table `deltasync_applied` if it is missing (idempotent). */
   prepare(): Promise<void>;
   /** The logId last applied for the job, outside any transaction (for status). */
@@ -258,6 +362,13 @@ export interface TargetWriter {
   execute(sql: string): Promise<void>;
   close(): Promise<void>;
 }
+
+/**
+ * The native type each engine gives a column that load adds (`load.missingColumns: 'add'`): one
+ * that holds every value of the logical type exactly (an `int` column becomes a 64-bit one, a
+ * `decimal` the engine's widest). The operator may prefer a narrower type and add it by hand.
+ */
+export type AddedColumnTypes = Record<LogicalType, string>;
 
 /** What each engine folder's index.ts exports as default. */
 export interface EngineModule {

@@ -77,6 +77,8 @@ export class TableWriter {
     label: string,
     prefix: string,
     compression: Compression,
+    private readonly base: boolean,
+    private readonly columnsChanged: ManifestTable['columnsChanged'],
   ) {
     this.upserts = new PartSeries(delta, (i) => partFileName(prefix, label, i, compression));
     this.deletes = new PartSeries(delta, (i) =>
@@ -89,8 +91,9 @@ export class TableWriter {
     return this.upserts.write(row);
   }
 
-  /** A row to delete, given by its key values in `key` order. */
+  /** A row to delete, given by its key values in `key` order. A base table has none. */
   delete(key: WireRow): Promise<void> {
+    if (this.base) throw new Error(`table ${this.name} is written as a base: it has no deletes`);
     return this.deletes.write(key);
   }
 
@@ -112,6 +115,8 @@ export class TableWriter {
       columns: this.columns.map((c) => ({ name: c.name, type: c.type })),
       rows: this.upserts.parts.reduce((n, p) => n + p.rows, 0),
       parts: this.upserts.parts,
+      ...(this.base ? { base: true } : {}),
+      ...(this.columnsChanged ? { columnsChanged: this.columnsChanged } : {}),
     };
     if (this.deletes.parts.length > 0) {
       table.deletes = {
@@ -146,8 +151,17 @@ export class DeltaWriter {
     return this.options.maxRowsPerPart;
   }
 
-  /** Starts a table; write its rows and deletes, then call `finish` on it. */
-  beginTable(name: string, key: string[], columns: ColumnInfo[]): TableWriter {
+  /**
+   * Starts a table; write its rows and deletes, then call `finish` on it. A `base` table holds
+   * the table's whole content as of the delta's snapshot (load replaces the replica's with it):
+   * rows only, no deletes.
+   */
+  beginTable(
+    name: string,
+    key: string[],
+    columns: ColumnInfo[],
+    options: { base?: boolean; columnsChanged?: ManifestTable['columnsChanged'] } = {},
+  ): TableWriter {
     // `a.b` and `a_b` make the same file name: number the later table so that it cannot
     // overwrite the earlier one's parts (the manifest, not the file name, says which is which).
     const safe = (label: string) => label.replace(/[^A-Za-z0-9_-]/g, '_');
@@ -162,6 +176,8 @@ export class DeltaWriter {
       label,
       this.prefix,
       this.options.compression,
+      options.base === true,
+      options.columnsChanged,
     );
     this.open.add(table);
     return table;
@@ -216,7 +232,15 @@ export class DeltaWriter {
     return this.tables.reduce((n, t) => n + t.rows + (t.deletes?.rows ?? 0), 0);
   }
 
-  /** Publishes the manifest; from here on the delta exists. */
+  /** True when some table of the delta is a base (the delta must be published, even empty). */
+  get hasBase(): boolean {
+    return this.tables.some((t) => t.base === true);
+  }
+
+  /**
+   * Publishes the manifest; from here on the delta exists. `fullBase` is set when every table is
+   * a base: the caller must have begun every table of the job.
+   */
   async finish(
     extra: Pick<Manifest, 'cursors'> = {},
   ): Promise<{ manifest: Manifest; file: string }> {
@@ -230,6 +254,7 @@ export class DeltaWriter {
       createdAt: new Date().toISOString(),
       compression,
       ...(simulated ? { simulated: true } : {}),
+      ...(this.tables.length > 0 && this.tables.every((t) => t.base) ? { fullBase: true } : {}),
       tables: this.tables,
       ...(extra.cursors ? { cursors: extra.cursors } : {}),
     };

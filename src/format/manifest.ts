@@ -62,11 +62,28 @@ const tableSchema = z.object({
    * base lacks are deleted) inside the delta's transaction. Such a table has no delete parts.
    */
   base: z.boolean().optional(),
+  /**
+   * The source table's columns changed since the previous delta (by name; a rename is a drop and
+   * an add). Such a table is a base in this delta. Information for load and humans.
+   */
+  columnsChanged: z.object({ added: z.array(z.string()), dropped: z.array(z.string()) }).optional(),
 });
 
-/** Where extract stood after a delta, per table: a logId, or a timestamp-mode cursor. */
+/**
+ * A change log's capture position as its engine made it (`pg:<snapshot>…`, see
+ * src/db/pg/window.ts): opaque to every step, printable ASCII after an engine prefix.
+ */
+const enginePosition = z
+  .string()
+  .regex(/^[a-z][a-z0-9]*:[!-~]+$/, 'must be a logId or an engine position');
+
+/**
+ * Where extract stood after a delta, per table: a logId, a timestamp-mode cursor, or (for a
+ * change log, under `changelog:<table>`) an engine's capture position.
+ */
 const cursorSchema = z.union([
   logIdString,
+  enginePosition,
   z.object({
     ts: z.union([z.string(), z.number(), z.boolean(), z.null()]),
     key: z.array(z.union([z.string(), z.number(), z.boolean(), z.null()])),

@@ -5,7 +5,7 @@
  * humans and for `status`.
  */
 import { mkdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { isLogId } from './logid.js';
@@ -25,9 +25,27 @@ export interface StepState {
    * `logId`, which is how a state written before cursors existed carries on.
    */
   cursors?: Record<string, Cursor>;
+  /** load only: columns of the deltas the replica lacks and load skips, by table. */
+  skippedColumns?: Record<string, string[]>;
+  /** load only: the replica this state belongs to (the config's `replica`). */
+  replica?: string;
+  /** load only: which database that replica is (engine, host, port, database; never a password). */
+  target?: string;
 }
 
-/** `extract`, `load`, or `copy.<destination>`. */
+/**
+ * load's step name for a replica: `load` for the default replica (the name earlier versions
+ * used, so their state files and locks carry on), `load.<replica>` for any other, so that several
+ * replicas of one job loaded from one host never share a state file or a lock.
+ */
+export function loadStepName(replica: string): string {
+  return replica === DEFAULT_REPLICA ? 'load' : `load.${replica}`;
+}
+
+/** The replica a load config names when it names none. */
+export const DEFAULT_REPLICA = 'default';
+
+/** `extract`, `load`, `load.<replica>`, or `copy.<destination>`. */
 export function stateFilePath(stateDir: string, job: string, step: string): string {
   return join(stateDir, `${job}.${step}.state.json`);
 }
@@ -62,6 +80,11 @@ export async function readState(stateDir: string, job: string, step: string): Pr
     updatedAt: parsed.updatedAt ?? null,
     delta: parsed.delta,
     ...(parsed.cursors && typeof parsed.cursors === 'object' ? { cursors: parsed.cursors } : {}),
+    ...(parsed.skippedColumns && typeof parsed.skippedColumns === 'object'
+      ? { skippedColumns: parsed.skippedColumns }
+      : {}),
+    ...(typeof parsed.replica === 'string' ? { replica: parsed.replica } : {}),
+    ...(typeof parsed.target === 'string' ? { target: parsed.target } : {}),
   };
 }
 
@@ -78,7 +101,7 @@ export async function writeState(stateDir: string, state: StepState): Promise<vo
  */
 export async function ensureStateDir(stateDir: string): Promise<void> {
   try {
-    await mkdir(stateDir, { recursive: true });
+    await makeDirectories(stateDir);
     await writeFileAtomic(join(stateDir, '.write-test'), '');
   } catch (err) {
     throw new ConfigError(
@@ -87,5 +110,23 @@ export async function ensureStateDir(stateDir: string): Promise<void> {
         hint: 'create it for this user or set stateDir in the config',
       },
     );
+  }
+}
+
+/**
+ * `mkdir -p`, one level at a time. Node's own `recursive: true` never returns for a path under
+ * /proc or /sys (it retries the ENOENT for ever), and a stateDir mistyped there must fail, not hang.
+ */
+async function makeDirectories(path: string): Promise<void> {
+  try {
+    await mkdir(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return;
+    if (code !== 'ENOENT' || dirname(path) === path) throw err;
+    await makeDirectories(dirname(path));
+    await mkdir(path).catch((again: NodeJS.ErrnoException) => {
+      if (again.code !== 'EEXIST') throw again;
+    });
   }
 }

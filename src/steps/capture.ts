@@ -33,7 +33,10 @@ export async function captureDdlFor(
       });
       specs.push({ table: t.name, key });
     }
-    const ddl = source.captureDdl({ changelog: config.capture.changelogTable, tables: specs });
+    const ddl = await source.captureDdl({
+      changelog: config.capture.changelogTable,
+      tables: specs,
+    });
     return { ddl, run: (s) => source.executeDdl(s), close: () => source.close() };
   } catch (err) {
     await source.close();

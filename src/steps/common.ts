@@ -1,10 +1,18 @@
 /** What every step shares: its context, its lock, and how file-system failures are named. */
 import { join } from 'node:path';
 import type { LoadedConfig } from '../config/load.js';
-import { DeltasyncError, UnavailableError } from '../errors.js';
+import type { DbConfig } from '../db/types.js';
+import { ConfigError, DeltasyncError, UnavailableError } from '../errors.js';
 import { sweepTemporaryFiles } from '../format/atomic-file.js';
 import { acquireLock } from '../format/lock.js';
-import { ensureStateDir } from '../format/state.js';
+import {
+  ensureStateDir,
+  loadStepName,
+  readState,
+  stateFilePath,
+  writeState,
+  type StepState,
+} from '../format/state.js';
 import type { Logger } from '../log.js';
 
 export interface StepContext {
@@ -63,4 +71,75 @@ export function fileError(err: unknown, what: string): unknown {
 
 export function elapsedSeconds(startNs: bigint): number {
   return Math.round(Number(process.hrtime.bigint() - startNs) / 1e6) / 1000;
+}
+
+/**
+ * Which database a replica is, for its state file: engine, host, port and database (or the SQLite
+ * file), never a user or password. Two configs that load the same job into different databases
+ * get different identities, so one can never quietly take over the other's state.
+ */
+export function replicaIdentity(db: DbConfig): string {
+  const engine = db.client.toLowerCase();
+  const c = db.connection;
+  const url = typeof c === 'string' ? c : (c.uri ?? c.connectionString);
+  if (typeof url === 'string' && /^[a-z][a-z0-9+.-]*:\/\//i.test(url)) {
+    try {
+      const u = new URL(url);
+      return `${engine}://${u.hostname}${u.port ? `:${u.port}` : ''}${u.pathname}`;
+    } catch {
+      return `${engine}:${url.replace(/\/\/[^@/]*@/, '//')}`;
+    }
+  }
+  if (typeof c === 'string') return `${engine}:${c.replace(/password=[^;]*/gi, '')}`;
+  const o = c as Record<string, unknown>;
+  if (typeof o.filename === 'string') return `${engine}:${o.filename}`;
+  const host = o.socketPath ?? o.host ?? o.server ?? 'localhost';
+  const port = o.port === undefined ? '' : `:${String(o.port)}`;
+  return `${engine}://${String(host)}${port}/${String(o.database ?? '')}`;
+}
+
+/** load's lock and state file name for the config's replica (see loadStepName). */
+export function loadStep(config: LoadedConfig): string {
+  return loadStepName(config.replica);
+}
+
+/**
+ * Reads load's state file for the config's replica, and refuses one written for another replica
+ * or another database: two replicas sharing a state file would overwrite each other's logId run
+ * after run. A state file from before replicas were named carries neither and is adopted.
+ */
+export async function readLoadState(config: LoadedConfig): Promise<StepState> {
+  const step = loadStep(config);
+  const state = await readState(config.stateDir, config.name, step);
+  const identity = replicaIdentity(config.target!);
+  const path = stateFilePath(config.stateDir, config.name, step);
+  if (state.replica !== undefined && state.replica !== config.replica) {
+    throw new ConfigError(
+      `state file ${path} belongs to replica '${state.replica}', not '${config.replica}'`,
+      { hint: 'give each replica of the job its own replica: name in its load config' },
+    );
+  }
+  if (state.target !== undefined && state.target !== identity) {
+    throw new ConfigError(
+      `state file ${path} belongs to the replica at ${state.target}, but this config loads ${identity}`,
+      {
+        hint: "give each replica its own replica: NAME in its load config; if it is the same database reached another way, delete the state file (the replica's deltasync_applied is the truth)",
+      },
+    );
+  }
+  return state;
+}
+
+/** Writes load's state file for the config's replica, stamped with the replica and its identity. */
+export async function writeLoadState(
+  config: LoadedConfig,
+  state: Omit<StepState, 'job' | 'step'>,
+): Promise<void> {
+  await writeState(config.stateDir, {
+    ...state,
+    job: config.name,
+    step: loadStep(config),
+    replica: config.replica,
+    target: replicaIdentity(config.target!),
+  });
 }

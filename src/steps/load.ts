@@ -10,15 +10,22 @@ import { join } from 'node:path';
 import { openTarget } from '../db/index.js';
 import type { ColumnInfo, TargetTransaction, TargetWriter, WireRow } from '../db/types.js';
 import { ConfigError, DeltaError, HookError, UnavailableError } from '../errors.js';
-import { listManifests } from '../format/delta-dir.js';
+import { listManifests, type ManifestEntry } from '../format/delta-dir.js';
 import { compareLogIds } from '../format/logid.js';
 import { partsOf, readManifest, type Manifest, type ManifestTable } from '../format/manifest.js';
 import { readPart } from '../format/part-codec.js';
-import { readState, writeState } from '../format/state.js';
 import { logSummary, type Logger } from '../log.js';
 import { faultPoint } from '../faults.js';
+import type { JobConfig } from '../config/schema.js';
 import { runAfterLoad } from './hook.js';
-import { elapsedSeconds, withStepLock, type StepContext } from './common.js';
+import {
+  elapsedSeconds,
+  loadStep,
+  readLoadState,
+  withStepLock,
+  writeLoadState,
+  type StepContext,
+} from './common.js';
 
 export interface LoadResult {
   applied: string[];
@@ -57,27 +64,40 @@ async function checkPartsPresent(inbox: string, file: string, manifest: Manifest
   }
 }
 
-/**
- * Matches a delta table with the target table. A missing table or key column is a configuration
- * error; a column the target lacks is skipped (and said once per run); target columns the delta
- * does not carry are never touched.
- */
-/** What load learns once per run about the replica: its tables' columns, and what it warned of. */
+/** What load learns once per run about the replica: its tables' columns, and what it skips. */
 interface RunMemo {
   columns: Map<string, Promise<ColumnInfo[] | null>>;
+  /**
+   * Delta columns the replica lacks and load skips (`load.missingColumns: 'skip'`), by table:
+   * carried over from the state file, dropped once the replica has the column.
+   */
+  skipped: Map<string, Set<string>>;
+  /** Columns warned of in this run. */
   warned: Set<string>;
 }
 
+/** A column a delta carries that the replica lacks, and the statement that would add it. */
+interface MissingColumn {
+  column: ColumnInfo;
+  ddl: string;
+}
+
+/**
+ * Matches a delta table with the target table, by column name. A missing table or key column is
+ * a configuration error; target columns the delta does not carry are never touched. A column the
+ * target lacks stops the load before this delta (78, with the ALTER TABLE to run), is added, or
+ * is skipped, as `load.missingColumns` says.
+ */
 async function planTable(
   target: TargetWriter,
   table: ManifestTable,
   memo: RunMemo,
+  mode: MissingColumnsMode,
   log: Logger,
-): Promise<TablePlan> {
+): Promise<TablePlan & { add: MissingColumn[] }> {
   // Reflected once per run, not once per delta: a backlog of deltas hits the same tables.
   if (!memo.columns.has(table.name)) memo.columns.set(table.name, target.columns(table.name));
   const targetColumns = await memo.columns.get(table.name)!;
-  const warned = memo.warned;
   if (!targetColumns) {
     throw new ConfigError(`target table '${table.name}' does not exist`, {
       hint: 'create it on the replica before loading',
@@ -89,18 +109,67 @@ async function planTable(
       throw new ConfigError(`target table '${table.name}' has no key column '${k}'`);
   }
   const keep: number[] = [];
+  const add: MissingColumn[] = [];
   table.columns.forEach((c, i) => {
-    if (have.has(c.name)) keep.push(i);
-    else if (!warned.has(`${table.name}.${c.name}`)) {
-      warned.add(`${table.name}.${c.name}`);
-      log.warn(
-        { table: table.name, column: c.name },
-        'the target table has no such column; its values are skipped',
+    if (have.has(c.name)) {
+      memo.skipped.get(table.name)?.delete(c.name);
+      return keep.push(i);
+    }
+    const ddl = target.addColumnSql(table.name, c);
+    if (mode === 'stop') {
+      throw new ConfigError(
+        `target table '${table.name}' has no column '${c.name}' (${c.type}) that the delta carries; add it: ${ddl}`,
+        {
+          hint: "or set load.missingColumns to 'add' or 'skip'; nothing of this delta was applied",
+        },
       );
     }
+    if (mode === 'add') {
+      add.push({ column: c, ddl });
+      return keep.push(i);
+    }
+    const skipped = memo.skipped.get(table.name) ?? new Set<string>();
+    if (!memo.warned.has(`${table.name}.${c.name}`)) {
+      memo.warned.add(`${table.name}.${c.name}`);
+      log.warn(
+        { table: table.name, column: c.name, type: c.type },
+        'the target table has no such column; its values are skipped (load.missingColumns: skip)',
+      );
+    }
+    memo.skipped.set(table.name, skipped.add(c.name));
   });
-  return { table, keep, columns: keep.map((i) => table.columns[i]!) };
+  return { table, keep, columns: keep.map((i) => table.columns[i]!), add };
 }
+
+/** Adds the columns a delta needs (`load.missingColumns: 'add'`); `run` executes one statement. */
+async function addColumns(
+  plans: (TablePlan & { add: MissingColumn[] })[],
+  run: (ddl: string) => Promise<void>,
+  memo: RunMemo,
+  target: TargetWriter,
+  log: Logger,
+): Promise<void> {
+  for (const plan of plans) {
+    if (plan.add.length === 0) continue;
+    for (const { column, ddl } of plan.add) {
+      await run(ddl);
+      log.info(
+        { table: plan.table.name, column: column.name, ddl },
+        'added a column to the replica',
+      );
+    }
+    memo.columns.set(plan.table.name, target.columns(plan.table.name));
+  }
+}
+
+/** The skipped columns, as the state file records them. */
+function skippedRecord(memo: RunMemo): Record<string, string[]> | undefined {
+  const entries = [...memo.skipped].filter(([, c]) => c.size > 0);
+  if (entries.length === 0) return undefined;
+  return Object.fromEntries(entries.map(([t, c]) => [t, [...c].sort()]));
+}
+
+type MissingColumnsMode = JobConfig['load']['missingColumns'];
 
 async function* project(
   rows: AsyncIterable<WireRow>,
@@ -151,6 +220,23 @@ async function applyDelta(
     await faultPoint('load:mid-apply');
   }
   for (const plan of [...plans].reverse()) {
+    if (plan.table.base) {
+      // A base table replaces the replica's content: what was upserted above stays, every other
+      // row goes. The keys are read from the parts again, so memory stays flat; rows that did
+      // not change are not touched (no DELETE-all, so no ON DELETE CASCADE on their children).
+      const keyAt = plan.table.key.map((k) => plan.table.columns.findIndex((c) => c.name === k));
+      const keys = (async function* () {
+        for await (const row of readTable(inbox, manifest, plan.table))
+          yield keyAt.map((i) => row[i]!);
+      })();
+      const key = keyAt.map((i) => plan.table.columns[i]!);
+      counts[plan.table.name]!.deletes = await tx.deleteRowsNotIn({
+        table: plan.table.name,
+        key,
+        rows: keys,
+      });
+      continue;
+    }
     const deletes = plan.table.deletes;
     if (!deletes || deletes.parts.length === 0) continue;
     const key = plan.table.key.map((k) => plan.table.columns.find((c) => c.name === k)!);
@@ -165,6 +251,21 @@ async function applyDelta(
   return counts;
 }
 
+/**
+ * Where a replica that has applied nothing of this job starts: the index of the last delta in
+ * the inbox marked `fullBase` (every table's whole content, so whatever came before it does not
+ * matter), or -1 when there is none.
+ */
+async function fullBaseStart(
+  entries: ManifestEntry[],
+  read: (entry: ManifestEntry) => Promise<Manifest>,
+): Promise<number> {
+  for (let i = entries.length - 1; i >= 0; i--) {
+    if ((await read(entries[i]!)).fullBase) return i;
+  }
+  return -1;
+}
+
 async function loadOnce(ctx: StepContext): Promise<LoadResult> {
   const { config, log } = ctx;
   const started = process.hrtime.bigint();
@@ -175,7 +276,7 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
       hint: 'check that the disk is mounted and copy has run',
     });
   }
-  const state = await readState(config.stateDir, config.name, 'load');
+  const state = await readLoadState(config);
   const target = await openTarget(config.target!);
   const result: LoadResult = { applied: [], fromLogId: '0', toLogId: '0', rows: 0, bytes: 0 };
   const tables = new Set<string>();
@@ -188,20 +289,40 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
         { stateFile: state.logId, target: applied },
         'state file differs from the target; the target wins',
       );
-      await writeState(config.stateDir, {
+      await writeLoadState(config, {
         ...state,
         logId: applied,
         updatedAt: new Date().toISOString(),
       });
     }
     result.fromLogId = result.toLogId = applied;
-    const memo: RunMemo = { columns: new Map(), warned: new Set() };
+    const memo: RunMemo = {
+      columns: new Map(),
+      skipped: new Map(Object.entries(state.skippedColumns ?? {}).map(([t, c]) => [t, new Set(c)])),
+      warned: new Set(),
+    };
     const hookFailures: string[] = [];
     const signingKeys = config.signingKey
       ? [config.signingKey, ...(config.previousSigningKeys ?? [])]
       : undefined;
-    for (const entry of await listManifests(inbox, applied)) {
-      const manifest = await readManifest(entry.path, { job: config.name, signingKeys });
+    const read = (entry: ManifestEntry) =>
+      readManifest(entry.path, { job: config.name, signingKeys });
+    let entries = await listManifests(inbox, applied);
+    // What the target recorded: the transaction checks it did not move under us.
+    let recorded = applied;
+    if (applied === '0') {
+      const start = await fullBaseStart(entries, read);
+      if (start > 0 || (start === 0 && (await read(entries[0]!)).fromLogId !== '0')) {
+        log.info(
+          { delta: entries[start]!.file, skipped: start },
+          'the replica has applied nothing of this job: starting at a full base delta; earlier deltas are skipped',
+        );
+        entries = entries.slice(start);
+        applied = (await read(entries[0]!)).fromLogId;
+      }
+    }
+    for (const entry of entries) {
+      const manifest = await read(entry);
       if (manifest.fromLogId !== applied) {
         const gap = compareLogIds(manifest.fromLogId, applied) > 0;
         throw new DeltaError(
@@ -217,28 +338,35 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
         );
       }
       await checkPartsPresent(inbox, entry.file, manifest);
-      const plans: TablePlan[] = [];
-      for (const t of manifest.tables) plans.push(await planTable(target, t, memo, log));
+      const mode = config.load.missingColumns;
+      const plans: (TablePlan & { add: MissingColumn[] })[] = [];
+      for (const t of manifest.tables) plans.push(await planTable(target, t, memo, mode, log));
+      // MariaDB/MySQL commit DDL at once: their columns are added before the delta's transaction.
+      if (!target.ddlInTransaction)
+        await addColumns(plans, (ddl) => target.execute(ddl), memo, target, log);
       const counts = await target.transaction(async (tx) => {
         const inTx = (await tx.appliedLogId(config.name)) ?? '0';
-        if (inTx !== applied)
+        if (inTx !== recorded)
           throw new DeltaError(
             `the target's applied logId moved to ${inTx} during the load; another loader is running`,
           );
+        if (target.ddlInTransaction)
+          await addColumns(plans, (ddl) => tx.executeDdl(ddl), memo, target, log);
+        await tx.relaxForeignKeys(plans.map((p) => p.table.name));
         const counts = await applyDelta(tx, inbox, manifest, plans);
         await tx.recordApplied({ job: config.name, logId: manifest.toLogId, delta: entry.file });
         await faultPoint('load:before-commit');
         return counts;
       });
       for (const [name, c] of Object.entries(counts)) if (c.rows + c.deletes > 0) tables.add(name);
-      applied = manifest.toLogId;
+      applied = recorded = manifest.toLogId;
       await faultPoint('load:before-state');
-      await writeState(config.stateDir, {
-        job: config.name,
-        step: 'load',
+      const skippedColumns = skippedRecord(memo);
+      await writeLoadState(config, {
         logId: applied,
         updatedAt: new Date().toISOString(),
         delta: entry.file,
+        ...(skippedColumns ? { skippedColumns } : {}),
       });
       const rows = Object.values(counts).reduce((n, c) => n + c.rows + c.deletes, 0);
       const hookFailure = await runAfterLoad(
@@ -289,5 +417,5 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
 
 /** Runs load under the job's load lock. */
 export function load(ctx: StepContext): Promise<LoadResult> {
-  return withStepLock(ctx.config, 'load', () => loadOnce(ctx));
+  return withStepLock(ctx.config, loadStep(ctx.config), () => loadOnce(ctx));
 }

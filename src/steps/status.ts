@@ -3,7 +3,7 @@
  * answers instantly and needs no database password.
  */
 import { listManifests } from '../format/delta-dir.js';
-import { readState, type StepState } from '../format/state.js';
+import { loadStepName, readState, type StepState } from '../format/state.js';
 import type { LoadedConfig } from '../config/load.js';
 
 export interface StepStatus {
@@ -15,6 +15,8 @@ export interface StepStatus {
   waiting?: number;
   /** The newest of those, when there are any. */
   waitingUpTo?: string;
+  /** load: delta columns the replica lacks and load skips (`load.missingColumns: 'skip'`). */
+  skippedColumns?: Record<string, string[]>;
 }
 
 export interface JobStatus {
@@ -30,6 +32,7 @@ async function stepStatus(
   const state: StepState = await readState(config.stateDir, config.name, step);
   const status: StepStatus = { step, logId: state.logId, updatedAt: state.updatedAt };
   if (state.delta) status.delta = state.delta;
+  if (state.skippedColumns) status.skippedColumns = state.skippedColumns;
   if (readsFrom) {
     const waiting = await listManifests(readsFrom, state.logId);
     status.waiting = waiting.length;
@@ -43,7 +46,8 @@ export async function status(config: LoadedConfig): Promise<JobStatus> {
   if (config.source || config.outbox) steps.push(await stepStatus(config, 'extract', undefined));
   for (const d of config.destinations ?? [])
     steps.push(await stepStatus(config, `copy.${d.name}`, config.outbox));
-  if (config.target || config.inbox) steps.push(await stepStatus(config, 'load', config.inbox));
+  if (config.target || config.inbox)
+    steps.push(await stepStatus(config, loadStepName(config.replica), config.inbox));
   return { job: config.name, steps };
 }
 
@@ -65,5 +69,11 @@ export function formatStatus(s: JobStatus): string {
       .map((c, i) => c.padEnd(widths[i]!))
       .join('  ')
       .trimEnd();
-  return [`job ${s.job}`, line(header), ...rows.map(line)].join('\n');
+  const skipped = s.steps.flatMap((st) =>
+    Object.entries(st.skippedColumns ?? {}).flatMap(([t, cs]) => cs.map((c) => `${t}.${c}`)),
+  );
+  const notes = skipped.length
+    ? [`load skips columns the replica lacks: ${skipped.join(', ')} (load.missingColumns: skip)`]
+    : [];
+  return [`job ${s.job}`, line(header), ...rows.map(line), ...notes].join('\n');
 }

@@ -255,6 +255,10 @@ export async function pgReplica(url: string): Promise<Replica> {
           BEGIN INSERT INTO applied_history (log_id) VALUES (NEW.log_id); RETURN NULL; END $$;
         CREATE TRIGGER record_history AFTER INSERT OR UPDATE ON deltasync_applied
           FOR EACH ROW EXECUTE FUNCTION record_history();
+        -- Load runs as a replication applier (session_replication_role = replica): only
+        -- triggers enabled ALWAYS fire then, as the README says for the replica's own triggers.
+        ALTER TABLE items ENABLE ALWAYS TRIGGER count_change;
+        ALTER TABLE deltasync_applied ENABLE ALWAYS TRIGGER record_history;
       `);
     },
     async rows() {

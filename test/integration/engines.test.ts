@@ -4,7 +4,7 @@
  * reflection rules (missing table or key: 78; extra source column: skipped; the replica's own
  * columns: untouched) and an unreachable target (69).
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -181,9 +181,17 @@ describe.skipIf(!pgs.available)('target reflection (PostgreSQL)', () => {
     }
   });
 
-  it('a source column the target lacks is reported once and skipped', async () => {
+  it('a source column the target lacks stops the load by default (78), or is skipped', async () => {
     const s = await setup(DDL.pg(''));
     try {
+      const stop = runBin('deltasync-load', ['-c', s.job.config]);
+      expect(stop.code, stop.stderr).toBe(78);
+      expect(stop.stderr).toContain(`ALTER TABLE "items" ADD COLUMN "extra" text`);
+      const config = readFileSync(s.job.config, 'utf8');
+      writeFileSync(
+        s.job.config,
+        config.replace(/\};\n$/, ", load: { missingColumns: 'skip' } };\n"),
+      );
       const r = runBin('deltasync-load', ['-c', s.job.config]);
       expect(r.code, r.stderr).toBe(0);
       const warnings = r.stdout.split('\n').filter((l) => l.includes('has no such column'));

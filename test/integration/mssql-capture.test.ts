@@ -4,6 +4,7 @@
  * databases with (sa in the usual container), which also has VIEW SERVER STATE; otherwise the
  * suite is reported as skipped, with the reason in its name.
  */
+import type { HighWaterSource } from '../../src/db/window.js';
 import sql from 'mssql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openSource, openTarget } from '../../src/db/index.js';
@@ -16,6 +17,7 @@ import type {
   TargetWriter,
   WireRow,
 } from '../../src/db/types.js';
+import { ConfigError } from '../../src/errors.js';
 import { mssqlServer } from '../helpers/databases.js';
 
 const server = await mssqlServer();
@@ -39,7 +41,7 @@ describe.skipIf(!server.available)(
     : `SQL Server capture modes (${server.reason ?? 'skipped'})`,
   () => {
     let admin: sql.ConnectionPool;
-    let source: SourceReader;
+    let source: SourceReader & HighWaterSource;
     let target: TargetWriter;
     const exec = (text: string) => admin.request().batch(text);
     const count = async (text: string) =>
@@ -51,7 +53,10 @@ describe.skipIf(!server.available)(
       // Readers see the last committed version instead of waiting on an open writer, which is
       // what lets the late-commit tests hold a transaction open while extract reads.
       await exec(`ALTER DATABASE CURRENT SET READ_COMMITTED_SNAPSHOT ON WITH ROLLBACK IMMEDIATE`);
-      source = await openSource({ client: 'mssql', connection: url });
+      // Each delta is read in one SNAPSHOT transaction (see src/db/mssql/window.ts).
+      await exec(`ALTER DATABASE CURRENT SET ALLOW_SNAPSHOT_ISOLATION ON`);
+      source = (await openSource({ client: 'mssql', connection: url })) as SourceReader &
+        HighWaterSource;
       target = await openTarget({ client: 'mssql', connection: url });
     });
 
@@ -91,7 +96,7 @@ describe.skipIf(!server.available)(
           region varchar(20) COLLATE SQL_Latin1_General_CP1_CI_AS NOT NULL,
           day datetime NOT NULL, qty int NULL, PRIMARY KEY (region, day))`);
         const keyColumns = (await source.columns('stock')).filter((c) => key.includes(c.name));
-        const ddl = source.captureDdl!({
+        const ddl = await source.captureDdl!({
           changelog: 'deltasync_changelog',
           tables: [{ table: 'stock', key: keyColumns }],
         });
@@ -147,6 +152,57 @@ describe.skipIf(!server.available)(
         expect(rows.map((r) => (r.op === 'upsert' ? r.row[0] : null))).toEqual(['late', 'early']);
       });
 
+      it('windows by snapshot: ships what it shows without waiting, a lower rowversion committed later next', async () => {
+        const names = (rows: ChangelogRow[]) =>
+          rows.map((r) => (r.op === 'upsert' ? r.row[0] : null));
+        const window = async (after: string | null) => {
+          await source.beginSnapshot();
+          return source.changelogWindow({
+            changelog: 'deltasync_changelog',
+            after,
+            maxWaitSeconds: 1,
+          });
+        };
+        const start = (await window(null)).cursor;
+        const open = new sql.Transaction(admin);
+        await open.begin();
+        let first: Awaited<ReturnType<typeof window>>;
+        try {
+          await new sql.Request(open).query(
+            `INSERT INTO dbo.stock VALUES ('slow', '2024-04-01', 1)`,
+          );
+          await exec(`INSERT INTO dbo.stock VALUES ('quick', '2024-04-01', 2)`);
+          first = await window(start);
+          // 'quick' ships now although 'slow' took a lower rowversion and is still open.
+          expect(names(await read(first.after, first.cursor))).toEqual(['quick']);
+        } finally {
+          await open.commit();
+        }
+        const second = await window(first.cursor);
+        expect(names(await read(second.after, second.cursor))).toEqual(['slow']);
+        const third = await window(second.cursor);
+        expect(third.cursor).toBe(third.after);
+        expect(third.highLogId).toBeNull();
+      });
+
+      it('refuses (78) a change-log table whose trigger is disabled, until it is enabled again', async () => {
+        const keyColumns = (await source.columns('stock')).filter((c) => key.includes(c.name));
+        const request = {
+          changelog: 'deltasync_changelog',
+          tables: [{ table: 'stock', key: keyColumns }],
+        };
+        await exec('DISABLE TRIGGER dbo.deltasync_changelog_stock ON dbo.stock');
+        try {
+          const refused = await source.checkCapture(request).catch((err: unknown) => err);
+          expect(refused).toBeInstanceOf(ConfigError);
+          expect((refused as ConfigError).message).toMatch(/stock \(trigger disabled\)/);
+          expect((refused as ConfigError).hint).toBe('run deltasync capture --apply');
+        } finally {
+          await exec('ENABLE TRIGGER dbo.deltasync_changelog_stock ON dbo.stock');
+        }
+        await source.checkCapture(request);
+      });
+
       it('counts the n-th change across the log for the batch limit', async () => {
         const upTo = (await high())!;
         const first = await source.nthLogId!({
@@ -166,7 +222,7 @@ describe.skipIf(!server.available)(
 
       it('remove leaves no trigger and no change log', async () => {
         const keyColumns = (await source.columns('stock')).filter((c) => key.includes(c.name));
-        const ddl = source.captureDdl!({
+        const ddl = await source.captureDdl!({
           changelog: 'deltasync_changelog',
           tables: [{ table: 'stock', key: keyColumns }],
         });
@@ -297,9 +353,14 @@ describe.skipIf(!server.available)(
         try {
           await new sql.Request(open).query('INSERT INTO dbo.ident (v) VALUES (2)'); // takes id 2
           await exec('INSERT INTO dbo.ident (v) VALUES (3)'); // takes id 3, commits first
-          const started = Date.now();
           expect(await mark()).toBeNull(); // waited for the writer, then gave up
-          expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+          // ... because the writer is still open: its transaction is still active on the server.
+          const [still] = (
+            await new sql.Request(open).query(
+              'SELECT COUNT(*) AS n FROM sys.dm_tran_active_transactions WHERE transaction_id = CURRENT_TRANSACTION_ID()',
+            )
+          ).recordset as { n: number }[];
+          expect(still!.n).toBe(1);
         } finally {
           await open.commit();
         }

@@ -5,7 +5,8 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openSource, openTarget } from '../../src/db/index.js';
-import type { ColumnInfo, TargetWriter, WireRow } from '../../src/db/types.js';
+import type { ColumnInfo, SourceReader, TargetWriter, WireRow } from '../../src/db/types.js';
+import type { HighWaterSource } from '../../src/db/window.js';
 import { ConfigError, DeltaError, UnavailableError } from '../../src/errors.js';
 import { pgServer } from '../helpers/databases.js';
 
@@ -153,21 +154,34 @@ describe.skipIf(!server.available)(`PostgreSQL adapter ${server.reason ?? ''}`, 
       }
     });
 
-    it('waits for running transactions before giving a stable high-water mark', async () => {
+    it('logid window: waits for every transaction open at the mark, xid or not', async () => {
       await sql(`CREATE TABLE hw (log_id bigserial PRIMARY KEY, v text)`);
       await sql(`INSERT INTO hw (v) VALUES ('a')`); // log_id 1
       const slow = new pg.Client({ connectionString: url });
       await slow.connect();
       try {
+        // logId 2 is taken by a transaction with no xid yet (nextval is not transactional):
+        // no snapshot lists it, and it writes its row only after logId 3 committed.
         await slow.query(`BEGIN`);
-        await slow.query(`INSERT INTO hw (v) VALUES ('slow')`); // log_id 2, not yet committed
+        const id = (await slow.query(`SELECT nextval('hw_log_id_seq')::text AS id`)).rows[0].id;
+        expect(id).toBe('2');
+        expect((await slow.query(`SELECT pg_current_xact_id_if_assigned() AS x`)).rows[0].x).toBe(
+          null,
+        );
         await sql(`INSERT INTO hw (v) VALUES ('fast')`); // log_id 3, committed
         const source = await openSource(config());
         try {
-          const tables = [{ table: 'hw', logIdColumn: 'log_id' }];
-          expect(await source.stableHighWater!({ tables, maxWaitSeconds: 0.3 })).toBeNull();
+          const tables = [{ table: 'hw', logIdColumn: 'log_id', after: '1' }];
+          const held = await source.logIdWindow({ tables, maxWaitSeconds: 0.3 });
+          expect(held.upTo).toBeNull();
+          const pid = (await slow.query(`SELECT pg_backend_pid() AS p`)).rows[0].p;
+          expect(held.heldBy).toContain(`session pid ${pid}`);
+          await slow.query(`INSERT INTO hw (log_id, v) VALUES (2, 'slow')`);
           setTimeout(() => void slow.query('COMMIT'), 300);
-          expect(await source.stableHighWater!({ tables, maxWaitSeconds: 10 })).toBe('3');
+          expect(await source.logIdWindow({ tables, maxWaitSeconds: 30 })).toEqual({
+            upTo: '3',
+            limited: false,
+          });
           const columns = await source.columns('hw');
           const rows = await collect(
             source.readChanges({
@@ -193,10 +207,10 @@ describe.skipIf(!server.available)(`PostgreSQL adapter ${server.reason ?? ''}`, 
     it('finds the n-th logId across tables after their cursors', async () => {
       await sql(`CREATE TABLE nth_int (log_id int PRIMARY KEY)`); // an int among bigints
       await sql(`INSERT INTO nth_int VALUES (5), (24999)`);
-      const source = await openSource(config());
+      const source = (await openSource(config())) as SourceReader & HighWaterSource;
       try {
         const nth = (n: number) =>
-          source.nthLogId!({
+          source.nthLogId({
             tables: [
               { table: 'snap_a', logIdColumn: 'log_id', after: '0' }, // 1, 2
               { table: 'events', logIdColumn: 'log_id', after: '24998' }, // 24999, 25000
@@ -300,7 +314,7 @@ describe.skipIf(!server.available)(`PostgreSQL adapter ${server.reason ?? ''}`, 
             return { table, columns, key, keyColumns: columns.filter((c) => key.includes(c.name)) };
           }),
         );
-        const ddl = source.captureDdl!({
+        const ddl = await source.captureDdl({
           changelog: 'ds_log',
           tables: tables.map((t) => ({ table: t.table, key: t.keyColumns })),
         });
@@ -313,12 +327,22 @@ describe.skipIf(!server.available)(`PostgreSQL adapter ${server.reason ?? ''}`, 
         await sql(`UPDATE cl_parent SET name = 'ONE' WHERE id = 1`);
         await sql(`UPDATE cl_parent SET id = 4 WHERE id = 3`); // a key change
         await sql(`DELETE FROM cl_child WHERE a = 2`);
-        const high = await source.stableHighWater!({
-          tables: [{ table: 'ds_log', logIdColumn: 'log_id' }],
+        await source.beginSnapshot();
+        const window = await source.changelogWindow({
+          changelog: 'ds_log',
+          after: '0', // a plain logId, as stored before exact capture
           maxWaitSeconds: 5,
         });
+        expect(window.cursor).toMatch(/^pg:\d+:\d+:/);
         const read = (t: (typeof tables)[number]) =>
-          collect(source.readChangelog!({ changelog: 'ds_log', ...t, after: '0', upTo: high! }));
+          collect(
+            source.readChangelog({
+              changelog: 'ds_log',
+              ...t,
+              after: window.after,
+              upTo: window.cursor,
+            }),
+          );
         expect(await read(tables[0]!)).toEqual([
           { op: 'upsert', row: ['2', 'two'] },
           { op: 'upsert', row: ['1', 'ONE'] },

@@ -45,7 +45,7 @@ async function rig(kind: (typeof kinds)[number], label: string): Promise<Rig> {
   const outboxSpec = await kind.fresh(`${label}-outbox`);
   const a = await kind.fresh(`${label}-a`);
   const b = await kind.fresh(`${label}-b`);
-  const config: LoadedConfig = {
+  const config = {
     ...jobSchema.parse({
       name: 't',
       stateDir,
@@ -59,7 +59,7 @@ async function rig(kind: (typeof kinds)[number], label: string): Promise<Rig> {
     // The outbox key takes store specs once the config is wired onto stores; the steps already do.
     outbox: outboxSpec as unknown as string,
     configFile: join(stateDir, 'job.js'),
-  };
+  } as unknown as LoadedConfig;
   const stores = await Promise.all([outboxSpec, a, b].map((s) => openStore(s as never)));
   return {
     ctx: { config, log: silentLogger() },

@@ -4,6 +4,7 @@
  * holding what the S3 destination received. Then repair of unacknowledged deltas, and the
  * failures a remote destination adds (unreachable, unknown host key).
  */
+import type { LoadedConfig } from '../../src/config/load.js';
 import {
   createReadStream,
   mkdirSync,
@@ -237,7 +238,8 @@ describe.skipIf(!s3)('simulate into a remote outbox, copy from it', () => {
       outbox: outboxSpec as unknown as string,
       configFile: job.config,
     };
-    const ctx = { config, log: silentLogger() };
+    // jobSchema.parse gives the file's shape; loadConfig adds defaults such as lockTimeoutSeconds.
+    const ctx = { config: config as unknown as LoadedConfig, log: silentLogger() };
     expect(await simulate(ctx, { count: 2, empty: false, rows: 3 })).toHaveLength(2);
     const outbox = await openStore(outboxSpec as never);
     try {

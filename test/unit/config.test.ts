@@ -385,3 +385,51 @@ describe('what each step needs', () => {
     expect(copy.message).toBe(`${file}: outbox: required by copy; destinations: required by copy`);
   });
 });
+
+describe('values left undefined by an unset environment variable', () => {
+  it('refuses an undefined password or user, and a URL holding "undefined", naming each', async () => {
+    const { file } = await configTree(
+      {
+        'job.js': `export default {
+          name: 'acme',
+          source: { client: 'pg', connection: { host: 'db', user: process.env.NOPE_USER, password: process.env.NOPE_PW } },
+          target: { client: 'mysql', connection: \`mysql://sync:\${process.env.NOPE_PW}@db/acme\` },
+          inbox: 'inbox',
+        };\n`,
+      },
+      'job.js',
+    );
+    const err = await configError(loadConfig(file, 'load'));
+    expect(err.message).toContain('source.connection.user: undefined');
+    expect(err.message).toContain('source.connection.password: undefined');
+    expect(err.message).toContain("target.connection: the URL contains 'undefined'");
+    expect(err.message).toContain('environment variable');
+  });
+
+  it('leaves a connection without a password alone (trust, socket, .pgpass)', async () => {
+    const { file } = await configTree(
+      {
+        'job.js': `export default { name: 'acme', target: { client: 'pg', connection: { host: 'db', user: 'sync' } }, inbox: 'inbox' };\n`,
+      },
+      'job.js',
+    );
+    const config = await loadConfig(file, 'load');
+    expect(config.target?.lockTimeoutSeconds).toBe(60);
+    expect(config.replica).toBe('default');
+  });
+});
+
+describe('replica and lockTimeoutSeconds', () => {
+  const base = { name: 'acme' };
+  it('a replica name must be usable in a file name', () => {
+    expect(jobSchema.safeParse({ ...base, replica: 'eu-west_2' }).success).toBe(true);
+    const bad = jobSchema.safeParse({ ...base, replica: 'eu/west' });
+    expect(bad.success).toBe(false);
+    expect(bad.error?.issues[0]?.path).toEqual(['replica']);
+  });
+
+  it('lockTimeoutSeconds is a positive number of seconds', () => {
+    expect(jobSchema.safeParse({ ...base, lockTimeoutSeconds: 0 }).success).toBe(false);
+    expect(jobSchema.parse({ ...base, lockTimeoutSeconds: 2.5 }).lockTimeoutSeconds).toBe(2.5);
+  });
+});

@@ -7,6 +7,8 @@ import {
   readChangelogQuery,
   toChangelogRow,
   triggerName,
+  captureStateSql,
+  missingCapture,
 } from '../../src/db/mssql/capture.js';
 import { tableName } from '../../src/db/mssql/sql.js';
 import { readExpression, wireReader } from '../../src/db/mssql/types.js';
@@ -200,7 +202,7 @@ describe('readChangelog query', () => {
     expect(q.text.split('\n')).toEqual([
       'WITH changed AS (',
       'SELECT key_values, MAX([log_id]) AS last_log_id FROM [dbo].[deltasync_changelog]',
-      'WHERE table_name = @table AND [log_id] > CONVERT(binary(8), @after) AND [log_id] <= CONVERT(binary(8), @upTo)',
+      'WHERE table_name = @table AND ([log_id] > 0x0000000000000064 AND [log_id] <= 0x7fffffffffffffff)',
       'GROUP BY key_values',
       ')',
       'SELECT CASE WHEN t.[id] IS NULL THEN 0 ELSE 1 END AS found, k.k0, k.k1, t.[id], t.[code], t.[from]',
@@ -210,11 +212,7 @@ describe('readChangelog query', () => {
       'LEFT JOIN [dbo].[orders] AS t ON t.[id] = k.k0 AND t.[code] = k.k1',
       'ORDER BY c.last_log_id',
     ]);
-    expect(q.params).toEqual([
-      { name: 'table', type: 'NVarChar', length: 255, value: 'orders' },
-      { name: 'after', type: 'BigInt', value: 100n },
-      { name: 'upTo', type: 'BigInt', value: 9223372036854775807n },
-    ]);
+    expect(q.params).toEqual([{ name: 'table', type: 'NVarChar', length: 255, value: 'orders' }]);
   });
 
   it('turns found rows into upserts and missing ones into deletes of the logged key', () => {
@@ -230,5 +228,33 @@ describe('readChangelog query', () => {
     expect(
       toChangelogRow([0, 8, '2024-01-02 00:00:00.0000000', null, null, null], keyReads, rowReads),
     ).toEqual({ op: 'delete', key: [8, '2024-01-02 00:00:00'] });
+  });
+});
+
+describe('SQL Server capture check', () => {
+  const request = {
+    changelog: 'deltasync_changelog',
+    tables: [
+      { table: 'orders', key: [] },
+      { table: 'sales.lines', key: [] },
+    ],
+  };
+
+  it('looks up the change log and each table trigger, enabled or not, in one statement', () => {
+    expect(captureStateSql(request, 'dbo')).toBe(
+      "SELECT CASE WHEN OBJECT_ID(N'[dbo].[deltasync_changelog]', N'U') IS NULL THEN 0 ELSE 1 END AS log, " +
+        "(SELECT CASE WHEN tr.is_disabled = 0 THEN 1 ELSE 0 END FROM sys.triggers AS tr WHERE tr.object_id = OBJECT_ID(N'[dbo].[deltasync_changelog_orders]') AND tr.parent_id = OBJECT_ID(N'[dbo].[orders]')) AS t0, " +
+        "(SELECT CASE WHEN tr.is_disabled = 0 THEN 1 ELSE 0 END FROM sys.triggers AS tr WHERE tr.object_id = OBJECT_ID(N'[sales].[deltasync_changelog_lines]') AND tr.parent_id = OBJECT_ID(N'[sales].[lines]')) AS t1",
+    );
+  });
+
+  it('names each table whose trigger is missing or disabled', () => {
+    expect(missingCapture(request, { log: 1, t0: 1, t1: 1 })).toBeNull();
+    expect(missingCapture(request, { log: 1, t0: null, t1: 0 })).toBe(
+      'change capture is not installed for orders (no trigger), sales.lines (trigger disabled): their writes would never reach the change log',
+    );
+    expect(missingCapture(request, { log: 0 })).toBe(
+      'the change log deltasync_changelog does not exist',
+    );
   });
 });

@@ -1,11 +1,19 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, ExitCode, UnavailableError } from '../../src/errors.js';
+import {
+  ConfigError,
+  ExitCode,
+  LockTimeoutError,
+  PrivilegeError,
+  UnavailableError,
+} from '../../src/errors.js';
 import {
   connect,
   describeConnection,
+  lockTimeoutSql,
   parseConnectionUrl,
   poolConfig,
   translateError,
+  withLockTimeout,
 } from '../../src/db/mssql/connection.js';
 
 describe('connection settings', () => {
@@ -92,6 +100,25 @@ describe('connection settings', () => {
   });
 });
 
+describe('lock timeout', () => {
+  it('SET LOCK_TIMEOUT counts milliseconds', () => {
+    expect(lockTimeoutSql(60)).toBe('SET LOCK_TIMEOUT 60000');
+    expect(lockTimeoutSql(0.5)).toBe('SET LOCK_TIMEOUT 500');
+  });
+
+  it('every pooled connection sends it in the batch that follows login, after any hook of the config', () => {
+    const calls: string[] = [];
+    const config = withLockTimeout(
+      { server: 'h', beforeConnect: () => void calls.push('user hook') },
+      7,
+    );
+    const conn = { getInitialSql: () => 'set textsize 2147483647' };
+    config.beforeConnect!(conn as never);
+    expect(calls).toEqual(['user hook']);
+    expect(conn.getInitialSql()).toBe('set textsize 2147483647\nSET LOCK_TIMEOUT 7000');
+  });
+});
+
 describe('driver errors', () => {
   const named = (name: string, props: object) =>
     Object.assign(new Error('boom\nsecond line'), { name }, props);
@@ -104,6 +131,23 @@ describe('driver errors', () => {
     const login = translateError(named('RequestError', { number: 18456 }), 'h:1433/db');
     expect(login).toBeInstanceOf(UnavailableError);
     expect((login as UnavailableError).hint).toMatch(/password/);
+  });
+
+  it('a lock wait past SET LOCK_TIMEOUT (error 1222) is a LockTimeoutError (69) naming the table', () => {
+    const err = translateError(named('RequestError', { number: 1222 }), 'h:1433/db', 'dbo.orders');
+    expect(err).toBeInstanceOf(LockTimeoutError);
+    expect((err as LockTimeoutError).exitCode).toBe(ExitCode.UNAVAILABLE);
+    expect((err as Error).message).toContain("lock on table 'dbo.orders'");
+    expect((err as Error).message).toContain('nothing was applied');
+  });
+
+  it('a missing permission (229, 262) is a PrivilegeError (78) saying to grant it', () => {
+    for (const number of [229, 262]) {
+      const err = translateError(named('RequestError', { number }), 'h:1433/db');
+      expect(err).toBeInstanceOf(PrivilegeError);
+      expect((err as PrivilegeError).exitCode).toBe(ExitCode.CONFIG);
+      expect((err as PrivilegeError).hint).toMatch(/grant/);
+    }
   });
 
   it('missing tables and columns are ConfigErrors naming the table', () => {

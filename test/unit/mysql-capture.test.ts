@@ -5,8 +5,10 @@ import {
   keyConverter,
   keyFromText,
   keyText,
+  missingCapture,
   triggerName,
 } from '../../src/db/mysql/capture.js';
+import { positionWindowSql } from '../../src/db/mysql/sql.js';
 import type { NativeColumn } from '../../src/db/mysql/types.js';
 import type { ColumnInfo } from '../../src/db/types.js';
 import { ConfigError } from '../../src/errors.js';
@@ -217,28 +219,56 @@ describe('mysql change log reads', () => {
           }),
         ],
         selects: ['t.`id`', 't.`code`', 't.`label`'],
-        after: '10',
-        upTo: '20',
+        window: 'log_id > 10 AND log_id <= 20',
       }),
     ).toBe(
       "SELECT t.`id` IS NOT NULL AS found, CAST(JSON_UNQUOTE(JSON_EXTRACT(c.key_values, '$[0]')) AS SIGNED), " +
         "CONVERT(JSON_UNQUOTE(JSON_EXTRACT(c.key_values, '$[1]')) USING utf8mb4) COLLATE utf8mb4_general_ci, " +
         't.`id`, t.`code`, t.`label` ' +
         'FROM (SELECT key_values, MAX(log_id) AS last_id FROM `deltasync_changelog` ' +
-        "WHERE table_name = 'children' AND log_id > 10 AND log_id <= 20 GROUP BY key_values) c " +
+        "WHERE table_name = 'children' AND (log_id > 10 AND log_id <= 20) GROUP BY key_values) c " +
         "LEFT JOIN `children` t ON t.`id` = CAST(JSON_UNQUOTE(JSON_EXTRACT(c.key_values, '$[0]')) AS SIGNED) " +
         "AND t.`code` = CONVERT(JSON_UNQUOTE(JSON_EXTRACT(c.key_values, '$[1]')) USING utf8mb4) COLLATE utf8mb4_general_ci " +
         'ORDER BY c.last_id',
     );
     expect(() =>
-      changelogSql({
-        changelog: 'log',
-        table: 't',
-        key: [native('id', 'int')],
-        selects: ['t.`id`'],
-        after: '1 OR 1=1',
-        upTo: '2',
-      }),
+      positionWindowSql({ high: '1 OR 1=1', gaps: [] }, { high: '2', gaps: [] }, 'log'),
     ).toThrow(ConfigError);
+  });
+});
+
+describe('mysql capture check', () => {
+  const request = {
+    changelog: 'deltasync_changelog',
+    tables: [{ table: 'album', key: [ID] }],
+  };
+  const installed = (events: string[]) =>
+    events.map((e) => ({
+      table_name: 'album',
+      trigger_name: `deltasync_changelog_album_${e}`,
+      statement: 'INSERT INTO `deltasync_changelog` (table_name, op, key_values) VALUES (...)',
+    }));
+
+  it('passes when the change log and the three triggers are there', () => {
+    expect(missingCapture(request, installed(['ins', 'upd', 'del']), true)).toBeNull();
+  });
+
+  it('names each table and event whose trigger is missing', () => {
+    expect(missingCapture(request, installed(['ins', 'del']), true)).toEqual({
+      message:
+        'change capture is not installed for album (update): their writes would never reach the change log',
+      triggersHidden: false,
+    });
+    expect(missingCapture(request, [], true)?.triggersHidden).toBe(true);
+    expect(missingCapture(request, installed(['ins', 'upd', 'del']), false)?.message).toBe(
+      'the change log deltasync_changelog does not exist',
+    );
+  });
+
+  it('does not count a trigger of that name that writes elsewhere', () => {
+    const other = installed(['ins', 'upd', 'del']).map((t) => ({ ...t, statement: 'SET @x = 1' }));
+    expect(missingCapture(request, other, true)?.message).toMatch(
+      /album \(insert\), album \(update\)/,
+    );
   });
 });

@@ -3,7 +3,12 @@ import { runningWritersSql } from '../../src/db/mysql/high-water.js';
 import {
   changesSql,
   deleteSql,
+  holesSql,
   keysetSql,
+  maxLogIdSql,
+  nthAfterSql,
+  positionWindowSql,
+  visibleInSql,
   maxAcrossSql,
   nthLogIdSql,
   readAllSql,
@@ -109,9 +114,59 @@ describe('mysql high-water SQL', () => {
   it('lists read-write transactions and our own, marked with a token', () => {
     expect(runningWritersSql('witness abc')).toBe(
       'SELECT /* deltasync witness abc */ trx_id AS id, trx_mysql_thread_id = CONNECTION_ID() AS mine,' +
-        ' IF(trx_mysql_thread_id = CONNECTION_ID(), trx_query, NULL) AS query' +
+        ' IF(trx_mysql_thread_id = CONNECTION_ID(), trx_query, NULL) AS query,' +
+        " CONCAT('thread ', trx_mysql_thread_id, ' (transaction ', trx_id, ', started ', trx_started," +
+        " IFNULL(CONCAT(', running: ', LEFT(trx_query, 80)), ', idle'), ')') AS holder" +
         ' FROM information_schema.INNODB_TRX' +
         ' WHERE trx_mysql_thread_id = CONNECTION_ID() OR (trx_id BETWEEN 1 AND 281474976710655 AND trx_is_read_only = 0)',
     );
+  });
+});
+
+describe('mysql change-log window SQL', () => {
+  it('reads the rows of one position and not of another', () => {
+    expect(
+      positionWindowSql(
+        {
+          high: '10',
+          gaps: [
+            {
+              ids: [
+                ['4', '4'],
+                ['7', '8'],
+              ],
+              watch: ['1'],
+            },
+          ],
+        },
+        { high: '20', gaps: [{ ids: [['15', '15']], watch: ['2'] }] },
+        'cl',
+      ),
+    ).toBe(
+      '(log_id > 10 OR log_id = 4 OR log_id BETWEEN 7 AND 8) AND log_id <= 20 AND NOT (log_id = 15)',
+    );
+    expect(positionWindowSql({ high: '10', gaps: [] }, { high: '20', gaps: [] }, 'cl')).toBe(
+      'log_id > 10 AND log_id <= 20',
+    );
+  });
+
+  it('finds the ids a snapshot does not show between two bounds', () => {
+    expect(holesSql('cl', '10', '20')).toBe(
+      'SELECT CAST(prev + 1 AS CHAR) AS a, CAST(log_id - 1 AS CHAR) AS b FROM (' +
+        'SELECT log_id, COALESCE(LAG(log_id) OVER (ORDER BY log_id), 10) AS prev FROM `cl`' +
+        ' WHERE log_id > 10 AND log_id <= 20) x WHERE log_id > prev + 1 ORDER BY log_id',
+    );
+    expect(() => holesSql('cl', '1 OR 1', '2')).toThrow(ConfigError);
+  });
+
+  it('reads the visible ids of open gaps, the maximum and the n-th id', () => {
+    expect(visibleInSql('cl', [['3', '5']])).toBe(
+      'SELECT CAST(log_id AS CHAR) AS l FROM `cl` WHERE log_id BETWEEN 3 AND 5 ORDER BY log_id',
+    );
+    expect(maxLogIdSql('db.cl')).toBe('SELECT CAST(MAX(log_id) AS CHAR) AS m FROM `db`.`cl`');
+    expect(nthAfterSql('cl', '7', 100)).toBe(
+      'SELECT CAST(log_id AS CHAR) AS l FROM `cl` WHERE log_id > 7 ORDER BY log_id LIMIT 1 OFFSET 99',
+    );
+    expect(() => nthAfterSql('cl', '7', 0)).toThrow(ConfigError);
   });
 });

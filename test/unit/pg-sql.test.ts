@@ -195,8 +195,10 @@ describe('readChangelogSql', () => {
       },
       tableRef('ds_log'),
       tableRef('orders'),
+      `log_id > '10'`,
     );
     expect(sql).toContain(`WHERE table_name = 'orders'`);
+    expect(sql).toContain(`AND log_id > '10'`);
     expect(sql).toContain(`(key_values::json ->> 0)::bigint AS k0`);
     expect(sql).toContain(`LEFT JOIN "orders" t ON t."id" = k.k0`);
     expect(sql).toContain('ORDER BY k.last');

@@ -2,8 +2,10 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, ExitCode } from '../../src/errors.js';
+import { replicaIdentity } from '../../src/steps/common.js';
 import {
   ensureStateDir,
+  loadStepName,
   readState,
   stateFilePath,
   writeState,
@@ -138,5 +140,27 @@ describe('ensureStateDir', () => {
   it('a state directory that is itself a file is a ConfigError', async () => {
     const dir = await testdir({ afile: 'x' });
     await configErrorOf(ensureStateDir(join(dir, 'afile')));
+  });
+});
+
+describe('replica state files', () => {
+  it('the default replica keeps the name earlier versions used; others carry their name', () => {
+    expect(loadStepName('default')).toBe('load');
+    expect(loadStepName('maria')).toBe('load.maria');
+  });
+
+  it('names a replica by engine, host, port and database, never by user or password', () => {
+    expect(
+      replicaIdentity({ client: 'pg', connection: 'postgres://u:secret@db.example:5433/shop' }),
+    ).toBe('pg://db.example:5433/shop');
+    expect(
+      replicaIdentity({
+        client: 'mysql',
+        connection: { host: 'maria', port: 3306, user: 'u', password: 'secret', database: 'shop' },
+      }),
+    ).toBe('mysql://maria:3306/shop');
+    expect(replicaIdentity({ client: 'sqlite', connection: { filename: '/srv/r.sqlite' } })).toBe(
+      'sqlite:/srv/r.sqlite',
+    );
   });
 });

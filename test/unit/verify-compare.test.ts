@@ -19,7 +19,16 @@ describe('normalise', () => {
     ['decimal', '100', '100'],
     ['timestamp', '2026-01-01 10:00:00.120000', '2026-01-01 10:00:00.12'],
     ['timestamp', '2026-01-01T10:00:00.000000', '2026-01-01 10:00:00'],
-    ['timestamptz', '2026-01-01T10:00:00.500000Z', '2026-01-01 10:00:00.5Z'],
+    ['timestamptz', '2026-01-01T10:00:00.500000Z', '2026-01-01 10:00:00.5'],
+    ['timestamptz', '2026-01-01 10:00:00+00', '2026-01-01 10:00:00'],
+    ['timestamptz', '2026-01-01 01:30:00.25+02:00', '2025-12-31 23:30:00.25'],
+    ['timestamptz', '2026-01-01T10:00:00-0530', '2026-01-01 15:30:00'],
+    ['timestamp', '2026-01-01 23:59:59', '2026-01-01 23:59:59'],
+    ['decimal', '0.9900', '0.99'],
+    ['decimal', '-0.000', '0'],
+    ['decimal', '007.10', '7.1'],
+    ['decimal', '-12.500', '-12.5'],
+    ['time', '10:00:00.500000', '10:00:00.5'],
     ['bool', 1, true],
     ['bool', '0', false],
     ['json', '{"b": 1, "a": [1, 2]}', '{"a":[1,2],"b":1}'],
@@ -27,6 +36,12 @@ describe('normalise', () => {
     ['bigint', 42, '42'],
   ] as const)('%s %j -> %j', (type, input, output) => {
     expect(normalise(input, type)).toEqual(output);
+  });
+
+  it('ignores CHAR padding only where a side is fixed-width', () => {
+    expect(normalise('AB   ', 'text', { trimPadding: true })).toBe('AB');
+    expect(normalise('AB   ', 'text')).toBe('AB   ');
+    expect(normalise('  AB', 'text', { trimPadding: true })).toBe('  AB');
   });
 
   it('keeps NULL and the empty string apart', () => {
@@ -67,7 +82,7 @@ describe('mergeCompare', () => {
       [[4], ['d']],
       [[5], ['e']],
     ]);
-    const v = await mergeCompare(source, replica, ['int'], 2);
+    const v = await mergeCompare(source, replica, ['int'], 2, ['name']);
     expect(v).toEqual({
       sourceRows: 4,
       replicaRows: 4,
@@ -76,7 +91,7 @@ describe('mergeCompare', () => {
       different: 1,
       first: [
         { key: [2], kind: 'missing on the replica' },
-        { key: [3], kind: 'different' },
+        { key: [3], kind: 'different', columns: ['name'] },
       ],
     });
   });

@@ -25,7 +25,8 @@ import type {
   ColumnInfo,
   LogicalType,
 } from '../types.js';
-import { literal, logIdRange, tableName, type Query, type TableName } from './sql.js';
+import { literal, logIdKind, logIdRange, tableName, type Query, type TableName } from './sql.js';
+import { parsePosition, windowCondition } from './window.js';
 import { quoteIdent, type MssqlColumn, type WireReader } from './types.js';
 
 /** A base type for a key column described only by the contract's ColumnInfo. */
@@ -255,7 +256,14 @@ export interface ChangelogQueryRequest {
  */
 export function readChangelogQuery(req: ChangelogQueryRequest): Query {
   if (req.key.length === 0) throw new ConfigError(`table ${req.table.label}: no key columns`);
-  const range = logIdRange(req.logId, req.after, req.upTo);
+  // A rowversion log is read by positions (see window.ts); plain logIds are positions too.
+  const range: Query =
+    logIdKind(req.logId) === 'rowversion'
+      ? {
+          text: `(${windowCondition(quoteIdent(req.logId.name), parsePosition(req.after), parsePosition(req.upTo))})`,
+          params: [],
+        }
+      : logIdRange(req.logId, req.after, req.upTo);
   const parsed = req.key.map(
     (k, i) => `${keyFromText(k, `JSON_VALUE(c.key_values, '$[${i}]')`)} AS k${i}`,
   );
@@ -295,4 +303,41 @@ export function toChangelogRow(
     return { op: 'upsert', row: rowReads.map((read, i) => read(row[1 + keyReads.length + i])) };
   }
   return { op: 'delete', key: keyReads.map((read, i) => read(row[1 + i])) };
+}
+
+// ---------------------------------------------------------------- checking what is installed
+
+/**
+ * Whether the change log exists (`log`) and, for each captured table in order, whether its
+ * trigger exists (`t0`, `t1`, …: 1 enabled, 0 disabled, NULL missing). One round trip.
+ */
+export function captureStateSql(request: CaptureRequest, defaultSchema: string): string {
+  const log = tableName(request.changelog, defaultSchema);
+  const checks = request.tables.map((t, i) => {
+    const table = tableName(t.table, defaultSchema);
+    const trigger = `${quoteIdent(table.schema)}.${quoteIdent(triggerName(log, table))}`;
+    return (
+      `(SELECT CASE WHEN tr.is_disabled = 0 THEN 1 ELSE 0 END FROM sys.triggers AS tr` +
+      ` WHERE tr.object_id = OBJECT_ID(${literal(trigger)}) AND tr.parent_id = OBJECT_ID(${literal(table.quoted)})) AS t${i}`
+    );
+  });
+  return [
+    `SELECT CASE WHEN OBJECT_ID(${literal(log.quoted)}, N'U') IS NULL THEN 0 ELSE 1 END AS log`,
+    ...checks,
+  ].join(', ');
+}
+
+/** What is missing or disabled according to a captureStateSql row, or null when all is there. */
+export function missingCapture(
+  request: CaptureRequest,
+  state: Record<string, unknown>,
+): string | null {
+  if (Number(state.log) !== 1) return `the change log ${request.changelog} does not exist`;
+  const problems = request.tables.flatMap((t, i) => {
+    const v = state[`t${i}`];
+    if (v === null || v === undefined) return [`${t.table} (no trigger)`];
+    return Number(v) === 1 ? [] : [`${t.table} (trigger disabled)`];
+  });
+  if (problems.length === 0) return null;
+  return `change capture is not installed for ${problems.join(', ')}: their writes would never reach the change log`;
 }

@@ -8,7 +8,13 @@
  * mssql package itself parses) or an mssql config object.
  */
 import sql from 'mssql';
-import { ConfigError, DeltasyncError, UnavailableError } from '../../errors.js';
+import {
+  ConfigError,
+  DeltasyncError,
+  LockTimeoutError,
+  PrivilegeError,
+  UnavailableError,
+} from '../../errors.js';
 import type { DbConfig } from '../types.js';
 
 /** A connection pool together with how to name it in messages. */
@@ -90,6 +96,36 @@ export function parseConnectionUrl(url: string): sql.config {
   return config;
 }
 
+/** How long a statement waits for a lock when the config says nothing (`lockTimeoutSeconds`). */
+export const DEFAULT_LOCK_TIMEOUT_SECONDS = 60;
+
+/** The statement that bounds lock waits on a session: SQL Server counts in milliseconds. */
+export function lockTimeoutSql(seconds: number): string {
+  return `SET LOCK_TIMEOUT ${Math.max(1, Math.ceil(seconds * 1000))}`;
+}
+
+/** The part of a tedious Connection we touch: the batch it sends on login and after a reset. */
+interface InitialSql {
+  getInitialSql(): string;
+}
+
+/**
+ * Every pooled connection runs `SET LOCK_TIMEOUT` in the batch tedious sends right after login
+ * (and again after each reset), so no request of ours can run before it.
+ */
+export function withLockTimeout(config: sql.config, seconds: number): sql.config {
+  const before = config.beforeConnect;
+  return {
+    ...config,
+    beforeConnect: (conn) => {
+      before?.(conn);
+      const c = conn as unknown as InitialSql;
+      const initial = c.getInitialSql.bind(c);
+      c.getInitialSql = () => `${initial()}\n${lockTimeoutSql(seconds)}`;
+    },
+  };
+}
+
 /** The mssql pool config for DbConfig.connection, with deltasync's defaults under it. */
 export function poolConfig(connection: DbConfig['connection']): sql.config {
   let config: sql.config;
@@ -143,6 +179,10 @@ const LOGIN_FAILED = 18456;
 /** Server error numbers that mean the configuration names something that is not there. */
 const INVALID_OBJECT = 208;
 const INVALID_COLUMN = 207;
+/** "Lock request time out period exceeded": SET LOCK_TIMEOUT expired. */
+const LOCK_REQUEST_TIMEOUT = 1222;
+/** Permission denied on an object, on a statement (CREATE TABLE…), or on the database. */
+const PERMISSION_DENIED = new Set([229, 230, 262, 297, 300, 1088]);
 
 interface DriverError extends Error {
   code?: string;
@@ -177,6 +217,22 @@ export function translateError(
       cause: err,
     });
   }
+  if (e.number === LOCK_REQUEST_TIMEOUT) {
+    return new LockTimeoutError(
+      `SQL Server ${label}: waited lockTimeoutSeconds for a lock on ${table ? `table '${table}'` : 'a table'}; nothing was applied`,
+      {
+        table,
+        hint: 'end or wait for the blocking session (sp_who2 shows it in BlkBy); the next run carries on',
+        cause: err,
+      },
+    );
+  }
+  if (e.number !== undefined && PERMISSION_DENIED.has(e.number)) {
+    return new PrivilegeError(`SQL Server ${label}: ${message}`, {
+      hint: 'grant the privilege to the configured user (see Grants in the README)',
+      cause: err,
+    });
+  }
   if (e.number === INVALID_OBJECT || e.number === INVALID_COLUMN) {
     const where = table ? `table ${table} in SQL Server ${label}` : `SQL Server ${label}`;
     return new ConfigError(`${where}: ${message}`, {
@@ -191,7 +247,9 @@ export function translateError(
 export async function connect(config: DbConfig): Promise<MssqlConnection> {
   const cfg = poolConfig(config.connection);
   const label = describeConnection(cfg);
-  const pool = new sql.ConnectionPool(cfg);
+  const pool = new sql.ConnectionPool(
+    withLockTimeout(cfg, config.lockTimeoutSeconds ?? DEFAULT_LOCK_TIMEOUT_SECONDS),
+  );
   // An idle pooled connection whose server goes away makes the pool emit 'error'; unhandled,
   // that would kill the process. The next request fails anyway, where it can be reported.
   pool.on('error', () => {});

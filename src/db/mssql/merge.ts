@@ -5,7 +5,7 @@
  */
 import { ConfigError } from '../../errors.js';
 import type { ColumnInfo } from '../types.js';
-import type { TableName } from './sql.js';
+import { literal, type TableName } from './sql.js';
 import {
   driverWriter,
   quoteIdent,
@@ -282,22 +282,31 @@ export interface DeletePlan {
  * Deletes the target rows whose keys are staged, and reports how many went (`deleted`). A key
  * staged twice deletes its row once; a key that is not there deletes nothing.
  */
-export function deleteSql(table: TableName, staging: string, keys: StagingColumn[]): string {
+export function deleteSql(
+  table: TableName,
+  staging: string,
+  keys: StagingColumn[],
+  notIn = false,
+): string {
   const match = keys
     .map((c) => `t.${quoteIdent(c.target.name)} = ${keyMatch(c.target, c.value)}`)
     .join(' AND ');
   return (
-    `DELETE t FROM ${table.quoted} AS t WHERE EXISTS (SELECT 1 FROM ${quoteIdent(staging)} AS st WHERE ${match});\n` +
+    `DELETE t FROM ${table.quoted} AS t WHERE ${notIn ? 'NOT ' : ''}EXISTS (SELECT 1 FROM ${quoteIdent(staging)} AS st WHERE ${match});\n` +
     'SELECT @@ROWCOUNT AS deleted;'
   );
 }
 
-/** Plans one deleteRows: the key columns staged as applyRows stages them, then one DELETE. */
+/**
+ * Plans one deleteRows: the key columns staged as applyRows stages them, then one DELETE of the
+ * rows whose keys were staged or, with `notIn` (a base table), of those whose keys were not.
+ */
 export function planDelete(
   table: TableName,
   key: ColumnInfo[],
   target: MssqlColumn[],
   staging: string,
+  notIn = false,
 ): DeletePlan {
   const cols = stagingColumns(
     table,
@@ -308,7 +317,64 @@ export function planDelete(
   return {
     staging: cols,
     createStaging: createStagingSql(staging, cols),
-    delete: deleteSql(table, staging, cols),
+    delete: deleteSql(table, staging, cols, notIn),
     dropStaging: `DROP TABLE ${quoteIdent(staging)}`,
   };
+}
+
+/** Where a transaction remembers the foreign keys it switched off, to switch them on again. */
+export const RELAXED_TABLE = '#deltasync_relaxed_fks';
+
+/**
+ * Switches off (NOCHECK) every enabled foreign key from or to these tables for the rest of the
+ * transaction, remembering each in RELAXED_TABLE: rows of one delta that reference each other
+ * then apply in any order, and a DELETE of several rows is not checked row by row. ALTER TABLE
+ * is transactional in SQL Server, so a rollback switches them back on by itself; it needs the
+ * ALTER permission on the tables. restoreForeignKeysSql re-checks them before commit.
+ */
+export function relaxForeignKeysSql(tables: TableName[]): string {
+  const ids = tables.map((t) => `OBJECT_ID(${literal(t.quoted)})`).join(', ');
+  const child = `QUOTENAME(OBJECT_SCHEMA_NAME(fk.parent_object_id)) + N'.' + QUOTENAME(OBJECT_NAME(fk.parent_object_id))`;
+  return [
+    `IF OBJECT_ID(N'tempdb..${RELAXED_TABLE}') IS NULL CREATE TABLE ${RELAXED_TABLE} (child nvarchar(600) NOT NULL, fk nvarchar(300) NOT NULL);`,
+    `INSERT INTO ${RELAXED_TABLE} (child, fk) SELECT ${child}, QUOTENAME(fk.name) FROM sys.foreign_keys AS fk`,
+    `  WHERE fk.is_disabled = 0 AND (fk.parent_object_id IN (${ids}) OR fk.referenced_object_id IN (${ids}));`,
+    `DECLARE @off nvarchar(max) = N'';`,
+    `SELECT @off = @off + N'ALTER TABLE ' + child + N' NOCHECK CONSTRAINT ' + fk + N';' FROM ${RELAXED_TABLE};`,
+    `EXEC sp_executesql @off;`,
+  ].join('\n');
+}
+
+/**
+ * Switches the foreign keys relaxForeignKeysSql switched off back on WITH CHECK, which checks
+ * every row again (so a delta that left a row without its parent fails here, error 547) and
+ * keeps the constraints trusted by the optimizer.
+ */
+export function restoreForeignKeysSql(): string {
+  return [
+    `IF OBJECT_ID(N'tempdb..${RELAXED_TABLE}') IS NOT NULL BEGIN`,
+    `  DECLARE @on nvarchar(max) = N'';`,
+    `  SELECT @on = @on + N'ALTER TABLE ' + child + N' WITH CHECK CHECK CONSTRAINT ' + fk + N';' FROM ${RELAXED_TABLE};`,
+    `  DROP TABLE ${RELAXED_TABLE};`,
+    `  EXEC sp_executesql @on;`,
+    `END`,
+  ].join('\n');
+}
+
+/**
+ * Counts (as `found`) the unique indexes (the primary key too) of the table whose key columns
+ * are exactly `key`, in any order, unfiltered: what keeps MERGE from matching one delta row to
+ * several replica rows. Without one, load refuses the table (78).
+ */
+export function uniqueKeySql(table: TableName, key: string[]): string {
+  const names = key.map(literal).join(', ');
+  const columns = (extra: string) =>
+    `SELECT 1 FROM sys.index_columns AS ic JOIN sys.columns AS c ON c.object_id = ic.object_id AND c.column_id = ic.column_id` +
+    ` WHERE ic.object_id = i.object_id AND ic.index_id = i.index_id AND ic.is_included_column = 0${extra}`;
+  return (
+    `SELECT COUNT(*) AS found FROM sys.indexes AS i WHERE i.object_id = OBJECT_ID(${literal(table.quoted)})` +
+    ` AND i.is_unique = 1 AND i.has_filter = 0` +
+    ` AND (SELECT COUNT(*) FROM (${columns('')}) AS k) = ${key.length}` +
+    ` AND NOT EXISTS (${columns(` AND c.name NOT IN (${names})`)})`
+  );
 }

@@ -9,6 +9,7 @@
  */
 import { ConfigError } from '../../errors.js';
 import { CHANGELOG_LOGID_COLUMN } from '../types.js';
+import { changelogWindowByHighWater, logIdWindowByHighWater } from '../window.js';
 import type {
   CaptureDdl,
   CaptureRequest,
@@ -16,7 +17,11 @@ import type {
   ChangelogRow,
   ColumnInfo,
   DbConfig,
+  ChangelogWindow,
+  ChangelogWindowRequest,
   HighWaterRequest,
+  LogIdWindow,
+  LogIdWindowRequest,
   NthLogIdRequest,
   ReadAllRequest,
   ReadChangesRequest,
@@ -24,13 +29,31 @@ import type {
   SourceReader,
   WireRow,
 } from '../types.js';
-import { captureDdl, readChangelogQuery, toChangelogRow } from './capture.js';
+import sql from 'mssql';
+import {
+  captureDdl,
+  captureStateSql,
+  missingCapture,
+  readChangelogQuery,
+  toChangelogRow,
+} from './capture.js';
+import {
+  formatPosition,
+  maxInWindowQuery,
+  nextPosition,
+  nthInWindowQuery,
+  parsePosition,
+  SNAPSHOT_ALLOWED_SQL,
+  STABLE_ROWVERSION_SQL,
+  visibleAboveQuery,
+} from './window.js';
 import { reflectColumns } from './catalog.js';
 import { connect, translateError, type MssqlConnection } from './connection.js';
 import { bind } from './driver.js';
 import { stableHighWater } from './high-water.js';
 import { readKeysetQuery, timestampColumn } from './keyset.js';
 import {
+  logIdKind,
   maxLogIdQuery,
   nthLogIdQuery,
   readAllQuery,
@@ -60,6 +83,12 @@ export class MssqlSource implements SourceReader {
   readonly engine = 'mssql' as const;
   private readonly reflected = new Map<string, MssqlColumn[]>();
   private readonly warned = new Set<string>();
+  /** The delta's SNAPSHOT transaction, when one is open. */
+  private tx: sql.Transaction | null = null;
+  /** Whether the database allows SNAPSHOT isolation (read once). */
+  private snapshotAllowed: boolean | undefined;
+  /** The stable rowversion mark read just before the snapshot opened (see window.ts). */
+  private markBeforeSnapshot: string | null = null;
   /**
    * Where warnings go (a high-water mark less safe than it should be). The engine contract gives
    * adapters no logger, so by default they go to Node's process warnings (stderr), once each.
@@ -136,7 +165,7 @@ export class MssqlSource implements SourceReader {
   /** Streams a query's rows, errors translated to name the table. */
   private async *stream(table: TableName, query: Query): AsyncGenerator<unknown[]> {
     try {
-      yield* streamRows(this.conn.pool.request(), query);
+      yield* streamRows(this.request(), query);
     } catch (err) {
       throw translateError(err, this.conn.label, table.label);
     }
@@ -145,7 +174,7 @@ export class MssqlSource implements SourceReader {
   /** Runs one statement with its typed parameters and returns its rows, errors translated. */
   private async rows<T>(query: Query, table?: TableName): Promise<T[]> {
     try {
-      const result = await bind(this.conn.pool.request(), query).query<T>(query.text);
+      const result = await bind(this.request(), query).query<T>(query.text);
       return result.recordset ?? [];
     } catch (err) {
       throw translateError(err, this.conn.label, table?.label);
@@ -194,6 +223,139 @@ export class MssqlSource implements SourceReader {
     );
   }
 
+  /**
+   * The delta's snapshot: ends the one in use, reads the stable rowversion mark, then opens a
+   * SNAPSHOT transaction that every read until the next call runs in (see window.ts for why the
+   * mark comes first). A database without ALLOW_SNAPSHOT_ISOLATION reads each statement at
+   * READ COMMITTED instead, as before: nothing is lost, but a delta is then no consistent cut
+   * (said once, with what to run).
+   */
+  async beginSnapshot(): Promise<void> {
+    await this.endSnapshot();
+    if (this.snapshotAllowed === undefined) {
+      const [row] = await this.rows<{ ok: number }>({ text: SNAPSHOT_ALLOWED_SQL, params: [] });
+      this.snapshotAllowed = Number(row?.ok) === 1;
+      if (!this.snapshotAllowed) {
+        this.warnOnce(
+          `SQL Server ${this.conn.label}: snapshot isolation is off, so the tables of a delta are read one statement at a time ` +
+            'and a delta may not be one consistent cut of the source (a child row may travel before its new parent); ' +
+            'ALTER DATABASE CURRENT SET ALLOW_SNAPSHOT_ISOLATION ON',
+        );
+      }
+    }
+    const [mark] = await this.rows<{ stable: string | null }>({
+      text: STABLE_ROWVERSION_SQL,
+      params: [],
+    });
+    this.markBeforeSnapshot = mark?.stable ?? '0';
+    if (this.snapshotAllowed) {
+      const tx = new sql.Transaction(this.conn.pool);
+      try {
+        await tx.begin(sql.ISOLATION_LEVEL.SNAPSHOT);
+      } catch (err) {
+        throw translateError(err, this.conn.label);
+      }
+      this.tx = tx;
+    }
+  }
+
+  /** Ends the snapshot transaction (it only read). */
+  private async endSnapshot(): Promise<void> {
+    const tx = this.tx;
+    this.tx = null;
+    this.markBeforeSnapshot = null;
+    if (tx) await tx.commit().catch(() => undefined);
+  }
+
+  /** A request in the delta's snapshot when one is open, else on the pool. */
+  private request(): sql.Request {
+    return this.tx ? new sql.Request(this.tx) : this.conn.pool.request();
+  }
+
+  private warnOnce(message: string): void {
+    if (this.warned.has(message)) return;
+    this.warned.add(message);
+    this.onWarning(message);
+  }
+
+  /**
+   * logid mode: the stable high-water mark (exact for rowversion without waiting; IDENTITY and
+   * sequences wait for the tables' writers), outside any snapshot, then a new snapshot after it.
+   */
+  async logIdWindow(request: LogIdWindowRequest): Promise<LogIdWindow> {
+    await this.endSnapshot();
+    const window = await logIdWindowByHighWater(this, request);
+    await this.beginSnapshot();
+    return window;
+  }
+
+  /**
+   * changelog mode: the log rows at or below the stable mark read before the snapshot, plus
+   * those above it the snapshot shows (see window.ts), cut to `limit` rows. No wait.
+   */
+  async changelogWindow(request: ChangelogWindowRequest): Promise<ChangelogWindow> {
+    const log = this.table(request.changelog);
+    const logId = await this.column(log, CHANGELOG_LOGID_COLUMN);
+    // A change log of another kind (made by hand) keeps the waiting mark.
+    if (logIdKind(logId) !== 'rowversion') return changelogWindowByHighWater(this, request);
+    if (this.markBeforeSnapshot === null) await this.beginSnapshot();
+    const stable = this.markBeforeSnapshot!;
+    const after =
+      request.after === null ? { stable: '0', extra: [] } : parsePosition(request.after);
+    const visible = (
+      await this.rows<{ id: string }>(visibleAboveQuery(log, logId, after, stable), log)
+    ).map((r) => r.id);
+    let next = nextPosition(after, stable, visible);
+    if (request.after === null) {
+      // Never read: the tables are seeded from this snapshot, which holds all of `next`.
+      const at = formatPosition(next);
+      return { after: at, cursor: at, highLogId: null, limited: false };
+    }
+    const col = quoteIdent(logId.name);
+    let limited = false;
+    if (request.limit) {
+      const [nth] = await this.rows<{ id: string | null }>(
+        nthInWindowQuery(log, col, after, next, request.limit),
+        log,
+      );
+      if (nth?.id) {
+        const [last] = await this.rows<{ id: string | null }>(
+          maxInWindowQuery(log, col, after, next),
+          log,
+        );
+        if (last?.id && BigInt(nth.id) < BigInt(last.id)) {
+          next = nextPosition(
+            after,
+            BigInt(nth.id) < BigInt(stable) ? nth.id : stable,
+            visible.filter((v) => BigInt(v) <= BigInt(nth.id!)),
+          );
+          limited = true;
+        }
+      }
+    }
+    const [high] = await this.rows<{ id: string | null }>(
+      maxInWindowQuery(log, col, after, next),
+      log,
+    );
+    if (!high?.id)
+      return { after: request.after, cursor: request.after, highLogId: null, limited: false };
+    return { after: request.after, cursor: formatPosition(next), highLogId: high.id, limited };
+  }
+
+  /** Refuses (78) a change log or a table trigger that is missing or disabled. */
+  async checkCapture(request: CaptureRequest): Promise<void> {
+    const [state] = await this.rows<Record<string, unknown>>({
+      text: captureStateSql(request, this.conn.schema),
+      params: [],
+    });
+    const problem = missingCapture(request, state ?? {});
+    if (problem !== null) {
+      throw new ConfigError(`${problem} in SQL Server ${this.conn.label}`, {
+        hint: 'run deltasync capture --apply',
+      });
+    }
+  }
+
   async stableHighWater(request: HighWaterRequest): Promise<string | null> {
     const columns = [];
     for (const t of request.tables) {
@@ -204,11 +366,7 @@ export class MssqlSource implements SourceReader {
       query: (text) => this.rows<Record<string, unknown>>({ text, params: [] }),
       sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
       now: () => Date.now(),
-      warn: (message) => {
-        if (this.warned.has(message)) return;
-        this.warned.add(message);
-        this.onWarning(message);
-      },
+      warn: (message) => this.warnOnce(message),
     });
   }
 
@@ -316,7 +474,8 @@ export class MssqlSource implements SourceReader {
     return serverTimeWire(type, row!.now);
   }
 
-  captureDdl(request: CaptureRequest): CaptureDdl {
+  /** The DDL needs no upgrade from older deltasyncs: positions read the same change log. */
+  async captureDdl(request: CaptureRequest): Promise<CaptureDdl> {
     return captureDdl(request, this.conn.schema);
   }
 
@@ -336,6 +495,7 @@ export class MssqlSource implements SourceReader {
   }
 
   async close(): Promise<void> {
+    await this.endSnapshot();
     await this.conn.pool.close();
   }
 }

@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import sql from 'mssql';
 import { ConfigError, DeltaError } from '../../errors.js';
 import type {
+  AddedColumnTypes,
   AppliedRecord,
   ApplyRowsRequest,
   ColumnInfo,
@@ -26,6 +27,9 @@ import { driverType } from './driver.js';
 import {
   planApply,
   planDelete,
+  relaxForeignKeysSql,
+  restoreForeignKeysSql,
+  uniqueKeySql,
   SEQ_COLUMN,
   stagingTableName,
   type StagingColumn,
@@ -39,9 +43,31 @@ import {
   type TableName,
 } from './sql.js';
 import { streamRows, toWireRows } from './stream.js';
-import { publicColumn, wireRead, type MssqlColumn } from './types.js';
+import { publicColumn, quoteIdent, wireRead, type MssqlColumn } from './types.js';
 
 export { driverType };
+
+/** Column types for `load.missingColumns: 'add'` (see AddedColumnTypes). */
+const ADDED_COLUMN_TYPES: AddedColumnTypes = {
+  int: 'bigint',
+  bigint: 'bigint',
+  decimal: 'decimal(38,10)',
+  float: 'float',
+  bool: 'bit',
+  text: 'nvarchar(max)',
+  binary: 'varbinary(max)',
+  date: 'date',
+  time: 'time(6)',
+  timestamp: 'datetime2(6)',
+  timestamptz: 'datetimeoffset(6)',
+  json: 'nvarchar(max)',
+  uuid: 'uniqueidentifier',
+};
+
+/** `ALTER TABLE … ADD …` for a column load adds (SQL Server has no COLUMN keyword there). */
+export function addColumnSql(table: TableName, column: ColumnInfo): string {
+  return `ALTER TABLE ${table.quoted} ADD ${quoteIdent(column.name)} ${ADDED_COLUMN_TYPES[column.type]} NULL`;
+}
 
 /** Rows per bulk load: big enough that round trips do not matter, small enough to stay flat. */
 export const BATCH_ROWS = 10_000;
@@ -92,6 +118,9 @@ export function bulkTable(staging: string, columns: StagingColumn[], rows: unkno
 }
 
 class Transaction implements TargetTransaction {
+  /** Whether foreign keys were switched off, to be checked and switched on before commit. */
+  relaxed = false;
+
   constructor(
     private readonly conn: MssqlConnection,
     private readonly tx: sql.Transaction,
@@ -103,6 +132,35 @@ class Transaction implements TargetTransaction {
 
   appliedLogId(job: string): Promise<string | null> {
     return readAppliedLogId(this.request(), this.conn, job, true);
+  }
+
+  async executeDdl(statement: string): Promise<void> {
+    await this.request()
+      .batch(statement)
+      .catch((err) => {
+        throw translateError(err, this.conn.label);
+      });
+  }
+
+  async relaxForeignKeys(tables: string[]): Promise<void> {
+    const names = tables.map((t) => tableName(t, this.conn.schema));
+    await this.request()
+      .batch(relaxForeignKeysSql(names))
+      .catch((err) => {
+        throw translateError(err, this.conn.label);
+      });
+    this.relaxed = true;
+  }
+
+  /** Switches relaxed foreign keys back on, checking every row (see restoreForeignKeysSql). */
+  async restoreForeignKeys(): Promise<void> {
+    if (!this.relaxed) return;
+    await this.request()
+      .batch(restoreForeignKeysSql())
+      .catch((err) => {
+        throw translateError(err, this.conn.label);
+      });
+    this.relaxed = false;
   }
 
   /** The target table's columns, read inside the transaction; ConfigError when it is missing. */
@@ -144,6 +202,18 @@ class Transaction implements TargetTransaction {
   async applyRows(request: ApplyRowsRequest): Promise<number> {
     const table = tableName(request.table, this.conn.schema);
     const target = await this.reflect(table);
+    const unique = await this.request()
+      .query<{ found: number }>(uniqueKeySql(table, request.key))
+      .catch((err) => {
+        throw translateError(err, this.conn.label, table.label);
+      });
+    if (Number(unique.recordset?.[0]?.found ?? 0) === 0) {
+      // MERGE would match one delta row to every replica row with its key.
+      throw new ConfigError(
+        `target table '${table.label}' has no primary key or unique index on (${request.key.join(', ')})`,
+        { hint: 'add one on the replica, or fix the key in the job configuration' },
+      );
+    }
     const staging = stagingTableName(table, randomBytes(4).toString('hex'));
     const plan = planApply(table, request.key, request.columns, target, staging);
     try {
@@ -164,13 +234,28 @@ class Transaction implements TargetTransaction {
    * deletes every row whose key was staged in one statement. Memory stays flat whatever the
    * number of keys; a rollback undoes the deletes and drops the staging table.
    */
-  async deleteRows(request: DeleteRowsRequest): Promise<number> {
+  deleteRows(request: DeleteRowsRequest): Promise<number> {
+    return this.deleteStaged(request, false);
+  }
+
+  deleteRowsNotIn(request: DeleteRowsRequest): Promise<number> {
+    return this.deleteStaged(request, true);
+  }
+
+  private async deleteStaged(request: DeleteRowsRequest, notIn: boolean): Promise<number> {
     const table = tableName(request.table, this.conn.schema);
     const target = await this.reflect(table);
     const staging = stagingTableName(table, randomBytes(4).toString('hex'));
-    const plan = planDelete(table, request.key, target, staging);
+    const plan = planDelete(table, request.key, target, staging, notIn);
     try {
+      // An empty base empties the table (the staging table is made with the first batch only).
       const count = await this.stage(request.rows, staging, plan);
+      if (count === 0 && notIn) {
+        const all = await this.request().batch<{ deleted: number }>(
+          `DELETE FROM ${table.quoted};\nSELECT @@ROWCOUNT AS deleted;`,
+        );
+        return Number(all.recordset?.[0]?.deleted ?? 0);
+      }
       if (count === 0) return 0;
       const result = await this.request().batch<{ deleted: number }>(plan.delete);
       await this.request().batch(plan.dropStaging);
@@ -212,7 +297,13 @@ async function readAppliedLogId(
 export class MssqlTarget implements TargetWriter {
   readonly engine = 'mssql' as const;
 
+  readonly ddlInTransaction = true;
+
   private constructor(private readonly conn: MssqlConnection) {}
+
+  addColumnSql(table: string, column: ColumnInfo): string {
+    return addColumnSql(tableName(table, this.conn.schema), column);
+  }
 
   static async open(config: DbConfig): Promise<MssqlTarget> {
     return new MssqlTarget(await connect(config));
@@ -256,7 +347,9 @@ export class MssqlTarget implements TargetWriter {
     }
     let result: T;
     try {
-      result = await fn(new Transaction(this.conn, tx));
+      const work = new Transaction(this.conn, tx);
+      result = await fn(work);
+      await work.restoreForeignKeys();
     } catch (err) {
       if (!aborted) await tx.rollback().catch(() => {});
       throw err;

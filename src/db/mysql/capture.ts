@@ -21,7 +21,6 @@ import { createHash } from 'node:crypto';
 import { ConfigError } from '../../errors.js';
 import type { CaptureDdl, CaptureRequest, ColumnInfo, LogicalType, WireValue } from '../types.js';
 import { splitTable } from './connection.js';
-import { logIdLiteral } from './sql.js';
 import {
   quoteIdent,
   quoteTable,
@@ -209,12 +208,12 @@ export interface ChangelogSqlRequest {
   key: NativeColumn[];
   /** The row's columns to select, already qualified with `t.`. */
   selects: string[];
-  after: string;
-  upTo: string;
+  /** Which change-log rows: a condition on `log_id` (see positionWindowSql in sql.ts). */
+  window: string;
 }
 
 /**
- * Each key logged in (after, upTo], once, with the table's row for it when there still is one:
+ * Each key logged in the window, once, with the table's row for it when there still is one:
  * `found, key values…, row columns…`, in the order of each key's latest log_id.
  */
 export function changelogSql(request: ChangelogSqlRequest): string {
@@ -224,9 +223,59 @@ export function changelogSql(request: ChangelogSqlRequest): string {
   return (
     `SELECT t.${quoteIdent(request.key[0]!.name)} IS NOT NULL AS found, ${typed.join(', ')}, ${request.selects.join(', ')}` +
     ` FROM (SELECT key_values, MAX(log_id) AS last_id FROM ${quoteTable(request.changelog)}` +
-    ` WHERE table_name = ${nameLiteral(request.table)} AND log_id > ${logIdLiteral(request.after, request.changelog)} AND log_id <= ${logIdLiteral(request.upTo, request.changelog)}` +
+    ` WHERE table_name = ${nameLiteral(request.table)} AND (${request.window})` +
     ` GROUP BY key_values) c` +
     ` LEFT JOIN ${quoteTable(request.table)} t ON ${join}` +
     ` ORDER BY c.last_id`
   );
+}
+
+// ---------------------------------------------------------------- checking what is installed
+
+/** The triggers of one database (`?`: its name, or null for the connection's). */
+export const TRIGGERS_SQL =
+  'SELECT EVENT_OBJECT_TABLE AS table_name, TRIGGER_NAME AS trigger_name, ACTION_STATEMENT AS statement' +
+  ' FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = COALESCE(?, DATABASE())';
+
+/** A trigger as information_schema.TRIGGERS lists it. */
+export interface InstalledTrigger {
+  table_name: string;
+  trigger_name: string;
+  statement: string;
+}
+
+/**
+ * What is missing for `request` to be captured, or null when everything is there: the change log,
+ * and for each table its three triggers writing into it. `triggers` are those of the tables'
+ * databases. `triggersHidden` says no trigger showed at all: the reader may lack the privilege to
+ * see them rather than the triggers be missing.
+ */
+export function missingCapture(
+  request: CaptureRequest,
+  triggers: InstalledTrigger[],
+  changelogExists: boolean,
+): { message: string; triggersHidden: boolean } | null {
+  if (!changelogExists) {
+    return { message: `the change log ${request.changelog} does not exist`, triggersHidden: false };
+  }
+  const logName = splitTable(request.changelog)[1];
+  const byName = new Map(triggers.map((t) => [t.trigger_name, t]));
+  const missing: string[] = [];
+  for (const { table } of request.tables) {
+    const name = splitTable(table)[1];
+    for (const event of ['ins', 'upd', 'del']) {
+      const trigger = byName.get(triggerName(request.changelog, table, event));
+      const ok =
+        trigger !== undefined && trigger.table_name === name && trigger.statement.includes(logName);
+      if (!ok)
+        missing.push(
+          `${table} (${event === 'ins' ? 'insert' : event === 'upd' ? 'update' : 'delete'})`,
+        );
+    }
+  }
+  if (missing.length === 0) return null;
+  return {
+    message: `change capture is not installed for ${missing.join(', ')}: their writes would never reach the change log`,
+    triggersHidden: triggers.length === 0,
+  };
 }

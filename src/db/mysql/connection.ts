@@ -4,7 +4,13 @@
  */
 import type { Connection as CoreConnection, ConnectionOptions } from 'mysql2';
 import type { Connection } from 'mysql2/promise';
-import { ConfigError, DeltasyncError, UnavailableError } from '../../errors.js';
+import {
+  ConfigError,
+  DeltasyncError,
+  LockTimeoutError,
+  PrivilegeError,
+  UnavailableError,
+} from '../../errors.js';
 import type { DbConfig } from '../types.js';
 import type { NativeColumn } from './types.js';
 
@@ -16,7 +22,20 @@ export interface Session {
   where: string;
   /** Set when the server went away while no query was running. */
   lostWith?: Error;
+  /** What the session was opened with, to open a helper connection (see findBlocker). */
+  options: ConnectionOptions;
+  /** This session's connection id, so that lock look-ups can leave it out. */
+  threadId: number;
+  /** How long a statement waits for a lock (`lockTimeoutSeconds`), for messages. */
+  lockTimeoutSeconds: number;
 }
+
+/** How long a statement waits for a lock when the config says nothing (`lockTimeoutSeconds`). */
+export const DEFAULT_LOCK_TIMEOUT_SECONDS = 60;
+/** ER_LOCK_WAIT_TIMEOUT: innodb_lock_wait_timeout (rows) or lock_wait_timeout (metadata) expired. */
+const LOCK_WAIT_TIMEOUT = 1205;
+/** Privileges the user lacks: table, column, global (PROCESS, SUPER…) and database level. */
+const NO_PRIVILEGE = new Set([1142, 1143, 1227, 1044]);
 
 /**
  * Options that keep every value exact, whatever the config says: 64-bit integers and decimals
@@ -91,10 +110,27 @@ interface DriverError extends Error {
  * Turns a driver error into a ConfigError or an UnavailableError when it is one; anything else
  * (a deltasync error, a data error from the server) is returned unchanged.
  */
-export function translateError(err: unknown, where: string, table?: string): unknown {
+export function translateError(
+  err: unknown,
+  where: string,
+  table?: string,
+  session?: Session,
+): unknown {
   if (err instanceof DeltasyncError || !(err instanceof Error)) return err;
   const e = err as DriverError;
   const reason = (e.sqlMessage ?? e.message ?? String(e.code)).split('\n')[0];
+  if (e.errno === LOCK_WAIT_TIMEOUT) {
+    const seconds = session?.lockTimeoutSeconds ?? DEFAULT_LOCK_TIMEOUT_SECONDS;
+    return new LockTimeoutError(
+      `MariaDB/MySQL ${where}: waited ${seconds} s (lockTimeoutSeconds) for a lock on ${table ? `table '${table}'` : 'a table'}; nothing was applied`,
+      {
+        table,
+        hint: 'end or wait for the blocking session, then run again; or raise lockTimeoutSeconds',
+        cause: err,
+        findBlocker: session && (() => findBlocker(session)),
+      },
+    );
+  }
   if (e.code === 'ER_NO_SUCH_TABLE' || e.errno === 1146) {
     return new ConfigError(`table ${table ?? '?'} does not exist in MariaDB/MySQL ${where}`, {
       hint: 'create it or fix the table name in the job config',
@@ -107,8 +143,8 @@ export function translateError(err: unknown, where: string, table?: string): unk
       cause: err,
     });
   }
-  if (e.errno === 1142 || e.errno === 1143) {
-    return new ConfigError(`${reason} (MariaDB/MySQL ${where})`, {
+  if (e.errno !== undefined && NO_PRIVILEGE.has(e.errno) && !(e.errno === 1044 && !session)) {
+    return new PrivilegeError(`${reason} (MariaDB/MySQL ${where})`, {
       hint: 'grant the privilege to the configured user',
       cause: err,
     });
@@ -139,6 +175,60 @@ function unavailableHint(e: DriverError, closed: boolean): string {
   return 'check that the server is running and that host and port are right, then run again';
 }
 
+interface BlockerRow {
+  id: number;
+  user: string;
+  host: string;
+  db: string | null;
+  started: string | null;
+  command: string;
+  info: string | null;
+}
+
+/**
+ * The session most likely holding the lock we waited for, seen from a second connection: the
+ * oldest other open InnoDB transaction that holds locks (in this database first), else the
+ * longest-running other statement in this database (an ALTER holds metadata locks without a row
+ * lock). Needs PROCESS to see other users' sessions.
+ */
+async function findBlocker(session: Session): Promise<string | undefined> {
+  const mysql = await import('mysql2/promise');
+  const helper = await mysql.createConnection({ ...session.options, connectTimeout: 5_000 });
+  try {
+    const [trx] = await helper.query(
+      `SELECT p.ID AS id, p.USER AS user, p.HOST AS host, p.DB AS db,
+              DATE_FORMAT(t.trx_started, '%Y-%m-%d %H:%i:%s') AS started, p.COMMAND AS command,
+              LEFT(COALESCE(t.trx_query, p.INFO), 120) AS info
+         FROM information_schema.INNODB_TRX t
+         JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id
+        WHERE p.ID NOT IN (?, CONNECTION_ID()) AND (t.trx_tables_locked > 0 OR t.trx_rows_locked > 0)
+        ORDER BY p.DB <=> DATABASE() DESC, t.trx_started LIMIT 1`,
+      [session.threadId],
+    );
+    let b = (trx as BlockerRow[])[0];
+    if (!b) {
+      const [busy] = await helper.query(
+        `SELECT ID AS id, USER AS user, HOST AS host, DB AS db, NULL AS started, COMMAND AS command,
+                LEFT(INFO, 120) AS info
+           FROM information_schema.PROCESSLIST
+          WHERE ID NOT IN (?, CONNECTION_ID()) AND DB <=> DATABASE()
+            AND COMMAND NOT IN ('Sleep', 'Daemon', 'Binlog Dump')
+          ORDER BY TIME DESC LIMIT 1`,
+        [session.threadId],
+      );
+      b = (busy as BlockerRow[])[0];
+    }
+    if (!b) return undefined;
+    return (
+      `connection id ${b.id} (user ${b.user}@${b.host.replace(/:\d+$/, '')}, ${b.command}` +
+      `${b.started ? `, transaction started ${b.started} UTC` : ''}` +
+      `${b.info ? `, running: ${b.info.replace(/\s+/g, ' ')}` : ''}); KILL ${b.id} ends it`
+    );
+  } finally {
+    await helper.end().catch(() => undefined);
+  }
+}
+
 /**
  * Connects and pins the session to UTC, so TIMESTAMP columns read and write the UTC wall clock.
  * `forLoad` allows LOAD DATA LOCAL INFILE; a source never needs it, so it does not offer it.
@@ -163,13 +253,28 @@ export async function openSession(config: DbConfig, forLoad: boolean): Promise<S
     throw translateError(err, where);
   }
   const core = (conn as unknown as { connection: CoreConnection }).connection;
-  const session: Session = { conn, core, where };
+  const lockTimeoutSeconds = config.lockTimeoutSeconds ?? DEFAULT_LOCK_TIMEOUT_SECONDS;
+  const session: Session = {
+    conn,
+    core,
+    where,
+    options,
+    threadId: conn.threadId,
+    lockTimeoutSeconds,
+  };
   // Without a listener an idle connection that the server drops would crash the process.
   conn.on('error', (err: Error) => {
     session.lostWith = err;
   });
   try {
     await run(session, "SET time_zone = '+00:00'");
+    // Row locks (InnoDB) and metadata locks (a table being altered or locked) alike: wait at
+    // most lockTimeoutSeconds, then fail with ER_LOCK_WAIT_TIMEOUT. Whole seconds only.
+    const wait = Math.max(1, Math.ceil(lockTimeoutSeconds));
+    await run(session, 'SET SESSION innodb_lock_wait_timeout = ?, lock_wait_timeout = ?', [
+      wait,
+      wait,
+    ]);
   } catch (err) {
     await closeSession(session);
     throw err;
@@ -184,12 +289,12 @@ export async function run<T = unknown>(
   values?: unknown[],
   table?: string,
 ): Promise<T> {
-  if (session.lostWith) throw translateError(session.lostWith, session.where, table);
+  if (session.lostWith) throw translateError(session.lostWith, session.where, table, session);
   try {
     const [result] = await session.conn.query(sql, values);
     return result as T;
   } catch (err) {
-    throw translateError(session.lostWith ?? err, session.where, table);
+    throw translateError(session.lostWith ?? err, session.where, table, session);
   }
 }
 
@@ -229,6 +334,7 @@ export async function reflectColumns(session: Session, table: string): Promise<N
     [schema, name],
     table,
   );
+  if (rows.length === 0) await provePrivilege(session, schema, name, table);
   const jsonColumns = rows.some((r) => r.dataType === 'longtext')
     ? await jsonCheckedColumns(session, schema, name)
     : new Set<string>();
@@ -240,6 +346,26 @@ export async function reflectColumns(session: Session, table: string): Promise<N
     charset: r.charset,
     collation: r.collation,
   }));
+}
+
+/**
+ * information_schema hides the tables a user may not read, so "no columns" may mean "no SELECT
+ * grant" rather than "no table". Touching the table tells them apart: a missing grant is then a
+ * PrivilegeError naming the table (78, grant it), a missing table stays "no columns".
+ */
+async function provePrivilege(
+  session: Session,
+  schema: string | null,
+  name: string,
+  table: string,
+): Promise<void> {
+  const quote = (id: string) => `\`${id.replace(/`/g, '``')}\``;
+  const qualified = schema ? `${quote(schema)}.${quote(name)}` : quote(name);
+  try {
+    await run(session, `SELECT 1 FROM ${qualified} LIMIT 0`, undefined, table);
+  } catch (err) {
+    if (err instanceof PrivilegeError || err instanceof UnavailableError) throw err;
+  }
 }
 
 /**

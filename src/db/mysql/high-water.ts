@@ -43,12 +43,15 @@ const MAX_TRX_ID = '281474976710655';
 
 /**
  * Every read-write transaction, and our own (the witness) with the statement it runs. `token`
- * marks the statement, so that a cache filled by it can be told from an older one.
+ * marks the statement, so that a cache filled by it can be told from an older one. `holder`
+ * describes the others for the log (thread, start, statement).
  */
 export function runningWritersSql(token: string): string {
   return (
     `SELECT /* deltasync ${token} */ trx_id AS id, trx_mysql_thread_id = CONNECTION_ID() AS mine,` +
-    ' IF(trx_mysql_thread_id = CONNECTION_ID(), trx_query, NULL) AS query' +
+    ' IF(trx_mysql_thread_id = CONNECTION_ID(), trx_query, NULL) AS query,' +
+    " CONCAT('thread ', trx_mysql_thread_id, ' (transaction ', trx_id, ', started ', trx_started," +
+    " IFNULL(CONCAT(', running: ', LEFT(trx_query, 80)), ', idle'), ')') AS holder" +
     ' FROM information_schema.INNODB_TRX' +
     ` WHERE trx_mysql_thread_id = CONNECTION_ID() OR (trx_id BETWEEN 1 AND ${MAX_TRX_ID} AND trx_is_read_only = 0)`
   );
@@ -63,12 +66,18 @@ export interface HighWaterState {
   warn(message: string): void;
 }
 
+/** The mark, or null with the transactions that held it back (for the log). */
+export interface HighWaterResult {
+  high: string | null;
+  heldBy?: string;
+}
+
 /** See the module comment. Must be called outside any transaction. */
 export async function stableHighWater(
   session: Session,
   request: HighWaterRequest,
   state: HighWaterState,
-): Promise<string | null> {
+): Promise<HighWaterResult> {
   const deadline = Date.now() + request.maxWaitSeconds * 1000;
   const [row] = await run<{ m: unknown }[]>(
     session,
@@ -77,23 +86,34 @@ export async function stableHighWater(
     request.tables.map((t) => t.table).join(', '),
   );
   const high = row?.m === null || row?.m === undefined ? null : String(row.m);
-  if (high === null || state.trxViewDenied) return high;
+  if (high === null || state.trxViewDenied) return { high };
 
   await run(session, 'START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY');
   const token = `witness ${randomBytes(8).toString('hex')}`;
   try {
-    let watched: Set<string> | null = null;
+    let watched: Map<string, string> | null = null;
+    let last = new Map<string, string>();
     for (;;) {
       const listed = await runningWriters(session, state, token);
-      if (listed === 'denied') return high;
+      if (listed === 'denied') return { high };
+      last = listed.ids;
       if (watched === null) {
         // Until the witness shows running this very read, the cache may predate (1).
-        if (listed.witnessed) watched = listed.ids;
+        if (listed.witnessed) watched = new Map(listed.ids);
       } else {
-        for (const id of watched) if (!listed.ids.has(id)) watched.delete(id);
+        for (const id of watched.keys()) if (!listed.ids.has(id)) watched.delete(id);
       }
-      if (watched !== null && watched.size === 0) return high;
-      if (Date.now() + POLL_MS > deadline) return null;
+      if (watched !== null && watched.size === 0) return { high };
+      if (Date.now() + POLL_MS > deadline) {
+        const holders = [...(watched ?? last).values()];
+        return {
+          high: null,
+          heldBy:
+            holders.length > 0
+              ? holders.join('; ')
+              : 'INNODB_TRX was never refreshed for this reader (another session reads it more often than every 100 ms)',
+        };
+      }
       await sleep(POLL_MS);
     }
   } finally {
@@ -101,12 +121,35 @@ export async function stableHighWater(
   }
 }
 
+/**
+ * The read-write transactions running now, from a cache filled after this call started, or null
+ * without the PROCESS privilege (or when the cache was not refilled within maxWaitSeconds). Must
+ * run inside a transaction of our own (it is the witness): gap tracking calls it inside the
+ * delta's snapshot, so every transaction listed was running after the snapshot was taken.
+ */
+export async function freshRunningWriters(
+  session: Session,
+  state: HighWaterState,
+  maxWaitSeconds: number,
+): Promise<Set<string> | null> {
+  if (state.trxViewDenied) return null;
+  const deadline = Date.now() + maxWaitSeconds * 1000;
+  const token = `witness ${randomBytes(8).toString('hex')}`;
+  for (;;) {
+    const listed = await runningWriters(session, state, token);
+    if (listed === 'denied') return null;
+    if (listed.witnessed) return new Set(listed.ids.keys());
+    if (Date.now() + POLL_MS > deadline) return null;
+    await sleep(POLL_MS);
+  }
+}
+
 async function runningWriters(
   session: Session,
   state: HighWaterState,
   token: string,
-): Promise<{ witnessed: boolean; ids: Set<string> } | 'denied'> {
-  let rows: { id: unknown; mine: unknown; query: string | null }[];
+): Promise<{ witnessed: boolean; ids: Map<string, string> } | 'denied'> {
+  let rows: { id: unknown; mine: unknown; query: string | null; holder: string | null }[];
   try {
     rows = await run(session, runningWritersSql(token));
   } catch (err) {
@@ -114,16 +157,17 @@ async function runningWriters(
     if ((cause as { errno?: number }).errno !== ER_SPECIFIC_ACCESS_DENIED) throw err;
     state.trxViewDenied = true;
     state.warn(
-      `MariaDB/MySQL ${session.where}: cannot read information_schema.INNODB_TRX (the PROCESS privilege is missing), ` +
-        'so the high-water mark is the plain maximum logId and only capture.settleLagSeconds protects ' +
-        'rows whose transactions commit late; GRANT PROCESS ON *.* to the extract user',
+      `MariaDB/MySQL ${session.where}: cannot read information_schema.INNODB_TRX (the PROCESS privilege is missing): ` +
+        'in logid mode the high-water mark is the plain maximum logId and only capture.settleLagSeconds protects ' +
+        'rows whose transactions commit late; in changelog mode gaps left by rolled-back transactions stay open; ' +
+        'GRANT PROCESS ON *.* to the extract user',
     );
     return 'denied';
   }
-  const ids = new Set<string>();
+  const ids = new Map<string, string>();
   let witnessed = false;
   for (const r of rows) {
-    if (Number(r.mine) !== 1) ids.add(String(r.id));
+    if (Number(r.mine) !== 1) ids.set(String(r.id), r.holder ?? `transaction ${String(r.id)}`);
     else if (r.query?.includes(token)) witnessed = true;
   }
   return { witnessed, ids };

@@ -24,8 +24,21 @@ export interface ApplyPlan {
   /** The table name as configured, for messages. */
   tableName: string;
   columns: ColumnInfo[];
-  /** Each column's COLUMN_TYPE in the target, for the staging table. */
-  columnTypes: string[];
+  /** Each column's type in the staging table (see stage.ts). */
+  stageTypes: string[];
+  /** Each column's COLUMN_TYPE in the target, for messages. */
+  targetTypes: string[];
+  /**
+   * Per column, a condition on the staged value `s.<column>` that is true when the target column
+   * would round, truncate or refuse it (see misfitCondition), or null when it cannot.
+   */
+  misfits: (string | null)[];
+  /** Per column, whether the target column is NOT NULL. */
+  notNull: boolean[];
+  /** The key columns. */
+  key: string[];
+  /** The target's unique indexes other than the key's (MariaDB checks them row by row). */
+  otherUniques: { name: string; columns: string[] }[];
   encoders: WriteEncoder[];
   /** The `ON DUPLICATE KEY UPDATE …` clause. */
   onDuplicate: string;
@@ -168,61 +181,220 @@ function tsvStream(
   return Readable.from(chunks(), { objectMode: false });
 }
 
-/** Upserts through a staging table filled by LOAD DATA LOCAL INFILE; returns the number of rows. */
-export async function applyByInfile(
+/** Fills the staging table with LOAD DATA LOCAL INFILE; returns the number of rows. */
+async function stageByInfile(
   session: Session,
   plan: ApplyPlan,
   rows: AsyncIterable<WireRow>,
+): Promise<number> {
+  const names = plan.columns.map((c) => quoteIdent(c.name));
+  const targets: string[] = [];
+  const sets: string[] = [];
+  plan.encoders.forEach((encoder, i) => {
+    if (!encoder.viaHex && !encoder.viaUnsigned) {
+      targets.push(names[i]!);
+      return;
+    }
+    targets.push(`@v${i}`);
+    sets.push(`${names[i]} = ${encoder.viaHex ? `UNHEX(@v${i})` : `CAST(@v${i} AS UNSIGNED)`}`);
+  });
+  const counter = { rows: 0 };
+  const socket = (session.core as unknown as { stream: NodeJS.WritableStream }).stream;
+  let source: Readable | undefined;
+  const loadSql =
+    `LOAD DATA LOCAL INFILE 'deltasync-rows' INTO TABLE ${STAGE} CHARACTER SET utf8mb4` +
+    ` FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'` +
+    ` (${targets.join(', ')})` +
+    (sets.length > 0 ? ` SET ${sets.join(', ')}` : '');
+  let header: ResultSetHeader;
+  try {
+    [header] = await session.conn.query<ResultSetHeader>({
+      sql: loadSql,
+      infileStreamFactory: () => (source = tsvStream(plan, rows, socket, counter)),
+    });
+  } catch (err) {
+    // The rows' own error (a bad checksum, say) is the one the caller must see.
+    throw translateError(session.lostWith ?? err, session.where, plan.tableName);
+  } finally {
+    source?.destroy();
+  }
+  // LOCAL implies IGNORE: the server turns bad values into warnings and carries on, so a
+  // warning here is a value that did not fit its staging column, which an INSERT would refuse.
+  if (header.warningStatus > 0) await refuseWarnings(session, plan);
+  return counter.rows;
+}
+
+/** MariaDB/MySQL errors of a value or a constraint the target refused. */
+const DATA_ERRNOS = new Set([
+  1048, // column cannot be null
+  1062, // duplicate entry
+  1264, // out of range
+  1265, // data truncated
+  1292, // incorrect datetime/number value
+  1366, // incorrect string value
+  1406, // data too long
+  1451, // a child row references it (foreign key)
+  1452, // no parent row (foreign key)
+  3819, // check constraint (MySQL)
+  4025, // check constraint (MariaDB)
+]);
+
+/** `(id, region)=(3, eu)`, the way PostgreSQL writes keys in its messages. */
+function describeKey(plan: ApplyPlan, values: unknown[]): string {
+  return `(${plan.key.join(', ')})=(${values.map((v) => (v === null ? 'NULL' : String(v))).join(', ')})`;
+}
+
+/**
+ * The first staged row (in delta order) that a column cannot take unchanged, or a NULL in a NOT
+ * NULL column, as a DeltaError naming table, key, column, value and the column's type; or null.
+ * `withNulls`: NULLs are only looked for once the write failed (a NOT NULL column refuses them
+ * loudly; looking first would cost every load a scan).
+ */
+async function findMisfit(
+  session: Session,
+  plan: ApplyPlan,
+  withNulls: boolean,
+): Promise<DeltaError | null> {
+  const conds = plan.columns.map((c, i) => {
+    const parts: string[] = [];
+    if (plan.misfits[i]) parts.push(plan.misfits[i]!);
+    if (withNulls && plan.notNull[i]) parts.push(`s.${quoteIdent(c.name)} IS NULL`);
+    return parts.length > 0 ? `(${parts.join(' OR ')})` : null;
+  });
+  const checked = conds.flatMap((c, i) => (c ? [i] : []));
+  if (checked.length === 0) return null;
+  const which = checked.map((i) => `WHEN ${conds[i]} THEN ${i}`).join(' ');
+  const keys = plan.key.map((k) => `CAST(s.${quoteIdent(k)} AS CHAR) AS ${quoteIdent(`k_${k}`)}`);
+  const [found] = await run<Record<string, unknown>[]>(
+    session,
+    `SELECT ${keys.join(', ')}, CASE ${which} END AS deltasync_col FROM ${STAGE} AS s` +
+      ` WHERE ${checked.map((i) => conds[i]).join(' OR ')} ORDER BY s.${SEQ} LIMIT 1`,
+    undefined,
+    plan.tableName,
+  );
+  if (!found) return null;
+  const index = Number(found.deltasync_col);
+  const column = plan.columns[index]!;
+  const [value] = await run<{ v: string | null }[]>(
+    session,
+    `SELECT CAST(s.${quoteIdent(column.name)} AS CHAR) AS v FROM ${STAGE} AS s WHERE ${plan.key
+      .map((k) => `CAST(s.${quoteIdent(k)} AS CHAR) = ?`)
+      .join(' AND ')} ORDER BY s.${SEQ} LIMIT 1`,
+    plan.key.map((k) => found[`k_${k}`]),
+  );
+  const key = describeKey(
+    plan,
+    plan.key.map((k) => found[`k_${k}`]),
+  );
+  const targetType = plan.targetTypes[index]!;
+  // Staged decimals carry 30 digits of scale: show the value as the delta had it.
+  const shown =
+    column.type === 'decimal' && value?.v
+      ? value.v.replace(/(\.\d*?)0+$/, '$1').replace(/\.$/, '')
+      : value?.v;
+  const what =
+    shown === null || shown === undefined
+      ? `is NULL, which the replica column (${targetType} NOT NULL) refuses`
+      : `value '${shown}' does not fit the replica column's type ${targetType} unchanged`;
+  return new DeltaError(`table '${plan.tableName}' row ${key}: column ${column.name} ${what}`, {
+    hint: 'widen the replica column or fix the source value; nothing was applied',
+  });
+}
+
+/**
+ * A staged row taking a value of a unique index (other than the key's) that another row of the
+ * target holds: InnoDB checks unique indexes row by row and cannot defer them, and ON DUPLICATE
+ * KEY UPDATE would then update that other row. Two rows of one delta swapping values (Sakila's
+ * store managers) end here too, unless the other row moved away earlier in the delta.
+ */
+async function refuseUniqueClash(session: Session, plan: ApplyPlan): Promise<void> {
+  for (const unique of plan.otherUniques) {
+    const on = unique.columns.map((c) => `s.${quoteIdent(c)} = t.${quoteIdent(c)}`).join(' AND ');
+    const sameKey = (a: string, b: string) =>
+      plan.key.map((k) => `${a}.${quoteIdent(k)} <=> ${b}.${quoteIdent(k)}`).join(' AND ');
+    const movedAway = unique.columns
+      .map((c) => `NOT (s2.${quoteIdent(c)} <=> t.${quoteIdent(c)})`)
+      .join(' OR ');
+    const keys = plan.key.map((k) => `CAST(s.${quoteIdent(k)} AS CHAR) AS ${quoteIdent(`s_${k}`)}`);
+    const held = plan.key.map((k) => `CAST(t.${quoteIdent(k)} AS CHAR) AS ${quoteIdent(`t_${k}`)}`);
+    const values = unique.columns.map(
+      (c) => `CAST(s.${quoteIdent(c)} AS CHAR) AS ${quoteIdent(`u_${c}`)}`,
+    );
+    const [clash] = await run<Record<string, unknown>[]>(
+      session,
+      `SELECT ${[...keys, ...held, ...values].join(', ')} FROM ${STAGE} AS s JOIN ${plan.table} AS t ON ${on}` +
+        ` WHERE NOT (${sameKey('s', 't')}) AND NOT EXISTS (SELECT 1 FROM ${STAGE} AS s2` +
+        ` WHERE ${sameKey('s2', 't')} AND s2.${SEQ} < s.${SEQ} AND (${movedAway}))` +
+        ` ORDER BY s.${SEQ} LIMIT 1`,
+      undefined,
+      plan.tableName,
+    );
+    if (!clash) continue;
+    const row = describeKey(
+      plan,
+      plan.key.map((k) => clash[`s_${k}`]),
+    );
+    const other = describeKey(
+      plan,
+      plan.key.map((k) => clash[`t_${k}`]),
+    );
+    const value = `(${unique.columns.join(', ')})=(${unique.columns.map((c) => String(clash[`u_${c}`])).join(', ')})`;
+    throw new DeltaError(
+      `table '${plan.tableName}' row ${row}: unique index ${unique.name} value ${value} is held by row ${other} on the replica until later in the delta (or for good)`,
+      {
+        hint: 'MariaDB/MySQL check unique indexes row by row and cannot defer them: drop or relax that unique index on the replica, or apply the swap by hand; nothing was applied',
+      },
+    );
+  }
+}
+
+/**
+ * Upserts through a staging table in the delta's own types: filled by LOAD DATA LOCAL INFILE or
+ * multi-row INSERTs, checked (values the target would round or refuse, unique clashes), then
+ * moved by one `INSERT … SELECT … ON DUPLICATE KEY UPDATE`. Returns the number of rows.
+ */
+export async function applyStaged(
+  session: Session,
+  plan: ApplyPlan,
+  rows: AsyncIterable<WireRow>,
+  strategy: LoadStrategy,
   stageEngine = 'InnoDB',
 ): Promise<number> {
   const names = plan.columns.map((c) => quoteIdent(c.name));
-  const definitions = names.map((n, i) => `${n} ${plan.columnTypes[i]} NULL`);
+  const definitions = names.map((n, i) => `${n} ${plan.stageTypes[i]} NULL`);
   await run(session, `DROP TEMPORARY TABLE IF EXISTS ${STAGE}`);
   await run(
     session,
     `CREATE TEMPORARY TABLE ${STAGE} (${SEQ} BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, ${definitions.join(', ')}) ENGINE=${stageEngine}`,
   );
   try {
-    const targets: string[] = [];
-    const sets: string[] = [];
-    plan.encoders.forEach((encoder, i) => {
-      if (!encoder.viaHex && !encoder.viaUnsigned) {
-        targets.push(names[i]!);
-        return;
-      }
-      targets.push(`@v${i}`);
-      sets.push(`${names[i]} = ${encoder.viaHex ? `UNHEX(@v${i})` : `CAST(@v${i} AS UNSIGNED)`}`);
-    });
-    const counter = { rows: 0 };
-    const socket = (session.core as unknown as { stream: NodeJS.WritableStream }).stream;
-    let source: Readable | undefined;
-    const loadSql =
-      `LOAD DATA LOCAL INFILE 'deltasync-rows' INTO TABLE ${STAGE} CHARACTER SET utf8mb4` +
-      ` FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'` +
-      ` (${targets.join(', ')})` +
-      (sets.length > 0 ? ` SET ${sets.join(', ')}` : '');
-    let header: ResultSetHeader;
+    const count =
+      strategy === 'infile'
+        ? await stageByInfile(session, plan, rows)
+        : await applyByInsert(session, { ...plan, table: STAGE, onDuplicate: '' }, rows);
+    const misfit = await findMisfit(session, plan, false);
+    if (misfit) throw misfit;
+    await refuseUniqueClash(session, plan);
     try {
-      [header] = await session.conn.query<ResultSetHeader>({
-        sql: loadSql,
-        infileStreamFactory: () => (source = tsvStream(plan, rows, socket, counter)),
-      });
+      await run(
+        session,
+        `INSERT INTO ${plan.table} (${names.join(', ')}) SELECT ${names.join(', ')} FROM ${STAGE} ORDER BY ${SEQ} ${plan.onDuplicate}`,
+        undefined,
+        plan.tableName,
+      );
     } catch (err) {
-      // The rows' own error (a bad checksum, say) is the one the caller must see.
-      throw translateError(session.lostWith ?? err, session.where, plan.tableName);
-    } finally {
-      source?.destroy();
+      const errno = (err as { errno?: number; cause?: { errno?: number } }).errno;
+      const cause = (err as { cause?: { errno?: number; sqlMessage?: string } }).cause;
+      if (!DATA_ERRNOS.has(errno ?? cause?.errno ?? 0)) throw err;
+      const named = await findMisfit(session, plan, true);
+      if (named) throw named;
+      const reason = (cause?.sqlMessage ?? (err as Error).message).split('\n')[0];
+      throw new DeltaError(`table '${plan.tableName}': the replica refused a row: ${reason}`, {
+        hint: 'fix the replica constraint or the source data; nothing was applied',
+        cause: err,
+      });
     }
-    // LOCAL implies IGNORE: the server turns bad values into warnings and carries on, so a
-    // warning here is a value that did not fit its column, which an INSERT would have refused.
-    if (header.warningStatus > 0) await refuseWarnings(session, plan);
-    await run(
-      session,
-      `INSERT INTO ${plan.table} (${names.join(', ')}) SELECT ${names.join(', ')} FROM ${STAGE} ORDER BY ${SEQ} ${plan.onDuplicate}`,
-      undefined,
-      plan.tableName,
-    );
-    return counter.rows;
+    return count;
   } finally {
     if (!session.lostWith) {
       await run(session, `DROP TEMPORARY TABLE IF EXISTS ${STAGE}`).catch(() => undefined);

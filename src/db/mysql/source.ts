@@ -1,14 +1,15 @@
 /**
  * The MySQL/MariaDB SourceReader.
  *
- * Snapshots: the rows of one delta are read inside one read-only transaction started WITH
- * CONSISTENT SNAPSHOT, so its tables agree with each other. That snapshot is opened lazily by the
- * first row read (readChanges, readKeyset, readAll, readChangelog) and ended by every call that
- * fixes a bound for the reads that follow (stableHighWater, maxLogId, serverTime): rows committed
- * late, which stableHighWater waited for, must be visible to the reads after it, so those reads
- * need a snapshot taken after it returned. Bounds themselves are read in autocommit, each
- * statement with a fresh view. The metadata reads (columns, nthLogId, referencedTables) run in
- * whichever state the connection is in.
+ * Snapshots: every read of a delta (the change-log window, the rows, the change log joined to its
+ * tables) runs inside one read-only transaction started WITH CONSISTENT SNAPSHOT (beginSnapshot,
+ * or lazily by the first read), so the delta is one consistent cut of the source.
+ *   - changelog mode tracks gaps (`gaps.ts`): the window is what this snapshot shows of the change
+ *     log and the previous one did not, whatever order transactions took their ids in. No wait.
+ *   - logid mode waits (`high-water.ts`): a logId column has no history to find gaps in (an
+ *     update moves a row's logId), so logIdWindow takes the maximum, waits for every read-write
+ *     transaction running then, and opens a new snapshot after the wait.
+ * The metadata reads (columns, referencedTables) run in whichever state the connection is in.
  */
 import type { DbConfig, HighWaterRequest } from '../types.js';
 import type {
@@ -16,7 +17,11 @@ import type {
   CaptureRequest,
   ChangelogRequest,
   ChangelogRow,
+  ChangelogWindow,
+  ChangelogWindowRequest,
   ColumnInfo,
+  LogIdWindow,
+  LogIdWindowRequest,
   NthLogIdRequest,
   ReadAllRequest,
   ReadChangesRequest,
@@ -26,11 +31,40 @@ import type {
   WireValue,
 } from '../types.js';
 import { ConfigError } from '../../errors.js';
-import { captureDdl, changelogSql, keyConverter, type CaptureContext } from './capture.js';
+import {
+  captureDdl,
+  changelogSql,
+  keyConverter,
+  missingCapture,
+  TRIGGERS_SQL,
+  type CaptureContext,
+  type InstalledTrigger,
+} from './capture.js';
 import { closeSession, openSession, run, splitTable, type Session } from './connection.js';
-import { stableHighWater, type HighWaterState } from './high-water.js';
+import {
+  advanceGaps,
+  compareDecimal,
+  formatGapCursor,
+  needsRunning,
+  openRanges,
+  parseGapCursor,
+  type GapCursor,
+  type IdRange,
+} from './gaps.js';
+import { freshRunningWriters, stableHighWater, type HighWaterState } from './high-water.js';
 import { nativeColumns, readPlan, RowStreams, wireRowConverter, type ReadPlan } from './read.js';
-import { changesSql, keysetSql, nthLogIdSql, readAllSql, REFERENCED_TABLES_SQL } from './sql.js';
+import {
+  changesSql,
+  holesSql,
+  keysetSql,
+  maxLogIdSql,
+  nthAfterSql,
+  nthLogIdSql,
+  positionWindowSql,
+  readAllSql,
+  REFERENCED_TABLES_SQL,
+  visibleInSql,
+} from './sql.js';
 import { logicalTypeOf, quoteIdent, quoteTable, writeEncoder } from './types.js';
 
 export interface MysqlSourceOptions {
@@ -120,10 +154,174 @@ export class MysqlSource implements SourceReader {
     return max === null || max === undefined ? null : String(max);
   }
 
+  /** The delta's snapshot: ends the one in use and opens a new one. */
+  async beginSnapshot(): Promise<void> {
+    await this.endSnapshot();
+    await this.snapshot();
+  }
+
+  /**
+   * The highest logId no transaction still running can commit below (see high-water.ts), or null
+   * when such transactions did not finish within maxWaitSeconds. Outside the delta's snapshot:
+   * reads after it need a new one.
+   */
   async stableHighWater(request: HighWaterRequest): Promise<string | null> {
     if (request.tables.length === 0) return null;
     await this.endSnapshot();
-    return stableHighWater(this.session, request, this.highWater);
+    return (await stableHighWater(this.session, request, this.highWater)).high;
+  }
+
+  /**
+   * logid mode: waits for the transactions that could still commit a logId at or below the
+   * maximum (naming them when they hold the tables back), cuts to the row limit, then opens the
+   * snapshot the rows are read in.
+   */
+  async logIdWindow(request: LogIdWindowRequest): Promise<LogIdWindow> {
+    const { tables, limit, maxWaitSeconds } = request;
+    if (tables.length === 0) return { upTo: null, limited: false };
+    await this.endSnapshot();
+    const mark = await stableHighWater(this.session, { tables, maxWaitSeconds }, this.highWater);
+    await this.snapshot();
+    let upTo = mark.high;
+    if (upTo === null) return { upTo: null, limited: false, heldBy: mark.heldBy };
+    if (tables.every((t) => compareDecimal(t.after, upTo!) >= 0)) {
+      return { upTo: null, limited: false };
+    }
+    let limited = false;
+    if (limit) {
+      const nth = await this.nthLogId({ tables, upTo, n: limit });
+      if (nth !== null && compareDecimal(nth, upTo) < 0) {
+        upTo = nth;
+        limited = true;
+      }
+    }
+    return { upTo, limited };
+  }
+
+  /**
+   * changelog mode: the change-log rows this snapshot shows and `after` does not, with the gaps
+   * the next window must look at again (see gaps.ts). Runs in the delta's snapshot.
+   */
+  async changelogWindow(request: ChangelogWindowRequest): Promise<ChangelogWindow> {
+    const { changelog, limit } = request;
+    await this.snapshot();
+    const one = async (sql: string, column: string) => {
+      const [row] = await run<Record<string, unknown>[]>(this.session, sql, undefined, changelog);
+      const v = row?.[column];
+      return v === null || v === undefined ? null : String(v);
+    };
+    const max = await one(maxLogIdSql(changelog), 'm');
+    if (request.after === null) {
+      // Nothing shipped yet: the position is this snapshot, so that tables seeded from it start
+      // right after it; its gaps are the transactions it does not see yet.
+      const position = await this.gapPosition(
+        changelog,
+        { high: '0', gaps: [] },
+        max ?? '0',
+        [],
+        request.maxWaitSeconds,
+      );
+      return { after: position, cursor: position, highLogId: null, limited: false };
+    }
+    const previous = parseGapCursor(request.after);
+    let upTo = max !== null && compareDecimal(max, previous.high) > 0 ? max : previous.high;
+    let limited = false;
+    if (limit && upTo !== previous.high) {
+      const nth = await one(nthAfterSql(changelog, previous.high, limit), 'l');
+      if (nth !== null && compareDecimal(nth, upTo) < 0) {
+        upTo = nth;
+        limited = true;
+      }
+    }
+    const reopened = openRanges(previous);
+    const filled =
+      reopened.length === 0
+        ? []
+        : (await run<{ l: string }[]>(this.session, visibleInSql(changelog, reopened))).map(
+            (r) => r.l,
+          );
+    const cursor = await this.gapPosition(
+      changelog,
+      previous,
+      upTo,
+      filled,
+      request.maxWaitSeconds,
+    );
+    let highLogId: string | null = compareDecimal(upTo, previous.high) > 0 ? upTo : null;
+    for (const id of filled) {
+      if (highLogId === null || compareDecimal(id, highLogId) > 0) highLogId = id;
+    }
+    return { after: request.after, cursor, highLogId, limited };
+  }
+
+  /** The position after `previous` once (previous.high, upTo] and the filled gaps are shipped. */
+  private async gapPosition(
+    changelog: string,
+    previous: GapCursor,
+    upTo: string,
+    filled: string[],
+    maxWaitSeconds: number,
+  ): Promise<string> {
+    const holes =
+      compareDecimal(upTo, previous.high) > 0
+        ? (
+            await run<{ a: string; b: string }[]>(
+              this.session,
+              holesSql(changelog, previous.high, upTo),
+            )
+          ).map((r): IdRange => [r.a, r.b])
+        : [];
+    const running = needsRunning(previous, holes, filled)
+      ? await freshRunningWriters(this.session, this.highWater, maxWaitSeconds)
+      : null;
+    const next = advanceGaps(previous, { high: upTo, holes, filled, running });
+    if (next.dropped.length > 0) {
+      this.highWater.warn(
+        `MariaDB/MySQL ${this.session.where}: gave up change-log ids ${next.dropped.map(([a, b]) => (a === b ? a : `${a}-${b}`)).join(', ')} ` +
+          'without knowing whether their transactions rolled back (more open gaps than extract keeps, and no PROCESS privilege to tell); ' +
+          'GRANT PROCESS ON *.* to the extract user',
+      );
+    }
+    return formatGapCursor(next.cursor);
+  }
+
+  /** Refuses a change log or a captured table whose triggers are missing (78). */
+  async checkCapture(request: CaptureRequest): Promise<void> {
+    const [schema] = splitTable(request.changelog);
+    const found: InstalledTrigger[] = [];
+    const schemas = new Set(request.tables.map((t) => splitTable(t.table)[0]));
+    for (const where of schemas) {
+      found.push(...(await run<InstalledTrigger[]>(this.session, TRIGGERS_SQL, [where])));
+    }
+    const tables = await run<{ n: number }[]>(
+      this.session,
+      'SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?',
+      [schema, splitTable(request.changelog)[1]],
+    );
+    const problem = missingCapture(request, found, Number(tables[0]?.n ?? 0) > 0);
+    if (problem === null) return;
+    if (problem.triggersHidden && !(await this.maySeeTriggers())) {
+      // information_schema.TRIGGERS shows only the triggers of tables we hold TRIGGER on.
+      this.highWater.warn(
+        `MariaDB/MySQL ${this.session.where}: cannot check the change-log triggers (the extract user lacks the TRIGGER privilege, which information_schema.TRIGGERS requires); ` +
+          'extract goes on without checking',
+      );
+      return;
+    }
+    throw new ConfigError(`${problem.message} in MariaDB/MySQL ${this.session.where}`, {
+      hint: 'run deltasync capture --apply',
+    });
+  }
+
+  /** Whether the current user holds TRIGGER somewhere (information_schema then shows triggers). */
+  private async maySeeTriggers(): Promise<boolean> {
+    const rows = await run<{ n: number }[]>(
+      this.session,
+      "SELECT (SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE = 'TRIGGER')" +
+        " + (SELECT COUNT(*) FROM information_schema.SCHEMA_PRIVILEGES WHERE PRIVILEGE_TYPE = 'TRIGGER')" +
+        " + (SELECT COUNT(*) FROM information_schema.TABLE_PRIVILEGES WHERE PRIVILEGE_TYPE = 'TRIGGER') AS n",
+    );
+    return Number(rows[0]?.n ?? 0) > 0;
   }
 
   async nthLogId(request: NthLogIdRequest): Promise<string | null> {
@@ -200,8 +398,11 @@ export class MysqlSource implements SourceReader {
       table,
       key,
       selects: plan.selects,
-      after: request.after,
-      upTo: request.upTo,
+      window: positionWindowSql(
+        parseGapCursor(request.after),
+        parseGapCursor(request.upTo),
+        request.changelog,
+      ),
     });
     const keyConverters = key.map((k) => keyConverter(k, logicalTypeOf(k, table)));
     const rowOf = wireRowConverter(plan.converters);
@@ -237,7 +438,7 @@ export class MysqlSource implements SourceReader {
    * unless they set their own; our own session is pinned to UTC.
    */
   async serverTime(type: 'timestamp' | 'timestamptz'): Promise<string> {
-    await this.endSnapshot();
+    this.streams.assertIdle();
     const [row] = await run<{ now: string | null }[]>(
       this.session,
       type === 'timestamptz'
@@ -254,7 +455,8 @@ export class MysqlSource implements SourceReader {
     return type === 'timestamptz' ? `${now.replace(' ', 'T')}Z` : now;
   }
 
-  captureDdl(request: CaptureRequest): CaptureDdl {
+  /** The DDL needs no upgrade from older deltasyncs: gap tracking reads the same change log. */
+  async captureDdl(request: CaptureRequest): Promise<CaptureDdl> {
     return captureDdl(request, this.context);
   }
 

@@ -5,6 +5,7 @@
  */
 import { ConfigError } from '../../errors.js';
 import type { NthLogIdRequest } from '../types.js';
+import { openRanges, type GapCursor, type IdRange } from './gaps.js';
 import { quoteIdent, quoteTable } from './types.js';
 
 /** logId bounds are inlined as numeric literals: a string bound would compare as a double. */
@@ -136,3 +137,70 @@ export const REFERENCED_TABLES_SQL =
   ' WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?' +
   ' AND REFERENCED_TABLE_SCHEMA = TABLE_SCHEMA AND REFERENCED_TABLE_NAME <> TABLE_NAME' +
   ' ORDER BY REFERENCED_TABLE_NAME';
+
+// ---------------------------------------------------------------- change-log windows (gaps.ts)
+
+/** `log_id BETWEEN a AND b OR …` for id ranges (`FALSE` for none). */
+export function inRangesSql(ranges: IdRange[], table: string): string {
+  if (ranges.length === 0) return 'FALSE';
+  return ranges
+    .map(([a, b]) =>
+      a === b
+        ? `log_id = ${logIdLiteral(a, table)}`
+        : `log_id BETWEEN ${logIdLiteral(a, table)} AND ${logIdLiteral(b, table)}`,
+    )
+    .join(' OR ');
+}
+
+/**
+ * The change-log rows in position `upTo` and not in `after` (see gaps.ts): above after's high
+ * or in one of its gaps, at most upTo's high, and in none of upTo's gaps.
+ */
+export function positionWindowSql(after: GapCursor, upTo: GapCursor, table: string): string {
+  const newer = `log_id > ${logIdLiteral(after.high, table)}`;
+  const reopened = openRanges(after);
+  const from = reopened.length === 0 ? newer : `(${newer} OR ${inRangesSql(reopened, table)})`;
+  const open = openRanges(upTo);
+  return (
+    `${from} AND log_id <= ${logIdLiteral(upTo.high, table)}` +
+    (open.length === 0 ? '' : ` AND NOT (${inRangesSql(open, table)})`)
+  );
+}
+
+/** The highest log_id the snapshot shows, as text. */
+export function maxLogIdSql(changelog: string): string {
+  return `SELECT CAST(MAX(log_id) AS CHAR) AS m FROM ${quoteTable(changelog)}`;
+}
+
+/** The n-th log_id above `after` (the row limit's cut). */
+export function nthAfterSql(changelog: string, after: string, n: number): string {
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new ConfigError(`the row limit must be a positive integer, not ${n}`);
+  }
+  return (
+    `SELECT CAST(log_id AS CHAR) AS l FROM ${quoteTable(changelog)}` +
+    ` WHERE log_id > ${logIdLiteral(after, changelog)} ORDER BY log_id LIMIT 1 OFFSET ${n - 1}`
+  );
+}
+
+/**
+ * The ids in (after, upTo] the snapshot does not show, as ranges `a`..`b`: each visible id's
+ * distance to the one before it (upTo itself is visible, so there is no hole above the last).
+ */
+export function holesSql(changelog: string, after: string, upTo: string): string {
+  const a = logIdLiteral(after, changelog);
+  return (
+    'SELECT CAST(prev + 1 AS CHAR) AS a, CAST(log_id - 1 AS CHAR) AS b FROM (' +
+    `SELECT log_id, COALESCE(LAG(log_id) OVER (ORDER BY log_id), ${a}) AS prev` +
+    ` FROM ${quoteTable(changelog)} WHERE log_id > ${a} AND log_id <= ${logIdLiteral(upTo, changelog)}` +
+    ') x WHERE log_id > prev + 1 ORDER BY log_id'
+  );
+}
+
+/** The ids of these ranges that the snapshot shows. */
+export function visibleInSql(changelog: string, ranges: IdRange[]): string {
+  return (
+    `SELECT CAST(log_id AS CHAR) AS l FROM ${quoteTable(changelog)}` +
+    ` WHERE ${inRangesSql(ranges, changelog)} ORDER BY log_id`
+  );
+}

@@ -7,6 +7,7 @@ import type { ResultSetHeader } from 'mysql2';
 import { ConfigError, DeltaError, DeltasyncError } from '../../errors.js';
 import {
   APPLIED_TABLE,
+  type AddedColumnTypes,
   type AppliedRecord,
   type ApplyRowsRequest,
   type ColumnInfo,
@@ -22,17 +23,13 @@ import {
   openSession,
   reflectColumns,
   run,
+  splitTable,
   translateError,
   type Session,
 } from './connection.js';
-import {
-  applyByInfile,
-  applyByInsert,
-  onDuplicateClause,
-  type ApplyPlan,
-  type LoadStrategy,
-} from './load.js';
+import { applyStaged, onDuplicateClause, type ApplyPlan, type LoadStrategy } from './load.js';
 import { readPlan, RowStreams, wireRowConverter } from './read.js';
+import { stageColumn } from './stage.js';
 import { deleteSql, readAllSql } from './sql.js';
 import { logicalTypeOf, quoteIdent, quoteTable, writeEncoder } from './types.js';
 
@@ -50,6 +47,23 @@ export interface MysqlTargetOptions {
 }
 
 const APPLIED = quoteIdent(APPLIED_TABLE);
+
+/** Column types for `load.missingColumns: 'add'` (see AddedColumnTypes). */
+const ADDED_COLUMN_TYPES: AddedColumnTypes = {
+  int: 'BIGINT',
+  bigint: 'BIGINT',
+  decimal: 'DECIMAL(65,30)',
+  float: 'DOUBLE',
+  bool: 'BOOLEAN',
+  text: 'LONGTEXT',
+  binary: 'LONGBLOB',
+  date: 'DATE',
+  time: 'TIME(6)',
+  timestamp: 'DATETIME(6)',
+  timestamptz: 'TIMESTAMP(6) NULL',
+  json: 'JSON',
+  uuid: 'CHAR(36)',
+};
 
 /** Writes one MySQL/MariaDB replica. */
 export class MysqlTarget implements TargetWriter {
@@ -96,6 +110,13 @@ export class MysqlTarget implements TargetWriter {
     }
   }
 
+  /** DDL commits the open transaction in MySQL: load adds columns before the delta's. */
+  readonly ddlInTransaction = false;
+
+  addColumnSql(table: string, column: ColumnInfo): string {
+    return `ALTER TABLE ${quoteTable(table)} ADD COLUMN ${quoteIdent(column.name)} ${ADDED_COLUMN_TYPES[column.type]}`;
+  }
+
   async columns(table: string): Promise<ColumnInfo[] | null> {
     const native = await reflectColumns(this.session, table);
     if (native.length === 0) return null;
@@ -133,9 +154,19 @@ export class MysqlTarget implements TargetWriter {
       try {
         result = await fn({
           appliedLogId: (job) => this.readApplied(job, true),
+          // As replication appliers do: rows of one delta may reference each other in any order
+          // (a manager and their report, store and staff), and InnoDB checks a multi-row DELETE
+          // row by row. ON DELETE/UPDATE actions do not fire either: the source shipped their
+          // effects. Set back in `finally`, whatever happens.
+          relaxForeignKeys: async () =>
+            void (await run(this.session, 'SET SESSION foreign_key_checks = 0')),
           applyRows: (request) => this.applyRows(request),
+          executeDdl: () => {
+            throw new DeltasyncError('MySQL target: DDL would commit the delta half-way');
+          },
           recordApplied: (record) => this.recordApplied(record),
           deleteRows: (request) => this.deleteRows(request),
+          deleteRowsNotIn: (request) => this.deleteRowsNotIn(request),
         });
       } catch (err) {
         if (!this.session.lostWith) {
@@ -149,6 +180,9 @@ export class MysqlTarget implements TargetWriter {
       return result;
     } finally {
       this.inTransaction = false;
+      if (!this.session.lostWith) {
+        await run(this.session, 'SET SESSION foreign_key_checks = 1').catch(() => undefined);
+      }
     }
   }
 
@@ -214,6 +248,64 @@ export class MysqlTarget implements TargetWriter {
     );
   }
 
+  /**
+   * A base table: stages its keys in a temporary table (batched INSERTs, so memory stays flat),
+   * then deletes every row whose key was not staged, in one statement.
+   */
+  private async deleteRowsNotIn(request: DeleteRowsRequest): Promise<number> {
+    const { table, key } = request;
+    const native = await reflectColumns(this.session, table);
+    const byName = new Map(native.map((c) => [c.name, c]));
+    const targets = key.map((k) => byName.get(k.name));
+    if (native.length === 0 || targets.some((t) => !t)) {
+      throw new ConfigError(
+        `table ${table} or its key (${key.map((k) => k.name).join(', ')}) does not exist in MariaDB/MySQL ${this.session.where}`,
+        { hint: 'create it on the replica before loading' },
+      );
+    }
+    const encoders = key.map((k, i) => writeEncoder(k, targets[i]!.dataType));
+    const names = key.map((k) => quoteIdent(k.name));
+    const keys = quoteIdent('deltasync_base_keys');
+    await run(this.session, `DROP TEMPORARY TABLE IF EXISTS ${keys}`);
+    await run(
+      this.session,
+      `CREATE TEMPORARY TABLE ${keys} (${names.map((n, i) => `${n} ${targets[i]!.columnType} NOT NULL`).join(', ')}, PRIMARY KEY (${names.join(', ')})) ENGINE=InnoDB`,
+    );
+    try {
+      let values: string[] = [];
+      let chars = 0;
+      const flush = async () => {
+        await run(
+          this.session,
+          `INSERT IGNORE INTO ${keys} (${names.join(', ')}) VALUES ${values.join(',')}`,
+          undefined,
+          table,
+        );
+        values = [];
+        chars = 0;
+      };
+      for await (const row of request.rows) {
+        const tuple = `(${encoders.map((e, i) => e.literal(row[i]!)).join(',')})`;
+        values.push(tuple);
+        chars += tuple.length;
+        if (values.length >= DELETE_BATCH_KEYS || chars >= DELETE_BATCH_CHARS) await flush();
+      }
+      if (values.length > 0) await flush();
+      const on = names.map((n) => `k.${n} = t.${n}`).join(' AND ');
+      const header = await run<ResultSetHeader>(
+        this.session,
+        `DELETE t FROM ${quoteTable(table)} AS t LEFT JOIN ${keys} AS k ON ${on} WHERE k.${names[0]} IS NULL`,
+        undefined,
+        table,
+      );
+      return header.affectedRows;
+    } finally {
+      if (!this.session.lostWith) {
+        await run(this.session, `DROP TEMPORARY TABLE IF EXISTS ${keys}`).catch(() => undefined);
+      }
+    }
+  }
+
   /** Deletes by key in batches of `k IN (…)`; keys that are not there are no error. */
   private async deleteRows(request: DeleteRowsRequest): Promise<number> {
     const { table, key } = request;
@@ -268,9 +360,35 @@ export class MysqlTarget implements TargetWriter {
 
   private async applyRows(request: ApplyRowsRequest): Promise<number> {
     const plan = await this.plan(request);
-    return this.loadStrategy === 'infile'
-      ? applyByInfile(this.session, plan, request.rows)
-      : applyByInsert(this.session, plan, request.rows);
+    return applyStaged(this.session, plan, request.rows, this.loadStrategy);
+  }
+
+  /** The table's unique indexes (the primary key too) and its NOT NULL columns. */
+  private async constraints(
+    table: string,
+  ): Promise<{ uniques: { name: string; columns: string[] }[]; notNull: Set<string> }> {
+    const [schema, name] = splitTable(table);
+    const indexes = await run<{ name: string; col: string }[]>(
+      this.session,
+      `SELECT INDEX_NAME AS name, COLUMN_NAME AS col FROM information_schema.STATISTICS
+        WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0
+        ORDER BY INDEX_NAME, SEQ_IN_INDEX`,
+      [schema, name],
+      table,
+    );
+    const uniques = new Map<string, string[]>();
+    for (const r of indexes) uniques.set(r.name, [...(uniques.get(r.name) ?? []), r.col]);
+    const notNull = await run<{ col: string }[]>(
+      this.session,
+      `SELECT COLUMN_NAME AS col FROM information_schema.COLUMNS
+        WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND IS_NULLABLE = 'NO'`,
+      [schema, name],
+      table,
+    );
+    return {
+      uniques: [...uniques].map(([n, columns]) => ({ name: n, columns })),
+      notNull: new Set(notNull.map((r) => r.col)),
+    };
   }
 
   /** Checks the request against the target table and prepares the encoders. */
@@ -292,7 +410,19 @@ export class MysqlTarget implements TargetWriter {
         throw new ConfigError(`key column ${table}.${k} is not among the delta's columns`);
       }
     }
-    const columnTypes: string[] = [];
+    const { uniques, notNull } = await this.constraints(table);
+    const keySet = [...key].sort().join('\0');
+    if (!uniques.some((u) => [...u.columns].sort().join('\0') === keySet)) {
+      throw new ConfigError(
+        `target table '${table}' has no primary key or unique index on (${key.join(', ')})`,
+        {
+          hint: 'add one on the replica (without it MariaDB/MySQL would take duplicate rows), or fix the key in the job configuration',
+        },
+      );
+    }
+    const stageTypes: string[] = [];
+    const targetTypes: string[] = [];
+    const misfits: (string | null)[] = [];
     const encoders = columns.map((column) => {
       const target = byName.get(column.name);
       if (!target) {
@@ -301,14 +431,22 @@ export class MysqlTarget implements TargetWriter {
           { hint: 'add it to the replica table or leave it out of the job' },
         );
       }
-      columnTypes.push(target.columnType);
+      const staged = stageColumn(column, target);
+      stageTypes.push(staged.stageType);
+      misfits.push(staged.misfit);
+      targetTypes.push(target.columnType);
       return writeEncoder(column, target.dataType);
     });
     return {
       table: quoteTable(table),
       tableName: table,
       columns,
-      columnTypes,
+      stageTypes,
+      targetTypes,
+      misfits,
+      notNull: columns.map((c) => notNull.has(c.name)),
+      key,
+      otherUniques: uniques.filter((u) => [...u.columns].sort().join('\0') !== keySet),
       encoders,
       onDuplicate: onDuplicateClause(
         columns.map((c) => c.name),

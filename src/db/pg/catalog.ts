@@ -128,3 +128,60 @@ export async function referencedTables(
   );
   return rows.map((r) => r.name);
 }
+
+/**
+ * Every table that writes into `table` (inheritance children and partitions, at any depth), as
+ * quoted SQL names, with whether PostgreSQL clones the parent's row triggers onto it (a partition
+ * does; an inheritance child never does).
+ */
+export async function descendants(
+  conn: PgConnection,
+  table: TableRef,
+): Promise<{ sql: string; partition: boolean }[]> {
+  const { rows } = await run<{ sql: string; partition: boolean }>(
+    conn,
+    `WITH RECURSIVE d(oid) AS (
+       SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = to_regclass($1)
+       UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN d ON i.inhparent = d.oid)
+     SELECT d.oid::regclass::text AS sql, c.relispartition AS partition
+       FROM d JOIN pg_catalog.pg_class c ON c.oid = d.oid
+      ORDER BY 1`,
+    [table.sql],
+    table.name,
+  );
+  return rows;
+}
+
+/** A row trigger's state on a relation: missing, disabled ('D'), or enabled. */
+export async function triggerState(
+  conn: PgConnection,
+  relation: string,
+  trigger: string,
+): Promise<'missing' | 'disabled' | 'enabled'> {
+  const { rows } = await run<{ enabled: string }>(
+    conn,
+    `SELECT tgenabled AS enabled FROM pg_catalog.pg_trigger
+      WHERE tgrelid = to_regclass($1) AND tgname = $2`,
+    [relation, trigger],
+  );
+  if (rows.length === 0) return 'missing';
+  return rows[0]!.enabled === 'D' ? 'disabled' : 'enabled';
+}
+
+/** The column's DEFAULT expression, or null when the column or its default is missing. */
+export async function columnDefault(
+  conn: PgConnection,
+  table: TableRef,
+  column: string,
+): Promise<{ exists: boolean; default: string | null }> {
+  const { rows } = await run<{ def: string | null }>(
+    conn,
+    `SELECT pg_get_expr(d.adbin, d.adrelid) AS def
+       FROM pg_catalog.pg_attribute a
+       LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+      WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped`,
+    [table.sql, column],
+    table.name,
+  );
+  return { exists: rows.length > 0, default: rows[0]?.def ?? null };
+}

@@ -4,7 +4,13 @@
  * naming user@host:port/database (never the password); a missing table or column a ConfigError.
  */
 import pg from 'pg';
-import { ConfigError, DeltasyncError, UnavailableError } from '../../errors.js';
+import {
+  ConfigError,
+  DeltasyncError,
+  LockTimeoutError,
+  PrivilegeError,
+  UnavailableError,
+} from '../../errors.js';
 import type { DbConfig } from '../types.js';
 import { SESSION_SETTINGS } from './types.js';
 
@@ -17,6 +23,8 @@ export interface PgConnection {
   config: pg.ClientConfig;
   /** The server process serving this connection. */
   pid: number;
+  /** How long a statement waits for a lock (`lockTimeoutSeconds`), for messages. */
+  lockTimeoutSeconds: number;
 }
 
 /** Without a timeout a cron run would hang on a black-holed host instead of failing. */
@@ -29,6 +37,12 @@ const INVALID_PASSWORD = '28P01';
 const UNDEFINED_TABLE = '42P01';
 const UNDEFINED_COLUMN = '42703';
 const UNDEFINED_SCHEMA = '3F000';
+const INSUFFICIENT_PRIVILEGE = '42501';
+/** lock_not_available: `lock_timeout` expired (or NOWAIT found the lock taken). */
+const LOCK_NOT_AVAILABLE = '55P03';
+
+/** How long a statement waits for a lock when the config says nothing (`lockTimeoutSeconds`). */
+export const DEFAULT_LOCK_TIMEOUT_SECONDS = 60;
 
 /** Socket-level error codes from Node. */
 const NETWORK_CODES = new Set([
@@ -96,6 +110,19 @@ export function translateError(err: unknown, conn: PgConnection, table?: string)
       cause: err,
     });
   }
+  if (e.code === LOCK_NOT_AVAILABLE) return lockTimeout(e, conn, table);
+  if (e.code === INSUFFICIENT_PRIVILEGE) {
+    return new PrivilegeError(`PostgreSQL ${conn.label}: ${e.message}`, {
+      hint: `grant the privilege to ${conn.client.user ?? 'the configured user'} (see Grants in the README), or connect as a user that has it`,
+      cause: err,
+    });
+  }
+  if (/SASL|password must be a string|password authentication/i.test(e.message)) {
+    return new ConfigError(`PostgreSQL ${conn.label}: ${e.message.split('\n')[0]}`, {
+      hint: 'the password is missing or wrong: set the environment variable the config reads it from',
+      cause: err,
+    });
+  }
   if (e.code === UNDEFINED_TABLE || e.code === UNDEFINED_COLUMN || e.code === UNDEFINED_SCHEMA) {
     const where = table ? `table '${table}' in PostgreSQL ${conn.label}` : conn.label;
     return new ConfigError(`${where}: ${e.message}`, {
@@ -104,6 +131,72 @@ export function translateError(err: unknown, conn: PgConnection, table?: string)
     });
   }
   return err;
+}
+
+/** The relation a lock wait was about, from PostgreSQL's error context ("… in relation \"t\""). */
+function relationOf(e: Error & { where?: string }): string | undefined {
+  return /relation "([^"]+)"/.exec(e.where ?? '')?.[1];
+}
+
+function lockTimeout(e: Error & { where?: string }, conn: PgConnection, table?: string): unknown {
+  const relation = table ?? relationOf(e);
+  const seconds = conn.lockTimeoutSeconds;
+  return new LockTimeoutError(
+    `PostgreSQL ${conn.label}: waited ${seconds} s (lockTimeoutSeconds) for a lock on ${relation ? `table '${relation}'` : 'a table'}; nothing was applied`,
+    {
+      table: relation,
+      hint: 'end or wait for the blocking session, then run again; or raise lockTimeoutSeconds',
+      cause: e,
+      findBlocker: () => findBlocker(conn, relation),
+    },
+  );
+}
+
+interface BlockerRow {
+  pid: number;
+  usename: string | null;
+  application_name: string | null;
+  client_addr: string | null;
+  xact_start: Date | null;
+  state: string | null;
+  relname: string | null;
+}
+
+/**
+ * The session holding a lock on `table` (or, when the table is unknown, the one holding the
+ * strongest lock in the database), seen from a second connection: our own statement has given up
+ * waiting, but the blocker still holds its lock.
+ */
+async function findBlocker(conn: PgConnection, table?: string): Promise<string | undefined> {
+  const helper = new pg.Client({ ...conn.config, connectionTimeoutMillis: 5_000 });
+  helper.on('error', () => {});
+  try {
+    await helper.connect();
+    const { rows } = await helper.query<BlockerRow>(
+      `SELECT a.pid, a.usename, a.application_name, host(a.client_addr) AS client_addr,
+              a.xact_start, a.state, c.relname
+         FROM pg_locks l
+         JOIN pg_stat_activity a ON a.pid = l.pid
+         JOIN pg_class c ON c.oid = l.relation
+        WHERE l.granted AND l.locktype = 'relation' AND c.relkind IN ('r', 'p')
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND l.pid NOT IN (pg_backend_pid(), $1)
+          AND ($2::text IS NULL OR l.relation = to_regclass($2))
+        ORDER BY l.mode = 'AccessExclusiveLock' DESC, l.mode = 'ExclusiveLock' DESC, a.xact_start
+        LIMIT 1`,
+      [conn.pid, table ?? null],
+    );
+    const b = rows[0];
+    if (!b) return undefined;
+    return (
+      `session pid ${b.pid} (user ${b.usename ?? '?'}, application '${b.application_name ?? ''}'` +
+      `${b.client_addr ? `, from ${b.client_addr}` : ''}, ${b.state ?? 'unknown state'}` +
+      `${b.xact_start ? `, transaction started ${b.xact_start.toISOString()}` : ''}` +
+      `${table ? '' : `, on table '${b.relname}'`}); SELECT pg_terminate_backend(${b.pid}) ends it`
+    );
+  } finally {
+    await helper.end().catch(() => {});
+  }
 }
 
 /** Runs a query, translating its errors. */
@@ -127,13 +220,23 @@ export async function run<R extends pg.QueryResultRow = pg.QueryResultRow>(
 export async function connect(config: DbConfig): Promise<PgConnection> {
   const settings = clientConfig(config);
   const client = new pg.Client(settings);
-  const conn: PgConnection = { client, label: labelOf(client), config: settings, pid: 0 };
+  const conn: PgConnection = {
+    client,
+    label: labelOf(client),
+    config: settings,
+    pid: 0,
+    lockTimeoutSeconds: config.lockTimeoutSeconds ?? DEFAULT_LOCK_TIMEOUT_SECONDS,
+  };
   // An idle client whose server goes away emits 'error'; unhandled, that would kill the
   // process. The next query on it fails anyway and reports the problem where it matters.
   client.on('error', () => {});
   try {
     await client.connect();
     await client.query(SESSION_SETTINGS);
+    // Every statement of the session waits at most this long for a lock on a table or row (a
+    // replica table locked by a long report, an ALTER on the source). A SET rather than a startup
+    // `options` parameter, which connection poolers such as PgBouncer refuse.
+    await client.query(`SET lock_timeout = ${Math.ceil(conn.lockTimeoutSeconds * 1000)}`);
     const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
     conn.pid = rows[0]!.pid;
   } catch (err) {

@@ -84,7 +84,8 @@ export function readKeysetSql(req: ReadKeysetRequest, table: TableRef): string {
 }
 
 /**
- * Each key the change log names in `(after, upTo]`, once, in the order of its last change: a
+ * Each key the change log names in the rows matching `window` (SQL over the log's columns, see
+ * window.ts), once, in the order of its last change: a
  * `found` flag, the key values (cast from the log's text to the key columns' types, so that a
  * deleted row's key decodes like any other value), then the row as it is now (NULLs if gone).
  */
@@ -92,6 +93,7 @@ export function readChangelogSql(
   req: ChangelogRequest,
   changelog: TableRef,
   table: TableRef,
+  window: string,
 ): string {
   const keyColumns = req.key.map((k) => req.columns.find((c) => c.name === k));
   if (keyColumns.some((c) => !c?.nativeType)) {
@@ -105,7 +107,7 @@ export function readChangelogSql(
     WITH c AS (
       SELECT key_values, max(log_id) AS last FROM ${changelog.sql}
        WHERE table_name = ${quoteLiteral(req.table)}
-         AND log_id > ${quoteLiteral(req.after)} AND log_id <= ${quoteLiteral(req.upTo)}
+         AND ${window}
        GROUP BY key_values),
     k AS (SELECT last, ${casts} FROM c)
     SELECT t.${quoteIdent(req.key[0]!)} IS NOT NULL, ${req.key.map((_, i) => `k.k${i}`).join(', ')},

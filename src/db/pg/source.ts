@@ -1,13 +1,12 @@
 /**
  * Reading changes from PostgreSQL. Never writes: every read runs in a READ ONLY transaction.
  *
- * Snapshots. The reads (readChanges, readKeyset, readAll, readChangelog) and serverTime share one
- * `REPEATABLE READ READ ONLY` snapshot, opened by the first of them and kept until close(), so
- * every table of a delta sees the same committed state (parent and child rows agree).
- * stableHighWater ends that snapshot: it takes the mark, waits for the transactions that were
- * still running when it did, and only then does the next read open a new snapshot, which so
- * sees every row at or below the mark. Other calls (columns, maxLogId, nthLogId,
- * referencedTables) use the open snapshot if there is one and open none. Keep a reader
+ * Snapshots. Every read (windows, rows, serverTime) runs in one `REPEATABLE READ READ ONLY`
+ * transaction, opened by beginSnapshot (or the first read) and kept until the next
+ * beginSnapshot or close(), so every table of a delta sees the same committed state: the delta
+ * is one consistent cut. changelogWindow needs no wait (see window.ts); logIdWindow ends the
+ * snapshot, waits for the transactions open at its mark, and opens the next one. Metadata calls
+ * (columns, referencedTables, checkCapture) use the open snapshot if there is one. Keep a reader
  * short-lived: an open snapshot holds back vacuum on the source.
  *
  * Each read runs under a savepoint, so a read stopped half-way (a row limit, a failed part file)
@@ -22,7 +21,10 @@ import type {
   ChangelogRow,
   ColumnInfo,
   DbConfig,
-  HighWaterRequest,
+  ChangelogWindow,
+  ChangelogWindowRequest,
+  LogIdWindow,
+  LogIdWindowRequest,
   NthLogIdRequest,
   ReadAllRequest,
   ReadChangesRequest,
@@ -30,8 +32,23 @@ import type {
   SourceReader,
   WireRow,
 } from '../types.js';
-import { captureDdl } from './capture.js';
-import { reflectColumns, referencedTables, tableRef } from './catalog.js';
+import { captureDdl, triggerName } from './capture.js';
+import {
+  columnDefault,
+  descendants,
+  reflectColumns,
+  referencedTables,
+  tableExists,
+  tableRef,
+  triggerState,
+} from './catalog.js';
+import {
+  formatPosition,
+  parsePosition,
+  TXID_COLUMN,
+  windowCondition,
+  type Position,
+} from './window.js';
 import { connect, disconnect, run, type PgConnection } from './connection.js';
 import {
   copyOut,
@@ -53,8 +70,14 @@ import {
 const READ_SAVEPOINT = 'deltasync_read';
 /** How often stableHighWater looks again at the transactions it waits for. */
 const HIGH_WATER_POLL_MS = 100;
-/** txid values carry an epoch above the 32-bit xid that pg_stat_activity shows. */
-const XID_MODULUS = '4294967296';
+/**
+ * The virtual transaction ids of every other transaction of this database open now: every
+ * transaction holds its own vxid lock from start to end, xid or not.
+ */
+const OPEN_TRANSACTIONS_SQL = `SELECT l.virtualxid FROM pg_catalog.pg_locks l
+  JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+ WHERE l.locktype = 'virtualxid' AND l.granted AND l.mode = 'ExclusiveLock'
+   AND a.datname = current_database() AND l.pid <> pg_backend_pid()`;
 
 class PgSource implements SourceReader {
   readonly engine = 'pg' as const;
@@ -114,44 +137,166 @@ class PgSource implements SourceReader {
     return rows[0]?.max ?? null;
   }
 
+  async beginSnapshot(): Promise<void> {
+    await this.endSnapshot();
+    await this.snapshot();
+  }
+
   /**
-   * The mark and the transactions running when it was taken come from one statement, so from
-   * one snapshot: any logId at or below the mark not yet visible belongs to one of them (logIds
-   * from a sequence only grow, so later transactions take higher ones). Waiting for them to end
-   * before the reads open their snapshot is what SQL Server's MIN_ACTIVE_ROWVERSION() gives for
-   * free. Transactions of other databases are not waited for.
+   * logid mode has no transaction stamp on the rows, so the mark must wait: the highest logId
+   * visible, and every transaction of this database open when it was taken (from one
+   * statement). A logId at or below the mark that is not visible yet was handed out (nextval is
+   * not transactional) to one of them, with or without an xid yet; a transaction that starts
+   * later gets a higher one. Each is followed by its virtual transaction id lock, which every
+   * transaction holds until it ends and pg_locks shows to any role (what CREATE INDEX
+   * CONCURRENTLY waits on). Once they have ended, a snapshot opened then sees every row at or
+   * below the mark. A transaction still open after maxWaitSeconds holds the logid tables back
+   * (heldBy says which); nothing is skipped. Assumes a logId is taken inside the transaction
+   * that writes it.
    */
-  async stableHighWater(req: HighWaterRequest): Promise<string | null> {
+  async logIdWindow(req: LogIdWindowRequest): Promise<LogIdWindow> {
+    if (req.tables.length === 0) return { upTo: null, limited: false };
     await this.endSnapshot();
     const maxes = req.tables.map(
       (t) => `(SELECT max(${quoteIdent(t.logIdColumn)}) FROM ${this.ref(t.table).sql})::numeric`,
     );
-    const { rows } = await run<{ high: string | null; running: string[] }>(
+    const { rows } = await run<{ high: string | null; running: string[]; prepared: string[] }>(
       this.conn,
       `SELECT greatest(${maxes.join(', ')})::text AS high,
-              ARRAY(SELECT txid_snapshot_xip(txid_current_snapshot()))::text[] AS running`,
+              ARRAY(${OPEN_TRANSACTIONS_SQL}) AS running,
+              ARRAY(SELECT gid FROM pg_catalog.pg_prepared_xacts
+                     WHERE database = current_database()) AS prepared`,
       [],
       req.tables.map((t) => t.table).join(', '),
     );
     const high = rows[0]?.high ?? null;
-    let running = rows[0]?.running ?? [];
-    const deadline = Date.now() + req.maxWaitSeconds * 1000;
-    while (high !== null && running.length > 0) {
-      const { rows: still } = await run<{ xid: string }>(
+    const heldBy = await this.waitForTransactions(
+      rows[0]?.running ?? [],
+      rows[0]?.prepared ?? [],
+      req.maxWaitSeconds,
+    );
+    await this.snapshot();
+    if (heldBy !== null) return { upTo: null, limited: false, heldBy };
+    if (high === null || !req.tables.some((t) => BigInt(t.after) < BigInt(high))) {
+      return { upTo: null, limited: false };
+    }
+    if (req.limit) {
+      const nth = await this.nthLogId({ tables: req.tables, upTo: high, n: req.limit });
+      if (nth !== null && BigInt(nth) < BigInt(high)) return { upTo: nth, limited: true };
+    }
+    return { upTo: high, limited: false };
+  }
+
+  /** Waits until none of the transactions is open; null then, else the one still open. */
+  private async waitForTransactions(
+    running: string[],
+    prepared: string[],
+    maxWaitSeconds: number,
+  ): Promise<string | null> {
+    const deadline = Date.now() + maxWaitSeconds * 1000;
+    for (;;) {
+      const { rows } = await run<{ who: string }>(
         this.conn,
-        `SELECT x::text AS xid FROM unnest($1::bigint[]) AS x
-          WHERE txid_status(x) = 'in progress'
-            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
-                             WHERE a.datname <> current_database()
-                               AND a.backend_xid::text::bigint = x % ${XID_MODULUS})`,
-        [running],
+        `SELECT 'session pid ' || l.pid || coalesce(' (' || a.usename || ', ' || a.state ||
+                ', transaction open since ' || a.xact_start || ')', '') AS who
+           FROM pg_catalog.pg_locks l
+           LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+          WHERE l.locktype = 'virtualxid' AND l.granted AND l.virtualxid = ANY ($1::text[])
+         UNION ALL
+         SELECT 'prepared transaction ' || quote_literal(gid) FROM pg_catalog.pg_prepared_xacts
+          WHERE gid = ANY ($2::text[])`,
+        [running, prepared],
       );
-      running = still.map((r) => r.xid);
-      if (running.length === 0) break;
-      if (Date.now() >= deadline) return null;
+      if (rows.length === 0) return null;
+      if (Date.now() >= deadline) return rows[0]!.who;
       await sleep(HIGH_WATER_POLL_MS);
     }
-    return high;
+  }
+
+  /** See window.ts: the rows visible in this snapshot and not in `after`, no waiting. */
+  async changelogWindow(req: ChangelogWindowRequest): Promise<ChangelogWindow> {
+    await this.snapshot();
+    const { rows: snap } = await run<{ s: string }>(
+      this.conn,
+      'SELECT pg_current_snapshot()::text AS s',
+    );
+    if (req.after === null) {
+      const at = formatPosition({ base: { snapshot: snap[0]!.s } });
+      return { after: at, cursor: at, highLogId: null, limited: false };
+    }
+    const after = this.position(req.after, req.changelog);
+    // A window cut short is finished first, as of the snapshot it was cut in.
+    const targetSnapshot = after.pending?.snapshot ?? snap[0]!.s;
+    const target: Position = { base: { snapshot: targetSnapshot } };
+    const log = this.ref(req.changelog);
+    const where = windowCondition(after, target);
+    const nth = async (offset: number) => {
+      const { rows } = await run<{ l: string }>(
+        this.conn,
+        `SELECT log_id::text AS l FROM ${log.sql} WHERE ${where} ORDER BY log_id OFFSET $1 LIMIT 1`,
+        [offset],
+        req.changelog,
+      );
+      return rows[0]?.l ?? null;
+    };
+    if (req.limit && (await nth(req.limit)) !== null) {
+      const upTo = (await nth(req.limit - 1))!;
+      const pending = { snapshot: targetSnapshot, upTo };
+      const cursor = formatPosition({ base: after.base, pending });
+      return { after: req.after, cursor, highLogId: upTo, limited: true };
+    }
+    const { rows } = await run<{ high: string | null }>(
+      this.conn,
+      `SELECT max(log_id)::text AS high FROM ${log.sql} WHERE ${where}`,
+      [],
+      req.changelog,
+    );
+    const high = rows[0]?.high ?? null;
+    // After finishing a cut window, the rows committed since wait for the next delta.
+    const limited = after.pending !== undefined;
+    const cursor = high === null && !limited ? req.after : formatPosition(target);
+    return { after: req.after, cursor, highLogId: high, limited };
+  }
+
+  private position(text: string, changelog: string): Position {
+    const p = parsePosition(text);
+    if (!p) {
+      throw new ConfigError(
+        `the extract state's cursor for change log '${changelog}' ('${text}') was not made by PostgreSQL`,
+        { hint: 'the source changed engine; start a new job (or remove the cursor to reseed)' },
+      );
+    }
+    return p;
+  }
+
+  async checkCapture(req: CaptureRequest): Promise<void> {
+    this.usable();
+    const log = this.ref(req.changelog);
+    const apply = 'run deltasync capture --apply';
+    if (!(await tableExists(this.conn, log))) {
+      throw new ConfigError(`change log '${req.changelog}' does not exist: ${apply}`);
+    }
+    const txid = await columnDefault(this.conn, log, TXID_COLUMN);
+    if (!txid.exists || !txid.default?.includes('pg_current_xact_id')) {
+      throw new ConfigError(
+        `change log '${req.changelog}' was made by an older deltasync (no ${TXID_COLUMN} stamp): ${apply} to upgrade it in place`,
+      );
+    }
+    for (const t of req.tables) {
+      const trigger = triggerName(req.changelog, t.table);
+      const ref = this.ref(t.table);
+      const relations = [ref.sql, ...(await descendants(this.conn, ref)).map((d) => d.sql)];
+      for (const rel of relations) {
+        const state = await triggerState(this.conn, rel, trigger);
+        if (state !== 'enabled') {
+          const where =
+            rel === ref.sql ? `table '${t.table}'` : `${rel} (writes into '${t.table}')`;
+          throw new ConfigError(
+            `${where}: the change-capture trigger ${trigger} is ${state}, so its changes would never ship: ${apply}`,
+          );
+        }
+      }
+    }
   }
 
   async nthLogId(req: NthLogIdRequest): Promise<string | null> {
@@ -236,7 +381,11 @@ class PgSource implements SourceReader {
 
   async *readChangelog(req: ChangelogRequest): AsyncGenerator<ChangelogRow> {
     const keys = req.key.map((k) => req.columns.find((c) => c.name === k)!);
-    const sql = readChangelogSql(req, this.ref(req.changelog), this.ref(req.table));
+    const window = windowCondition(
+      this.position(req.after, req.changelog),
+      this.position(req.upTo, req.changelog),
+    );
+    const sql = readChangelogSql(req, this.ref(req.changelog), this.ref(req.table), window);
     const decoded: ColumnInfo[] = [{ name: 'found', type: 'bool' }, ...keys, ...req.columns];
     for await (const rows of this.read(sql, decoded, req.table)) {
       for (const r of rows) {
@@ -268,8 +417,18 @@ class PgSource implements SourceReader {
     return type === 'timestamptz' ? timestamptzToWire(now) : timestampToWire(now);
   }
 
-  captureDdl(req: CaptureRequest): CaptureDdl {
-    return captureDdl(req, this.config.schema);
+  /** Inheritance children get the trigger too; partitions get PostgreSQL's clone of it. */
+  async captureDdl(req: CaptureRequest): Promise<CaptureDdl> {
+    this.usable();
+    const children = new Map<string, string[]>();
+    for (const t of req.tables) {
+      const found = await descendants(this.conn, this.ref(t.table));
+      children.set(
+        t.table,
+        found.filter((d) => !d.partition).map((d) => d.sql),
+      );
+    }
+    return captureDdl(req, this.config.schema, children);
   }
 
   /**

@@ -5,9 +5,10 @@
  * Everything happens inside the one transaction of transaction(fn), together with the applied
  * logId, so a delta lands completely or not at all.
  */
-import { ConfigError } from '../../errors.js';
+import { ConfigError, DeltaError } from '../../errors.js';
 import {
   APPLIED_TABLE,
+  type AddedColumnTypes,
   type AppliedRecord,
   type ApplyRowsRequest,
   type ColumnInfo,
@@ -28,11 +29,83 @@ import {
 } from './catalog.js';
 import { connect, disconnect, run, translateError, type PgConnection } from './connection.js';
 import { SEQ_COLUMN, TableLoader, canCopyDirectly, copyBatches, deleteKeys } from './load.js';
+import { stageColumn } from './stage.js';
 import { copyOut, readAllSql } from './read.js';
 import { copyDecoder, copyEncoder, quoteIdent } from './types.js';
 
+/** Column types for `load.missingColumns: 'add'` (see AddedColumnTypes). */
+const ADDED_COLUMN_TYPES: AddedColumnTypes = {
+  int: 'bigint',
+  bigint: 'bigint',
+  decimal: 'numeric',
+  float: 'double precision',
+  bool: 'boolean',
+  text: 'text',
+  binary: 'bytea',
+  date: 'date',
+  time: 'time',
+  timestamp: 'timestamp',
+  timestamptz: 'timestamptz',
+  json: 'jsonb',
+  uuid: 'uuid',
+};
+
 /** Advisory lock class ('delt') serialising loads of one job, whichever host they run on. */
 const APPLIED_LOCK_CLASS = 0x64656c74;
+/** SQLSTATEs of the replica's constraints refusing a row, and of a missing privilege. */
+const FOREIGN_KEY_VIOLATION = '23503';
+const INTEGRITY_CONSTRAINT_CLASS = '23';
+const INSUFFICIENT_PRIVILEGE = '42501';
+
+/**
+ * Relaxes the replica's foreign keys for the rest of the transaction, as PostgreSQL's own logical
+ * replication applier does: rows of one delta that reference each other (a manager and their
+ * report, Sakila's store and staff) then apply in any order. `session_replication_role = replica`
+ * also keeps the replica's ordinary triggers and ON DELETE/UPDATE actions from firing (the source
+ * already ran its own and shipped their effects). It needs a superuser or, from PostgreSQL 15,
+ * `GRANT SET ON PARAMETER session_replication_role TO <loader>`; without it load goes on with
+ * deferrable constraints deferred, and a delta whose rows need the relaxing stops with a
+ * ConfigError naming the grant (see constraintError).
+ */
+async function relaxForeignKeys(conn: PgConnection): Promise<boolean> {
+  // Deferrable constraints wait for the commit too: two rows of one delta may swap the values
+  // of a unique column (Sakila's store managers), which only holds once both are written.
+  await run(conn, 'SET CONSTRAINTS ALL DEFERRED');
+  await run(conn, 'SAVEPOINT deltasync_relax');
+  try {
+    await conn.client.query('SET LOCAL session_replication_role = replica');
+    await run(conn, 'RELEASE SAVEPOINT deltasync_relax');
+    return true;
+  } catch (err) {
+    if ((err as { code?: string }).code !== INSUFFICIENT_PRIVILEGE) throw err;
+    await run(conn, 'ROLLBACK TO SAVEPOINT deltasync_relax');
+    return false;
+  }
+}
+
+/** A replica constraint that refused a row, as the operator's error (exit 78 or 65). */
+function constraintError(err: unknown, conn: PgConnection, relaxed: boolean): unknown {
+  const e = err as { code?: string; table?: string; constraint?: string; detail?: string };
+  if (typeof e?.code !== 'string' || !e.code.startsWith(INTEGRITY_CONSTRAINT_CLASS)) return err;
+  const where = `table '${e.table ?? '?'}'${e.constraint ? ` constraint ${e.constraint}` : ''}`;
+  const detail = e.detail ? `: ${e.detail.replace(/\s+/g, ' ')}` : '';
+  if (e.code === FOREIGN_KEY_VIOLATION && !relaxed) {
+    return new ConfigError(
+      `${where} refused a row of the delta${detail}; rows of one delta that reference each other need the replica's foreign keys relaxed`,
+      {
+        hint: `GRANT SET ON PARAMETER session_replication_role TO ${conn.client.user ?? '<loader>'} (PostgreSQL 15+; or load as a superuser, or make the constraint DEFERRABLE); nothing was applied`,
+        cause: err,
+      },
+    );
+  }
+  return new DeltaError(`${where} refused a row of the delta${detail}`, {
+    hint:
+      e.code === '23505'
+        ? 'if two rows swap values of a unique column, make that constraint DEFERRABLE on the replica; nothing was applied'
+        : 'fix the replica constraint or the source data; nothing was applied',
+    cause: err,
+  });
+}
 
 function checkColumns(
   req: ApplyRowsRequest,
@@ -73,8 +146,20 @@ class PgTransaction implements TargetTransaction {
     return this.writer.applyRows(request);
   }
 
+  async executeDdl(sql: string): Promise<void> {
+    await run(this.writer.conn, sql);
+  }
+
+  async relaxForeignKeys(): Promise<void> {
+    this.writer.relaxed = await relaxForeignKeys(this.writer.conn);
+  }
+
   deleteRows(request: DeleteRowsRequest): Promise<number> {
-    return this.writer.deleteRows(request);
+    return this.writer.deleteRows(request, false);
+  }
+
+  deleteRowsNotIn(request: DeleteRowsRequest): Promise<number> {
+    return this.writer.deleteRows(request, true);
   }
 
   async recordApplied(record: AppliedRecord): Promise<void> {
@@ -94,12 +179,20 @@ class PgTarget implements TargetWriter {
   readonly applied: TableRef;
   private stages = 0;
   private inTransaction = false;
+  /** Whether the open transaction relaxed foreign keys (see relaxForeignKeys). */
+  relaxed = false;
 
   constructor(
     readonly conn: PgConnection,
     private readonly schema: string | undefined,
   ) {
     this.applied = tableRef(APPLIED_TABLE, schema);
+  }
+
+  readonly ddlInTransaction = true;
+
+  addColumnSql(table: string, column: ColumnInfo): string {
+    return `ALTER TABLE ${tableRef(table, this.schema).sql} ADD COLUMN ${quoteIdent(column.name)} ${ADDED_COLUMN_TYPES[column.type]}`;
   }
 
   async columns(table: string): Promise<ColumnInfo[] | null> {
@@ -149,6 +242,7 @@ class PgTarget implements TargetWriter {
         { hint: 'add one (not partial, not deferrable), or fix the key in the job configuration' },
       );
     }
+    const stageColumns = req.columns.map((c, i) => stageColumn(c.name, c.type, targetColumns[i]!));
     const loader = new TableLoader(
       this.conn,
       {
@@ -160,6 +254,12 @@ class PgTarget implements TargetWriter {
         compareAsText: new Set(
           targetColumns.filter((c) => c.fallback || c.typname === 'json').map((c) => c.name),
         ),
+        casts: new Map(
+          stageColumns
+            .filter((c) => c.stageType !== c.targetType)
+            .map((c) => [c.name, c.targetType]),
+        ),
+        stageColumns,
       },
       await canCopyDirectly(this.conn, table),
     );
@@ -168,7 +268,8 @@ class PgTarget implements TargetWriter {
     return loader.load(copyBatches(req.rows, encoders, req.table, stop), stop);
   }
 
-  async deleteRows(req: DeleteRowsRequest): Promise<number> {
+  /** Deletes the rows with the given keys, or with `notIn` every row whose key is not given. */
+  async deleteRows(req: DeleteRowsRequest, notIn: boolean): Promise<number> {
     const table = tableRef(req.table, this.schema);
     const columns = await reflectColumns(this.conn, table);
     if (!columns) throw new ConfigError(`target table '${req.table}' does not exist`);
@@ -185,6 +286,7 @@ class PgTarget implements TargetWriter {
       `pg_temp.${quoteIdent(`deltasync_delete_${++this.stages}`)}`,
       req.key.map((k) => k.name),
       copyBatches(req.rows, encoders, req.table, stop),
+      notIn,
     );
   }
 
@@ -207,13 +309,15 @@ class PgTarget implements TargetWriter {
     try {
       await run(this.conn, 'BEGIN');
       try {
+        this.relaxed = false;
         const result = await fn(new PgTransaction(this));
-        await run(this.conn, 'COMMIT');
+        // Deferred constraints are checked here: a refusal is the delta's, not a lost server.
+        await this.conn.client.query('COMMIT');
         return result;
       } catch (err) {
         // On a lost connection there is nothing to roll back: the server already did.
         await this.conn.client.query('ROLLBACK').catch(() => {});
-        throw translateError(err, this.conn);
+        throw translateError(constraintError(err, this.conn, this.relaxed), this.conn);
       }
     } finally {
       this.inTransaction = false;

@@ -14,6 +14,11 @@ function literal(text: string): string {
   return `'${text.replace(/'/g, "''")}'`;
 }
 
+/** The names of a table's three capture triggers. */
+export function triggerNames(changelog: string, table: string): string[] {
+  return ['ins', 'upd', 'del'].map((event) => `${changelog}_${table}_${event}`);
+}
+
 export function captureDdl(req: CaptureRequest): CaptureDdl {
   const log = quoteIdent(req.changelog);
   const install = [
@@ -29,7 +34,9 @@ export function captureDdl(req: CaptureRequest): CaptureDdl {
   const remove: string[] = [];
   for (const t of req.tables) {
     const key = t.key.map((c) => c.name);
-    const name = (event: string) => quoteIdent(`${req.changelog}_${t.table}_${event}`);
+    const [ins, upd, del] = triggerNames(req.changelog, t.table).map(quoteIdent);
+    const names: Record<string, string> = { ins: ins!, upd: upd!, del: del! };
+    const name = (event: string) => names[event]!;
     const table = quoteIdent(t.table);
     const insert = (op: string, prefix: 'NEW' | 'OLD') =>
       `INSERT INTO ${log} (table_name, op, key_values) VALUES (${literal(t.table)}, '${op}', ${keyJson(prefix, key)});`;

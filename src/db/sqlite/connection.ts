@@ -5,6 +5,9 @@ import type { DbConfig } from '../types.js';
 
 export type SqliteDb = Database.Database;
 
+/** How long a statement waits for a lock when the config says nothing (`lockTimeoutSeconds`). */
+export const DEFAULT_LOCK_TIMEOUT_SECONDS = 60;
+
 export function sqliteFilename(config: DbConfig): string {
   const c = config.connection;
   const filename = typeof c === 'string' ? c : c.filename;
@@ -18,7 +21,9 @@ export function openSqlite(config: DbConfig, readonly: boolean): SqliteDb {
   const filename = sqliteFilename(config);
   try {
     // fileMustExist: a mistyped path must not quietly create an empty database.
-    const db = new Database(filename, { readonly, fileMustExist: true, timeout: 10_000 });
+    // timeout: how long a statement waits for another process's write lock (SQLITE_BUSY).
+    const timeout = Math.ceil((config.lockTimeoutSeconds ?? DEFAULT_LOCK_TIMEOUT_SECONDS) * 1000);
+    const db = new Database(filename, { readonly, fileMustExist: true, timeout });
     db.defaultSafeIntegers(true);
     return db;
   } catch (err) {

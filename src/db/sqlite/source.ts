@@ -5,7 +5,11 @@ import type {
   CaptureRequest,
   ChangelogRequest,
   ChangelogRow,
+  ChangelogWindow,
+  ChangelogWindowRequest,
   ColumnInfo,
+  LogIdWindow,
+  LogIdWindowRequest,
   DbConfig,
   HighWaterRequest,
   NthLogIdRequest,
@@ -16,7 +20,8 @@ import type {
   WireRow,
   WireValue,
 } from '../types.js';
-import { captureDdl } from './capture.js';
+import { changelogWindowByHighWater, logIdWindowByHighWater } from '../window.js';
+import { captureDdl, triggerNames } from './capture.js';
 import { openSqlite, quoteIdent, type SqliteDb } from './connection.js';
 import { keyTextToWire, logicalTypeOf, toWire } from './types.js';
 
@@ -71,11 +76,52 @@ class SqliteSource implements SourceReader {
 
   private snapshot(): void {
     // A deferred transaction pins one snapshot for every read that follows (in WAL mode), so
-    // the tables of one delta agree with each other. SQLite has one writer at a time, so no
-    // transaction can commit a lower logId after a higher one: the plain maximum is stable.
+    // the tables of one delta agree with each other.
     if (!this.inSnapshot) {
       this.db.exec('BEGIN');
       this.inSnapshot = true;
+    }
+  }
+
+  async beginSnapshot(): Promise<void> {
+    if (this.inSnapshot) this.db.exec('COMMIT');
+    this.inSnapshot = false;
+    this.snapshot();
+    // A deferred BEGIN takes its snapshot at the first read: take it now.
+    this.db.prepare('SELECT 1 FROM sqlite_master LIMIT 1').get();
+  }
+
+  /**
+   * Exact without waiting: SQLite has one writer at a time, and a logId (or a change log's
+   * AUTOINCREMENT id) is taken inside the writing transaction, under the write lock. A snapshot
+   * sees a prefix of the commits, so every id at or below the highest one it sees was taken by a
+   * transaction it sees, or by one that rolled back: none can still commit below the mark.
+   */
+  logIdWindow(req: LogIdWindowRequest): Promise<LogIdWindow> {
+    return logIdWindowByHighWater(this, req);
+  }
+
+  changelogWindow(req: ChangelogWindowRequest): Promise<ChangelogWindow> {
+    return changelogWindowByHighWater(this, req);
+  }
+
+  /** SQLite triggers cannot be disabled: each must exist, with the change log. */
+  async checkCapture(req: CaptureRequest): Promise<void> {
+    const exists = (type: string, name: string) =>
+      this.db.prepare('SELECT 1 FROM sqlite_master WHERE type = ? AND name = ?').get(type, name) !==
+      undefined;
+    const apply = 'run deltasync capture --apply';
+    if (!exists('table', req.changelog)) {
+      throw new ConfigError(`change log '${req.changelog}' does not exist: ${apply}`);
+    }
+    for (const t of req.tables) {
+      for (const name of triggerNames(req.changelog, t.table)) {
+        if (!exists('trigger', name)) {
+          throw new ConfigError(
+            `table '${t.table}': the change-capture trigger ${name} is missing, so its changes would never ship: ${apply}`,
+          );
+        }
+      }
     }
   }
 
@@ -197,7 +243,7 @@ class SqliteSource implements SourceReader {
     return type === 'timestamptz' ? `${row.now.replace(' ', 'T')}Z` : row.now;
   }
 
-  captureDdl(req: CaptureRequest): CaptureDdl {
+  async captureDdl(req: CaptureRequest): Promise<CaptureDdl> {
     return captureDdl(req);
   }
 

@@ -49,7 +49,15 @@ export async function diffSnapshot(
   rows: AsyncIterable<WireRow>,
   shaper: Shaper,
   writer: TableWriter,
-  where: { dir: string; job: string; table: string; previous: string | null; next: string },
+  where: {
+    dir: string;
+    job: string;
+    table: string;
+    previous: string | null;
+    next: string;
+    /** Write the snapshot file even when nothing changed (a base starts the comparison over). */
+    always?: boolean;
+  },
 ): Promise<number> {
   const previous = await readPrevious(
     where.previous ? snapshotFile(where.dir, where.job, where.table, where.previous) : null,
@@ -72,7 +80,7 @@ export async function diffSnapshot(
     await writer.delete(JSON.parse(key) as WireRow);
     changes++;
   }
-  if (changes > 0) {
+  if (changes > 0 || where.always) {
     const text =
       current.map((entry) => JSON.stringify(entry)).join('\n') + (current.length ? '\n' : '');
     await writeStreamAtomic(

@@ -13,6 +13,7 @@ import { readState } from '../../format/state.js';
 import type { Logger } from '../../log.js';
 import { readText, type DeltaStore, type StoreSpecInput } from '../../store/index.js';
 import { parseStoreSpec, type StoreSpec } from '../../store/spec.js';
+import { readLoadState } from '../common.js';
 import type { PlanDelta, ReaderPosition } from './plan.js';
 
 /** Manifests are read a few at a time: on a remote store each is a round trip. */
@@ -109,15 +110,16 @@ export async function copyReader(
 
 /** The replica name this config loads as (`default` unless the config names one). */
 export function replicaName(config: LoadedConfig): string {
-  return (config as { replica?: string }).replica ?? 'default';
+  return config.replica;
 }
 
-/** load's own position on this host: its state file (the target's record, mirrored). */
+/**
+ * load's own position on this host: its state file, which mirrors the record in the target (it
+ * may lag it after a crash, which only keeps more).
+ */
 export async function loadReader(config: LoadedConfig): Promise<ReaderPosition> {
-  const replica = replicaName(config);
-  const step = replica === 'default' ? 'load' : `load.${replica}`;
-  const s = await readState(config.stateDir, config.name, step);
-  return { kind: 'load', name: replica, logId: s.logId, since: s.updatedAt };
+  const s = await readLoadState(config);
+  return { kind: 'load', name: config.replica, logId: s.logId, since: s.updatedAt };
 }
 
 /** What a store spec resolves to, so that an inbox that is also a destination is pruned once. */

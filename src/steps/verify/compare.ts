@@ -5,18 +5,68 @@
 import type { LogicalType, WireRow, WireValue } from '../../db/types.js';
 import { canonicalJson } from '../../format/signature.js';
 
+/** Options of `normalise` that depend on both sides' column types, not on the value. */
+export interface NormaliseOptions {
+  /**
+   * Trailing spaces do not count: one side is a fixed-width CHAR column, which PostgreSQL and SQL
+   * Server pad to its width and MariaDB/MySQL strip on read.
+   */
+  trimPadding?: boolean;
+}
+
+const TIMESTAMP =
+  /^(\d{4,}-\d{2}-\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$/i;
+
 /**
- * One spelling per value, so that engines that write the same value differently compare equal:
- * decimals and fractions of seconds without trailing zeros, JSON in canonical form, booleans
- * from 0/1, floats as numbers.
+ * A timestamp in one spelling: `YYYY-MM-DD HH:MM:SS[.fraction]` in UTC, no zone, no trailing
+ * zeros in the fraction. A value with an offset is moved to UTC, so that a timestamptz on one side
+ * and a UTC DATETIME on the other compare equal; one without is taken as written (both engines
+ * keep timestamps without a zone in UTC under deltasync's session settings).
  */
-export function normalise(value: WireValue, type: LogicalType): WireValue {
+function normaliseTimestamp(text: string): string {
+  const m = TIMESTAMP.exec(text.trim());
+  if (!m) return text.replace('T', ' ');
+  const [, date, hh, mi, ss, fraction = '', zone] = m;
+  let day = date!;
+  let time = `${hh}:${mi}:${ss}`;
+  if (zone && !/^(Z|[+-]00(:?00)?)$/i.test(zone)) {
+    const sign = zone.startsWith('-') ? -1 : 1;
+    const digits = zone.slice(1).replace(':', '');
+    const offsetMinutes = sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2) || 0));
+    const utc = new Date(`${day}T${time}Z`);
+    if (!Number.isNaN(utc.getTime())) {
+      const moved = new Date(utc.getTime() - offsetMinutes * 60_000).toISOString();
+      day = moved.slice(0, 10);
+      time = moved.slice(11, 19);
+    }
+  }
+  const frac = fraction.replace(/0+$/, '');
+  return `${day} ${time}${frac ? `.${frac}` : ''}`;
+}
+
+/** A decimal in one spelling: no sign for zero, no leading or trailing zeros. */
+function normaliseDecimal(text: string): string {
+  const m = /^([+-]?)0*(\d*)(?:\.(\d*?)0*)?$/.exec(text.trim());
+  if (!m) return text;
+  const [, sign, whole, fraction = ''] = m;
+  const digits = `${whole || '0'}${fraction ? `.${fraction}` : ''}`;
+  return sign === '-' && /[1-9]/.test(digits) ? `-${digits}` : digits;
+}
+
+/**
+ * One spelling per value, so that engines and column types that hold the same value compare
+ * equal: decimals of any scale, timestamps with or without a fraction or a zone, booleans from
+ * 0/1, JSON in canonical form, floats as numbers, CHAR padding (see NormaliseOptions).
+ */
+export function normalise(
+  value: WireValue,
+  type: LogicalType,
+  options: NormaliseOptions = {},
+): WireValue {
   if (value === null) return null;
   switch (type) {
-    case 'decimal': {
-      const s = String(value);
-      return s.includes('.') ? s.replace(/0+$/, '').replace(/\.$/, '') : s;
-    }
+    case 'decimal':
+      return normaliseDecimal(String(value));
     case 'int':
     case 'bigint':
       return String(value);
@@ -25,12 +75,12 @@ export function normalise(value: WireValue, type: LogicalType): WireValue {
     case 'bool':
       return value === true || value === 1 || value === '1' || value === 't' || value === 'true';
     case 'time':
+      return String(value)
+        .replace(/(\.\d*?)0+$/, '$1')
+        .replace(/\.$/, '');
     case 'timestamp':
     case 'timestamptz':
-      return String(value)
-        .replace('T', ' ')
-        .replace(/(\.\d*?)0+(Z?)$/, '$1$2')
-        .replace(/\.(Z?)$/, '$1');
+      return normaliseTimestamp(String(value));
     case 'json':
       try {
         return canonicalJson(JSON.parse(String(value)));
@@ -40,7 +90,7 @@ export function normalise(value: WireValue, type: LogicalType): WireValue {
     case 'uuid':
       return String(value).toLowerCase();
     default:
-      return value;
+      return options.trimPadding && typeof value === 'string' ? value.replace(/ +$/, '') : value;
   }
 }
 
@@ -94,6 +144,17 @@ export interface KeyedRow {
 export interface Difference {
   key: WireRow;
   kind: 'missing on the replica' | 'extra on the replica' | 'different';
+  /** For 'different': the replica's names of the columns whose values differ. */
+  columns?: string[];
+}
+
+/** The names of the compared columns whose normalised values differ (empty when none do). */
+export function differingColumns(a: KeyedRow, b: KeyedRow, names: string[]): string[] {
+  const found: string[] = [];
+  a.values.forEach((v, i) => {
+    if (JSON.stringify(v) !== JSON.stringify(b.values[i])) found.push(names[i] ?? `#${i + 1}`);
+  });
+  return found;
 }
 
 export interface TableVerdict {
@@ -132,6 +193,7 @@ export async function mergeCompare(
   replica: AsyncIterable<KeyedRow>,
   keyTypes: LogicalType[],
   maxReported: number,
+  columnNames: string[] = [],
 ): Promise<TableVerdict> {
   const verdict: TableVerdict = {
     sourceRows: 0,
@@ -141,8 +203,10 @@ export async function mergeCompare(
     different: 0,
     first: [],
   };
-  const note = (key: WireRow, kind: Difference['kind']) => {
-    if (verdict.first.length < maxReported) verdict.first.push({ key, kind });
+  const note = (key: WireRow, kind: Difference['kind'], columns?: string[]) => {
+    if (verdict.first.length < maxReported) {
+      verdict.first.push(columns ? { key, kind, columns } : { key, kind });
+    }
   };
   const s = ordered(source, keyTypes, 'source')[Symbol.asyncIterator]();
   const r = ordered(replica, keyTypes, 'replica')[Symbol.asyncIterator]();
@@ -163,9 +227,10 @@ export async function mergeCompare(
     } else {
       verdict.sourceRows++;
       verdict.replicaRows++;
-      if (JSON.stringify(a.value!.values) !== JSON.stringify(b.value!.values)) {
+      const columns = differingColumns(a.value!, b.value!, columnNames);
+      if (columns.length > 0) {
         verdict.different++;
-        note(a.value!.key, 'different');
+        note(a.value!.key, 'different', columns);
       }
       a = await s.next();
       b = await r.next();

@@ -21,12 +21,21 @@ import { ConfigError } from '../../errors.js';
 import { Shaper } from '../extract/shape.js';
 import {
   compareKeys,
+  differingColumns,
   isEqual,
   mergeCompare,
   normalise,
+  OutOfOrderError,
   type KeyedRow,
+  type NormaliseOptions,
   type TableVerdict,
 } from './compare.js';
+
+/**
+ * A table whose key order differs between the two databases (collations) is sorted in memory by
+ * verify itself, up to this many rows a side; beyond it verify says what to do instead.
+ */
+export const MAX_SORTED_IN_MEMORY = 2_000_000;
 
 export type VerifyMode = 'full' | 'partial' | 'incremental';
 
@@ -36,6 +45,8 @@ export interface VerifyOptions {
   since?: string;
   /** How many differing keys to report per table. */
   maxReported: number;
+  /** Only these tables (source names); all configured tables when absent. */
+  tables?: string[];
 }
 
 export interface TableReport extends TableVerdict {
@@ -60,7 +71,11 @@ interface Plan {
   keyIdx: number[];
   cmpIdx: number[];
   keyTypes: LogicalType[];
+  /** Per compared column: the type both sides are normalised as, and how. */
   cmpTypes: LogicalType[];
+  cmpOptions: NormaliseOptions[];
+  /** The replica's names of the compared columns, to say which differ. */
+  cmpNames: string[];
   /** The replica's own columns to read: key columns then compared columns. */
   replicaColumns: ColumnInfo[];
 }
@@ -100,15 +115,32 @@ async function plan(
     keyIdx,
     cmpIdx,
     keyTypes: keyIdx.map((i) => shaped[i]!.type),
-    cmpTypes: compared.map((c) => c.type),
+    cmpTypes: compared.map((c) => comparedAs(c, onReplica.get(c.name)!)),
+    cmpOptions: compared.map((c) => ({
+      trimPadding: isFixedWidth(c) || isFixedWidth(onReplica.get(c.name)!),
+    })),
+    cmpNames: compared.map((c) => c.name),
     replicaColumns: [...shaper.key, ...compared.map((c) => c.name)].map((n) => onReplica.get(n)!),
   };
+}
+
+/** CHAR(n), character(n), bpchar, NCHAR: types whose values some engines pad with spaces. */
+function isFixedWidth(c: ColumnInfo): boolean {
+  return /^(n?char|character|bpchar|nchar)\b(?! varying)/i.test(c.nativeType ?? '');
+}
+
+/**
+ * The type both sides of a column are normalised as: a boolean on either side makes both
+ * booleans (MariaDB has only TINYINT(1)); otherwise the source's type.
+ */
+function comparedAs(source: ColumnInfo, replica: ColumnInfo): LogicalType {
+  return source.type === 'bool' || replica.type === 'bool' ? 'bool' : source.type;
 }
 
 function keyed(p: Plan, row: WireRow): KeyedRow {
   return {
     key: p.keyIdx.map((i) => row[i]!),
-    values: p.cmpIdx.map((i, j) => normalise(row[i]!, p.cmpTypes[j]!)),
+    values: p.cmpIdx.map((i, j) => normalise(row[i]!, p.cmpTypes[j]!, p.cmpOptions[j])),
   };
 }
 
@@ -132,7 +164,7 @@ async function* replicaRows(target: TargetWriter, p: Plan): AsyncGenerator<Keyed
   })) {
     yield {
       key: row.slice(0, n),
-      values: row.slice(n).map((v, j) => normalise(v, p.cmpTypes[j]!)),
+      values: row.slice(n).map((v, j) => normalise(v, p.cmpTypes[j]!, p.cmpOptions[j])),
     };
   }
 }
@@ -205,9 +237,12 @@ async function compareIncremental(
     if (expected === null) {
       v.extra++;
       found.push({ key: row.key, kind: 'extra on the replica' });
-    } else if (JSON.stringify(expected.values) !== JSON.stringify(row.values)) {
-      v.different++;
-      found.push({ key: row.key, kind: 'different' });
+    } else {
+      const columns = differingColumns(expected, row, p.cmpNames);
+      if (columns.length > 0) {
+        v.different++;
+        found.push({ key: row.key, kind: 'different', columns });
+      }
     }
   }
   for (const row of changed.values()) {
@@ -220,16 +255,110 @@ async function compareIncremental(
   return v;
 }
 
+/**
+ * Compares a whole table by merging both sides in key order. When a side returns its keys in
+ * another order than verify's (a case- or accent-insensitive collation on a text key), both sides
+ * are read again and sorted by verify itself, in memory, up to MAX_SORTED_IN_MEMORY rows.
+ */
+async function compareTable(
+  source: SourceReader,
+  target: TargetWriter,
+  t: TableConfig,
+  p: Plan,
+  max: number,
+): Promise<TableVerdict> {
+  try {
+    return await mergeCompare(
+      sourceRows(source, t, p),
+      replicaRows(target, p),
+      p.keyTypes,
+      max,
+      p.cmpNames,
+    );
+  } catch (err) {
+    if (!(err instanceof OutOfOrderError)) throw err;
+  }
+  const sorted = async (rows: AsyncIterable<KeyedRow>, side: string) => {
+    const all: KeyedRow[] = [];
+    for await (const row of rows) {
+      if (all.length >= MAX_SORTED_IN_MEMORY) {
+        throw new ConfigError(
+          `verify: the ${side} of table '${t.name}' orders its keys differently (a collation) and has more than ${MAX_SORTED_IN_MEMORY} rows to sort in memory`,
+          {
+            hint: 'give the key column a binary collation on both sides (PostgreSQL COLLATE "C", MariaDB utf8mb4_bin), or verify with --mode incremental',
+          },
+        );
+      }
+      all.push(row);
+    }
+    all.sort((a, b) => compareKeys(a.key, b.key, p.keyTypes));
+    return all;
+  };
+  const [left, right] = [
+    await sorted(sourceRows(source, t, p), 'source'),
+    await sorted(replicaRows(target, p), 'replica'),
+  ];
+  return mergeCompare(toAsync(left), toAsync(right), p.keyTypes, max, p.cmpNames);
+}
+
+async function* toAsync<T>(items: T[]): AsyncGenerator<T> {
+  yield* items;
+}
+
+/** The tables a verify run covers: all configured ones, or those named with --table. */
+export function selectTables(config: LoadedConfig, names?: string[]): TableConfig[] {
+  const all = config.tables!;
+  if (!names || names.length === 0) return all;
+  const unknown = names.filter((n) => !all.some((t) => t.name === n));
+  if (unknown.length > 0) {
+    throw new ConfigError(`--table: ${unknown.join(', ')} not in the job's tables`, {
+      hint: `use one of: ${all.map((t) => t.name).join(', ')}`,
+    });
+  }
+  return all.filter((t) => names.includes(t.name));
+}
+
+/**
+ * `--since N` compares N with a counter of the source: the shared logId column of the job's
+ * `logid` tables, or the change log's own logId for `changelog` tables. Those are two different
+ * counters, so one N cannot mean the same for both; and timestamp and snapshot tables have no
+ * logId at all. What --since cannot compare is refused here rather than quietly compared as
+ * nothing.
+ */
+export function checkSince(tables: TableConfig[], named: boolean): void {
+  const byMode = (mode: TableConfig['mode']) => tables.filter((t) => t.mode === mode);
+  const logid = byMode('logid');
+  const changelog = byMode('changelog');
+  if (logid.length > 0 && changelog.length > 0) {
+    throw new ConfigError(
+      `verify --since: tables ${logid.map((t) => `'${t.name}'`).join(', ')} (logid: their logId column) and ${changelog.map((t) => `'${t.name}'`).join(', ')} (changelog: the change log's logId) count in different logId spaces, so one --since cannot mean the same for both`,
+      { hint: 'verify them in separate runs, each with --table and its own --since' },
+    );
+  }
+  const untracked = tables.filter((t) => t.mode === 'timestamp' || t.mode === 'snapshot');
+  if (named && untracked.length > 0) {
+    throw new ConfigError(
+      `verify --since: ${untracked.map((t) => `'${t.name}' (${t.mode})`).join(', ')} have no logId to compare with`,
+      { hint: 'verify those tables with --mode full or partial' },
+    );
+  }
+}
+
 export async function verify(config: LoadedConfig, options: VerifyOptions): Promise<VerifyReport> {
   if (options.mode === 'incremental' && options.since === undefined) {
     throw new ConfigError('verify --mode incremental needs --since <logId>');
   }
+  if (options.since !== undefined && options.mode !== 'incremental') {
+    throw new ConfigError(`--since is only used with --mode incremental, not ${options.mode}`);
+  }
+  const selected = selectTables(config, options.tables);
+  if (options.mode === 'incremental') checkSince(selected, (options.tables?.length ?? 0) > 0);
   const source = await openSource(config.source!);
   try {
     const target = await openTarget(config.target!);
     try {
       const tables: TableReport[] = [];
-      for (const t of config.tables!) {
+      for (const t of selected) {
         const p = await plan(source, target, t, options.mode);
         const base = { table: t.name, replicaTable: p.shaper.target };
         let verdict: TableVerdict;
@@ -265,12 +394,7 @@ export async function verify(config: LoadedConfig, options: VerifyOptions): Prom
             options.maxReported,
           );
         } else {
-          verdict = await mergeCompare(
-            sourceRows(source, t, p),
-            replicaRows(target, p),
-            p.keyTypes,
-            options.maxReported,
-          );
+          verdict = await compareTable(source, target, t, p, options.maxReported);
         }
         tables.push({ ...base, ...verdict, equal: isEqual(verdict) });
       }
@@ -301,7 +425,10 @@ export function formatReport(r: VerifyReport): string {
     lines.push(
       `  ${name}: ${t.missing} missing on the replica, ${t.extra} extra, ${t.different} different (${counts})`,
     );
-    for (const d of t.first) lines.push(`    key ${JSON.stringify(d.key)}: ${d.kind}`);
+    for (const d of t.first) {
+      const columns = d.columns?.length ? ` (${d.columns.join(', ')})` : '';
+      lines.push(`    key ${JSON.stringify(d.key)}: ${d.kind}${columns}`);
+    }
   }
   return lines.join('\n');
 }
