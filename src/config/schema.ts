@@ -198,8 +198,7 @@ export const jobSchema = z
       .prefault({}),
     /**
      * Pruning of what every reader has moved past (README "Retention"): `deltasync prune`, and
-     * automatically after each successful copy (extract and load once they run on stores) when
-     * this section is present.
+     * automatically after each successful extract, copy and load when this section is present.
      */
     retention: z
       .object({

@@ -289,7 +289,7 @@ export function copy(ctx: StepContext): Promise<CopyResult> {
   return withStepLock(ctx.config, 'copy', async () => {
     const result = await copyOnce(ctx);
     // Only after a successful run: a destination that failed keeps everything for the next one.
-    await pruneAfterStep(ctx);
+    await pruneAfterStep(ctx, 'source');
     return result;
   });
 }

@@ -18,6 +18,7 @@ import { logSummary, type Logger } from '../log.js';
 import { faultPoint } from '../faults.js';
 import type { JobConfig } from '../config/schema.js';
 import { runAfterLoad } from './hook.js';
+import { pruneAfterStep } from './prune/index.js';
 import {
   elapsedSeconds,
   loadStep,
@@ -417,5 +418,9 @@ async function loadOnce(ctx: StepContext): Promise<LoadResult> {
 
 /** Runs load under the job's load lock. */
 export function load(ctx: StepContext): Promise<LoadResult> {
-  return withStepLock(ctx.config, loadStep(ctx.config), () => loadOnce(ctx));
+  return withStepLock(ctx.config, loadStep(ctx.config), async () => {
+    const result = await loadOnce(ctx);
+    await pruneAfterStep(ctx, 'replica');
+    return result;
+  });
 }

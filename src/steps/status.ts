@@ -5,6 +5,7 @@
 import { listManifests } from '../format/delta-dir.js';
 import { loadStepName, readState, type StepState } from '../format/state.js';
 import type { LoadedConfig } from '../config/load.js';
+import { formatPruneReport, retentionStatus, type PruneReport } from './prune/index.js';
 
 export interface StepStatus {
   step: string;
@@ -22,6 +23,8 @@ export interface StepStatus {
 export interface JobStatus {
   job: string;
   steps: StepStatus[];
+  /** With a `retention` section: per location, the deltas and bytes held and why. */
+  retention?: PruneReport;
 }
 
 async function stepStatus(
@@ -48,7 +51,8 @@ export async function status(config: LoadedConfig): Promise<JobStatus> {
     steps.push(await stepStatus(config, `copy.${d.name}`, config.outbox));
   if (config.target || config.inbox)
     steps.push(await stepStatus(config, loadStepName(config.replica), config.inbox));
-  return { job: config.name, steps };
+  const retention = await retentionStatus(config);
+  return { job: config.name, steps, ...(retention ? { retention } : {}) };
 }
 
 export function formatStatus(s: JobStatus): string {
@@ -75,5 +79,11 @@ export function formatStatus(s: JobStatus): string {
   const notes = skipped.length
     ? [`load skips columns the replica lacks: ${skipped.join(', ')} (load.missingColumns: skip)`]
     : [];
-  return [`job ${s.job}`, line(header), ...rows.map(line), ...notes].join('\n');
+  const retention = s.retention
+    ? [
+        `retention (keepDeltas ${s.retention.rules.keepDeltas}, keepHours ${s.retention.rules.keepHours}):`,
+        formatPruneReport(s.retention, 'the next prune removes'),
+      ]
+    : [];
+  return [`job ${s.job}`, line(header), ...rows.map(line), ...notes, ...retention].join('\n');
 }

@@ -74,15 +74,41 @@ describe('deltasync prune', () => {
     expect(manifests(job.outbox)).toHaveLength(5);
   });
 
-  it('copy prunes at the end of each run when the config has a retention section', () => {
+  it('extract, copy and load prune after each run with a retention section; status says what is held and why', () => {
     job = sqliteJob({ retention: { keepDeltas: 2, keepHours: 0 } });
     fiveDeltas(job, 5);
-    // The outbox's only reader is copy (no acknowledgements yet): it keeps the newest two. The
-    // inbox was pruned as the destination, held by load's position when each copy ran.
+    // The outbox's only reader is copy (no acknowledgements yet): it keeps the newest two; the
+    // inbox is pruned by load, after its own position.
     expect(manifests(job.outbox)).toHaveLength(2);
-    const r = runStep('copy', job.config);
-    expect(r.stdout).toContain('"step":"prune"');
     expect(manifests(job.inbox)).toHaveLength(2);
+    const copied = runStep('copy', job.config);
+    expect(copied.stdout).toContain('"step":"prune"');
+
+    // Load stops: two more deltas reach the inbox and stay there.
+    for (const id of [6, 7]) {
+      job.sourceExec('INSERT INTO items VALUES (?, ?, ?, ?)', id, `row ${id}`, 1, id);
+      for (const step of ['extract', 'copy'] as const)
+        expect(runStep(step, job.config).code).toBe(0);
+    }
+    expect(manifests(job.inbox)).toHaveLength(4);
+    const status = runBin('deltasync', ['status', '-c', job.config]);
+    expect(status.code, status.stderr).toBe(0);
+    expect(status.stdout).toContain('retention (keepDeltas 2, keepHours 0):');
+    expect(status.stdout).toMatch(
+      /holding 2 deltas \(\d+ bytes\) for replica 'default', which has applied nothing since logId 5, /,
+    );
+    const json = runBin('deltasync', ['status', '-c', job.config, '--json']);
+    const parsed = JSON.parse(json.stdout) as {
+      retention: { locations: { name: string; deltas: number; removed: string[] }[] };
+    };
+    expect(parsed.retention.locations.map((l) => [l.name, l.deltas, l.removed.length])).toEqual([
+      ['outbox', 2, 0],
+      ['destination main (inbox)', 4, 2],
+    ]);
+    // Load runs again: it catches up and prunes its inbox.
+    expect(runStep('load', job.config).code).toBe(0);
+    expect(manifests(job.inbox)).toHaveLength(2);
+    expect(job.targetRows()).toHaveLength(7);
   });
 
   it('configuration mistakes exit 78 with the key named, removing nothing', () => {

@@ -18,6 +18,7 @@ import { ConfigError } from '../../errors.js';
 import { readState } from '../../format/state.js';
 import { logSummary } from '../../log.js';
 import { elapsedSeconds, fileError, withStepLock, type StepContext } from '../common.js';
+import { pruneAfterStep } from '../prune/index.js';
 import { columnChanges, recordColumns } from './columns.js';
 import { extractDelta } from './delta.js';
 import type { TableCapture } from './modes/mode.js';
@@ -135,5 +136,9 @@ async function extractRun(ctx: StepContext, options: ExtractOptions): Promise<Ex
 
 /** Runs extract under the job's extract lock (resync too: its base is the chain's next delta). */
 export function extract(ctx: StepContext, options: ExtractOptions = {}): Promise<ExtractResult> {
-  return withStepLock(ctx.config, 'extract', () => extractRun(ctx, options));
+  return withStepLock(ctx.config, 'extract', async () => {
+    const result = await extractRun(ctx, options);
+    await pruneAfterStep(ctx, 'source');
+    return result;
+  });
 }

@@ -7,7 +7,7 @@
  */
 import type { LoadedConfig } from '../../config/load.js';
 import { LockHeldError } from '../../errors.js';
-import { logSummary, type Logger } from '../../log.js';
+import { logSummary, silentLogger, type Logger } from '../../log.js';
 import { openStore, type DeltaStore } from '../../store/index.js';
 import { destinationStoreSpec, parseStoreSpec } from '../../store/spec.js';
 import { elapsedSeconds, withStepLock, type StepContext } from '../common.js';
@@ -61,6 +61,12 @@ export interface LocationReport {
   reasons: string[];
 }
 
+/**
+ * Which locations a run prunes: `source` the outbox and destinations (after extract and copy),
+ * `replica` the inbox (after load), `all` whatever the config names (`deltasync prune`).
+ */
+export type PruneScope = 'all' | 'source' | 'replica';
+
 export interface PruneReport {
   dryRun: boolean;
   rules: RetentionRules;
@@ -78,6 +84,7 @@ async function locationsOf(
   config: LoadedConfig,
   log: Logger,
   opened: DeltaStore[],
+  scope: PruneScope,
 ): Promise<Location[]> {
   const open = async (spec: Parameters<typeof openStore>[0]) => {
     const store = await openStore(spec);
@@ -87,7 +94,8 @@ async function locationsOf(
   };
   const byKey = new Map<string, Location>();
   const locations: Location[] = [];
-  const destinations = config.outbox ? (config.destinations ?? []) : [];
+  const source = scope !== 'replica' && config.outbox !== undefined;
+  const destinations = source ? (config.destinations ?? []) : [];
   const outboxReaders: ReaderPosition[] = [];
   for (const dest of destinations) {
     const spec = parseStoreSpec(destinationStoreSpec(dest));
@@ -104,14 +112,14 @@ async function locationsOf(
     byKey.set(locationKey(spec), location);
     locations.push(location);
   }
-  if (config.outbox) {
+  if (source) {
     locations.unshift({
       name: 'outbox',
       store: await open(outboxSpec(config)),
       readers: lowestPerReader(outboxReaders),
     });
   }
-  if (config.inbox && config.target) {
+  if (scope !== 'source' && config.inbox && config.target) {
     const spec = inboxSpec(config);
     const own = await loadReader(config);
     const shared = byKey.get(locationKey(spec));
@@ -173,21 +181,35 @@ async function pruneLocation(
   };
 }
 
-async function pruneOnce(ctx: StepContext, dryRun: boolean): Promise<PruneReport> {
-  const { config, log } = ctx;
-  const started = process.hrtime.bigint();
+/** Plans (and unless `dryRun`, carries out) the prune of every location, without the lock. */
+async function pruneLocations(
+  config: LoadedConfig,
+  log: Logger,
+  dryRun: boolean,
+  scope: PruneScope = 'all',
+): Promise<PruneReport> {
   const now = new Date();
   const opened: DeltaStore[] = [];
   const report: PruneReport = { dryRun, rules: retentionRules(config), locations: [] };
   try {
-    for (const location of await locationsOf(config, log, opened)) {
+    for (const location of await locationsOf(config, log, opened, scope)) {
       report.locations.push(await pruneLocation(location, config, log, dryRun, now));
     }
   } finally {
     await Promise.all(opened.map((s) => s.close().catch(() => undefined)));
   }
+  return report;
+}
+
+async function pruneOnce(
+  ctx: StepContext,
+  dryRun: boolean,
+  scope: PruneScope,
+): Promise<PruneReport> {
+  const started = process.hrtime.bigint();
+  const report = await pruneLocations(ctx.config, ctx.log, dryRun, scope);
   const removed = report.locations.flatMap((l) => l.removed);
-  logSummary(log, {
+  logSummary(ctx.log, {
     step: dryRun ? 'prune --dry-run' : 'prune',
     delta: removed.sort().at(-1) ?? null,
     deltas: removed.length,
@@ -199,24 +221,43 @@ async function pruneOnce(ctx: StepContext, dryRun: boolean): Promise<PruneReport
   return report;
 }
 
+/**
+ * What each location holds and why, for `status`: a dry run without the lock and without a
+ * summary line. Null when the config has no `retention` section.
+ */
+export async function retentionStatus(config: LoadedConfig): Promise<PruneReport | null> {
+  if (!config.retention || !prunesSomething(config)) return null;
+  return pruneLocations(config, silentLogger(), true);
+}
+
 /** What a config prunes: a source side (outbox) or a replica side (inbox and target). */
 export function prunesSomething(config: LoadedConfig): boolean {
   return Boolean(config.outbox || (config.inbox && config.target));
 }
 
 /** Runs prune under the job's prune lock. */
-export function prune(ctx: StepContext, options: { dryRun?: boolean } = {}): Promise<PruneReport> {
-  return withStepLock(ctx.config, 'prune', () => pruneOnce(ctx, options.dryRun ?? false));
+export function prune(
+  ctx: StepContext,
+  options: { dryRun?: boolean; scope?: PruneScope } = {},
+): Promise<PruneReport> {
+  return withStepLock(ctx.config, 'prune', () =>
+    pruneOnce(ctx, options.dryRun ?? false, options.scope ?? 'all'),
+  );
 }
 
 /**
  * The automatic prune at the end of a successful step, when the config has a `retention`
  * section. A prune already running elsewhere is left to finish; any other failure is the step's.
  */
-export async function pruneAfterStep(ctx: StepContext): Promise<PruneReport | null> {
+export async function pruneAfterStep(
+  ctx: StepContext,
+  scope: Exclude<PruneScope, 'all'>,
+): Promise<PruneReport | null> {
   if (!ctx.config.retention) return null;
+  if (scope === 'source' ? !ctx.config.outbox : !(ctx.config.inbox && ctx.config.target))
+    return null;
   try {
-    return await prune(ctx);
+    return await prune(ctx, { scope });
   } catch (err) {
     if (err instanceof LockHeldError) {
       ctx.log.debug('another prune is running: leaving it to it');
@@ -233,10 +274,12 @@ function formatBytes(n: number): string {
   return `${(n / 1024 ** 3).toFixed(1)} GiB`;
 }
 
-/** The human form of a report (`prune --dry-run`, and `prune` on a terminal). */
-export function formatPruneReport(report: PruneReport): string {
+/** The human form of a report (`prune --dry-run`, `prune` on a terminal, and `status`). */
+export function formatPruneReport(
+  report: PruneReport,
+  verb = report.dryRun ? 'would remove' : 'removed',
+): string {
   const lines: string[] = [];
-  const verb = report.dryRun ? 'would remove' : 'removed';
   for (const l of report.locations) {
     lines.push(`${l.name} (${l.where}): ${l.deltas} deltas, ${formatBytes(l.bytes)}`);
     if (l.removed.length > 0) {
