@@ -124,12 +124,32 @@ function captureCommand(): Command {
     .option('--print', 'print the DDL that --apply would run (the default)')
     .option('--apply', 'create the change log and the triggers on the source')
     .option('--remove', 'drop the triggers and the change log (with --print: print that DDL)')
+    .option(
+      '--prune',
+      'delete change-log rows extract has shipped, older than retention.keepHours, in small batches',
+    )
     .action(
-      async (opts: CommonOptions & { print?: boolean; apply?: boolean; remove?: boolean }) => {
+      async (
+        opts: CommonOptions & {
+          print?: boolean;
+          apply?: boolean;
+          remove?: boolean;
+          prune?: boolean;
+        },
+      ) => {
         exitWith(
           await runCommand('capture', 'capture', opts, async ({ config, log }) => {
             if (opts.apply && opts.remove)
               throw new ConfigError('give --apply or --remove, not both');
+            if (opts.prune) {
+              if (opts.apply || opts.remove || opts.print)
+                throw new ConfigError('give --prune on its own');
+              const { pruneChangelog } = await import('../steps/prune/changelog.js');
+              const result = await pruneChangelog(config, log);
+              if (!result)
+                throw new ConfigError(`${config.configFile}: no table is in 'changelog' mode`);
+              return;
+            }
             const { capture } = await import('../steps/capture.js');
             const action = opts.remove
               ? opts.print

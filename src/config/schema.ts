@@ -206,6 +206,11 @@ export const jobSchema = z
         keepDeltas: z.number().int().nonnegative().default(10),
         /** Deltas younger than this are always kept; 0 means no age minimum. */
         keepHours: z.number().nonnegative().default(24),
+        /**
+         * Extract also deletes the change-log rows it has shipped that are older than keepHours
+         * (needs DELETE on the change log); otherwise `deltasync capture --prune` does, from cron.
+         */
+        changelog: z.boolean().default(false),
       })
       .strict()
       .optional(),

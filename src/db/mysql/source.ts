@@ -13,6 +13,7 @@
  */
 import type { DbConfig, HighWaterRequest } from '../types.js';
 import type {
+  PruneChangelogRequest,
   CaptureDdl,
   CaptureRequest,
   ChangelogRequest,
@@ -41,6 +42,7 @@ import {
   type InstalledTrigger,
 } from './capture.js';
 import { closeSession, openSession, run, splitTable, type Session } from './connection.js';
+import { pruneBound, pruneChangelogSql } from './prune.js';
 import {
   advanceGaps,
   compareDecimal,
@@ -461,6 +463,25 @@ export class MysqlSource implements SourceReader {
   }
 
   /** Runs each statement in autocommit (DDL commits implicitly in MySQL anyway). */
+  /** See prune.ts: batches of DELETE … ORDER BY log_id LIMIT n, each autocommitted. */
+  async pruneChangelog(req: PruneChangelogRequest): Promise<number> {
+    await this.endSnapshot();
+    const bound = pruneBound(req.position);
+    const sql = pruneChangelogSql(req.changelog);
+    const seconds = Math.floor(req.olderThanSeconds);
+    let total = 0;
+    for (;;) {
+      const r = await run<{ affectedRows: number }>(
+        this.session,
+        sql,
+        [bound, seconds, req.batchSize],
+        req.changelog,
+      );
+      total += r.affectedRows;
+      if (r.affectedRows < req.batchSize) return total;
+    }
+  }
+
   async executeDdl(statements: string[]): Promise<void> {
     await this.endSnapshot();
     for (const sql of statements) {

@@ -18,6 +18,7 @@ import { ConfigError } from '../../errors.js';
 import { readState } from '../../format/state.js';
 import { logSummary } from '../../log.js';
 import { elapsedSeconds, fileError, withStepLock, type StepContext } from '../common.js';
+import { pruneChangelog } from '../prune/changelog.js';
 import { pruneAfterStep } from '../prune/index.js';
 import { columnChanges, recordColumns } from './columns.js';
 import { extractDelta } from './delta.js';
@@ -139,6 +140,7 @@ export function extract(ctx: StepContext, options: ExtractOptions = {}): Promise
   return withStepLock(ctx.config, 'extract', async () => {
     const result = await extractRun(ctx, options);
     await pruneAfterStep(ctx, 'source');
+    if (ctx.config.retention?.changelog) await pruneChangelog(ctx.config, ctx.log);
     return result;
   });
 }

@@ -1,7 +1,7 @@
 /**
  * Before extracting, bring the state up to date with the outbox: adopt complete deltas that an
  * interrupted run published but did not record, then remove files of deltas that never got their
- * manifest.
+ * manifest, and parts whose manifest an interrupted prune removed.
  */
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -31,7 +31,16 @@ export async function recoverOutbox(ctx: StepContext, state: StepState): Promise
   const known = new Set((await listManifests(outbox)).map((m) => m.logId));
   for (const name of await readdir(outbox)) {
     const logId = logIdOfFile(name.replace(/^\./, ''));
-    if (logId === null || compareLogIds(logId, state.logId) <= 0) continue;
+    if (logId === null) continue;
+    if (compareLogIds(logId, state.logId) <= 0) {
+      // Every delta up to the state was published whole: a part there without its manifest was
+      // left by a prune killed between the two (docs/format.md, "Deleted deltas").
+      if (!isTemporaryName(name) && !known.has(logId)) {
+        log.warn({ file: name }, 'removing a part left by an interrupted prune');
+        await rm(join(outbox, name), { force: true });
+      }
+      continue;
+    }
     if (isTemporaryName(name) || !known.has(logId)) {
       log.warn({ file: name }, 'removing a file left by an interrupted extract');
       await rm(join(outbox, name), { force: true });

@@ -37,9 +37,9 @@ export { describeHolding, planPrune } from './plan.js';
 export type { Holding, PlanDelta, PrunePlan, ReaderPosition, RetentionRules } from './plan.js';
 
 /** Defaults when a config has no `retention` section (`deltasync prune` still works). */
-export const DEFAULT_RETENTION: RetentionRules = { keepDeltas: 10, keepHours: 24 };
+export const DEFAULT_RETENTION = { keepDeltas: 10, keepHours: 24, changelog: false };
 
-export function retentionRules(config: LoadedConfig): RetentionRules {
+export function retentionRules(config: LoadedConfig): RetentionRules & { changelog: boolean } {
   return config.retention ?? DEFAULT_RETENTION;
 }
 
