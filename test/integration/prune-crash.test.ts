@@ -48,8 +48,15 @@ function runPrune(config: string, env: Record<string, string> = {}): PruneRun {
   return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** Runs prune and kills it `delay` ms after it took its lock (polled every 2 ms). */
-function pruneKilledAfter(config: string, lock: string, delay: number): Promise<PruneRun> {
+/**
+ * Runs prune and kills it `delay` ms after it took its lock (polled every 2 ms); without a delay
+ * it runs to its end. `workMs`: how long after taking the lock it ended.
+ */
+function pruneKilledAfter(
+  config: string,
+  lock: string,
+  delay?: number,
+): Promise<PruneRun & { workMs: number | null }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [join(ROOT, 'bin', 'deltasync'), 'prune', '-c', config], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -59,16 +66,19 @@ function pruneKilledAfter(config: string, lock: string, delay: number): Promise<
     child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
     child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
     let timer: NodeJS.Timeout | undefined;
+    let lockedAt: number | null = null;
     const poll = setInterval(() => {
       if (!existsSync(lock)) return;
       clearInterval(poll);
-      timer = setTimeout(() => child.kill('SIGKILL'), delay);
+      lockedAt = performance.now();
+      if (delay !== undefined) timer = setTimeout(() => child.kill('SIGKILL'), delay);
     }, 2);
     child.on('error', reject);
     child.on('close', (code, signal) => {
       clearInterval(poll);
       clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
+      const workMs = lockedAt === null ? null : performance.now() - lockedAt;
+      resolve({ code, signal, stdout, stderr, workMs });
     });
   });
 }
@@ -179,10 +189,9 @@ describe('prune SIGKILLed at random moments (directory outbox and inbox)', () =>
     for (let d = 0; d < 6; d++) oneDelta(job, true);
     // Calibration: how long prune holds its lock with a backlog like an iteration's.
     for (let d = 0; d < 4; d++) oneDelta(job, true);
-    const started = performance.now();
-    const calibration = runPrune(config);
+    const calibration = await pruneKilledAfter(config, lock);
     expect(calibration.code, calibration.stderr).toBe(0);
-    const window = Math.max(20, Math.round(performance.now() - started - 150));
+    const window = Math.max(20, Math.round((calibration.workMs ?? 0) * 0.9));
     const landed = { killed: 0, finished: 0 };
     for (let i = 0; i < ITERATIONS; i++) {
       const deltas = 1 + Math.floor(random() * 4);
