@@ -74,12 +74,14 @@ const READ_SAVEPOINT = 'deltasync_read';
 const HIGH_WATER_POLL_MS = 100;
 /**
  * The virtual transaction ids of every other transaction of this database open now: every
- * transaction holds its own vxid lock from start to end, xid or not.
+ * transaction holds its own vxid lock from start to end, xid or not. Autovacuum never takes a
+ * logId: it is not waited for.
  */
 const OPEN_TRANSACTIONS_SQL = `SELECT l.virtualxid FROM pg_catalog.pg_locks l
   JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
  WHERE l.locktype = 'virtualxid' AND l.granted AND l.mode = 'ExclusiveLock'
-   AND a.datname = current_database() AND l.pid <> pg_backend_pid()`;
+   AND a.datname = current_database() AND l.pid <> pg_backend_pid()
+   AND a.backend_type <> 'autovacuum worker'`;
 
 class PgSource implements SourceReader {
   readonly engine = 'pg' as const;

@@ -16,7 +16,9 @@ function cursorOf(ctx: ModeContext, plan: TableCapture): string | null {
 
 export const openLogId: OpenMode = async (ctx, plans): Promise<ModeDelta> => {
   const { source, config, log } = ctx;
-  const isBase = (p: TableCapture) => ctx.base.has(p.config.name) || cursorOf(ctx, p) === null;
+  // A table new to the job needs no base: every row it has is after logId 0, and reading them
+  // as changes lets delta.maxRowsPerDelta split the backlog. resync and changed columns do.
+  const isBase = (p: TableCapture) => ctx.base.has(p.config.name);
   // A base delta is as large as its tables: the row limit only splits backlogs of changes.
   const limit = plans.some(isBase) ? undefined : ctx.budget();
   const window: LogIdWindow = await source.logIdWindow({
@@ -50,14 +52,15 @@ export const openLogId: OpenMode = async (ctx, plans): Promise<ModeDelta> => {
         const rows = await writeBase(source, plan, writer);
         return { cursor: window.upTo ?? after ?? '0', rows, limited: false, base: true };
       }
-      if (window.upTo === null || BigInt(after!) >= BigInt(window.upTo)) {
+      const from = after ?? '0';
+      if (window.upTo === null || BigInt(from) >= BigInt(window.upTo)) {
         return { cursor: undefined, rows: 0, limited: false };
       }
       const rows = source.readChanges({
         table: plan.config.name,
         columns: plan.source,
         logIdColumn: plan.config.logIdColumn!,
-        after: after!,
+        after: from,
         upTo: window.upTo,
       });
       return { cursor: window.upTo, rows: await writeRows(plan, writer, rows), limited: false };

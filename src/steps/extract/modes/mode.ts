@@ -4,9 +4,9 @@
  * time (its window), then `write` puts each of its tables into the delta.
  *
  * A table is written as a **base** (`tables[].base` in the manifest: its whole content as of the
- * delta's snapshot, which load puts in place of the replica's) when it joins the job (no cursor
- * yet), when `deltasync resync` names it, or when its columns changed; the mode then reads it
- * whole and sets its cursor so that the changes after that snapshot follow.
+ * delta's snapshot, which load puts in place of the replica's) when `deltasync resync` names it,
+ * when its columns changed, or (changelog) when it joins the job; the mode then reads it whole
+ * and sets its cursor so that the changes after that snapshot follow.
  */
 import type { LoadedConfig } from '../../../config/load.js';
 import type { TableConfig } from '../../../config/schema.js';
