@@ -5,19 +5,22 @@
  * keepHours; on SQLite the high-water position bounds what goes.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { logLines, runBin, sqliteJob } from '../helpers/cli.js';
-import { pgServer } from '../helpers/databases.js';
+import { mysqlServer, pgServer } from '../helpers/databases.js';
+import mysql from 'mysql2/promise';
 
 const pgs = await pgServer();
+const mys = await mysqlServer();
 const dirs: string[] = [];
 afterAll(async () => {
   await pgs.cleanup();
+  await mys.cleanup();
   dirs.forEach((d) => rmSync(d, { recursive: true, force: true }));
 });
 const pgbench = spawnSync('pgbench', ['--version']).status === 0;
@@ -129,4 +132,62 @@ describe('change-log retention on SQLite', () => {
       job.cleanup();
     }
   });
+});
+
+describe.skipIf(!mys.available)('change-log retention on MariaDB', () => {
+  it('never deletes past a gap still open: a transaction that commits late still ships', async () => {
+    const url = await mys.fresh('prunecl');
+    const admin = await mysql.createConnection(url);
+    const held = await mysql.createConnection(url);
+    try {
+      await admin.query('CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(20))');
+      const dir = mkdtempSync(join(tmpdir(), 'deltasync-prunecl-my-'));
+      dirs.push(dir);
+      mkdirSync(join(dir, 'outbox'));
+      const config = writeConfig(dir, 'extract', {
+        name: 'my',
+        stateDir: join(dir, 'state'),
+        source: { client: 'mysql', connection: url },
+        outbox: join(dir, 'outbox'),
+        tables: [{ name: 'items', key: 'id', mode: 'changelog' }],
+        retention: { keepDeltas: 2, keepHours: 0, changelog: true },
+      });
+      expect(runBin('deltasync', ['capture', '-c', config, '--apply']).code).toBe(0);
+      expect(runBin('deltasync-extract', ['-c', config]).code).toBe(0);
+      // A transaction takes change-log id 1 and stays open; ids 2 and 3 commit after it.
+      await held.query('BEGIN');
+      await held.query("INSERT INTO items VALUES (1, 'late')");
+      await admin.query("INSERT INTO items VALUES (2, 'b'), (3, 'c')");
+      const first = runBin('deltasync-extract', ['-c', config]);
+      expect(first.code, first.stderr).toBe(0);
+      expect(pruned(first.stdout)).toMatchObject({ deleted: 0 });
+      const [rows] = await admin.query('SELECT log_id FROM deltasync_changelog ORDER BY log_id');
+      expect((rows as { log_id: number }[]).map((r) => Number(r.log_id))).toEqual([2, 3]);
+
+      await held.query('COMMIT');
+      // The next extracts ship the late row, its gap closes, and everything shipped goes.
+      let deleted = 0;
+      for (let i = 0; i < 3 && deleted < 3; i++) {
+        const r = runBin('deltasync-extract', ['-c', config]);
+        expect(r.code, r.stderr).toBe(0);
+        deleted += pruned(r.stdout)?.deleted ?? 0;
+      }
+      expect(deleted).toBe(3);
+      const [left] = await admin.query('SELECT count(*) AS n FROM deltasync_changelog');
+      expect(Number((left as { n: number }[])[0]!.n)).toBe(0);
+      const outbox = join(dir, 'outbox');
+      const shipped = readdirSync(outbox)
+        .filter((f) => f.endsWith('.MANIFEST.json'))
+        .map(
+          (f) =>
+            JSON.parse(readFileSync(join(outbox, f), 'utf8')) as { tables: { rows: number }[] },
+        )
+        .reduce((n, m) => n + m.tables.reduce((k, t) => k + t.rows, 0), 0);
+      // The seed (empty), ids 2 and 3, then the late id 1: three rows shipped in all.
+      expect(shipped).toBe(3);
+    } finally {
+      await held.end();
+      await admin.end();
+    }
+  }, 120_000);
 });

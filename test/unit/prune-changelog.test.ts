@@ -4,7 +4,7 @@ import { ConfigError } from '../../src/errors.js';
 import { pruneChangelogQuery } from '../../src/db/mssql/prune.js';
 import { tableName } from '../../src/db/mssql/sql.js';
 import { formatGapCursor } from '../../src/db/mysql/gaps.js';
-import { pruneBound, pruneChangelogSql as mysqlSql } from '../../src/db/mysql/prune.js';
+import { deleteIdsSql, pruneBound, pruneCandidatesSql } from '../../src/db/mysql/prune.js';
 import { pruneChangelogSql as pgSql } from '../../src/db/pg/prune.js';
 
 describe('PostgreSQL', () => {
@@ -53,9 +53,12 @@ describe('MariaDB/MySQL', () => {
     ).toBe('0');
   });
 
-  it('one batch: oldest first, bounded', () => {
-    expect(mysqlSql('deltasync_changelog')).toBe(
-      'DELETE FROM `deltasync_changelog` WHERE log_id <= ? AND changed_at < NOW(6) - INTERVAL ? SECOND ORDER BY log_id LIMIT ?',
+  it('one batch: the ids read without locks, oldest first, then deleted by key', () => {
+    expect(pruneCandidatesSql('deltasync_changelog')).toBe(
+      'SELECT log_id FROM `deltasync_changelog` WHERE log_id <= ? AND changed_at < NOW(6) - INTERVAL ? SECOND ORDER BY log_id LIMIT ?',
+    );
+    expect(deleteIdsSql('deltasync_changelog')).toBe(
+      'DELETE FROM `deltasync_changelog` WHERE log_id IN (?)',
     );
   });
 

@@ -18,10 +18,20 @@ export function pruneBound(position: string): string {
   return (bound < 0n ? 0n : bound).toString();
 }
 
-/** One batch: values the bound, the minimum age in seconds and the batch size. */
-export function pruneChangelogSql(changelog: string): string {
+/**
+ * One batch is two statements. First the ids, by a plain (non-locking) read: values the bound,
+ * the minimum age in seconds and the batch size. Then `deleteIdsSql` on exactly those ids: a
+ * DELETE by range would lock the next record past its end, which is the first open gap's row,
+ * held by the very transaction the gap waits for; deleting by primary key locks only the rows
+ * that go.
+ */
+export function pruneCandidatesSql(changelog: string): string {
   return (
-    `DELETE FROM ${quoteTable(changelog)} WHERE log_id <= ?` +
+    `SELECT log_id FROM ${quoteTable(changelog)} WHERE log_id <= ?` +
     ' AND changed_at < NOW(6) - INTERVAL ? SECOND ORDER BY log_id LIMIT ?'
   );
+}
+
+export function deleteIdsSql(changelog: string): string {
+  return `DELETE FROM ${quoteTable(changelog)} WHERE log_id IN (?)`;
 }
