@@ -142,7 +142,7 @@ async function locationsOf(
 }
 
 function destinationOf(config: LoadedConfig, locationName: string) {
-  return config.destinations?.find((d) => locationName.startsWith(`destination ${d.name}`));
+  return config.destinations?.find((d) => locationName === `destination ${d.name} (inbox)`);
 }
 
 async function pruneLocation(
