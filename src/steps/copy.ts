@@ -136,6 +136,16 @@ async function repairDelta(
   destName: string,
 ): Promise<boolean> {
   let repaired = false;
+  // A manifest there that is not the outbox's was put there by someone else (a delta copied by
+  // hand, another outbox): its parts are not ours to add to.
+  const manifestThere = await dest.stat(delta.file);
+  if (manifestThere && (await readText(dest, delta.file)) !== delta.text) {
+    log.warn(
+      { destination: destName, file: delta.file },
+      'the manifest at the destination differs from the outbox copy; leaving that delta alone',
+    );
+    return false;
+  }
   const parts = partsOf(delta.manifest);
   // Stats in parallel: on a remote store each is a round trip.
   const sizes = await Promise.all(parts.map((p) => dest.stat(p.file)));
@@ -152,7 +162,7 @@ async function repairDelta(
     await copyPart(outbox, dest, part);
     repaired = true;
   }
-  if (!(await dest.stat(delta.file))) {
+  if (!manifestThere) {
     log.warn(
       { destination: destName, file: delta.file },
       'manifest missing at the destination: copying it again',
