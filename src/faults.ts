@@ -19,6 +19,8 @@ export const FAULT_POINTS = [
   'load:mid-apply',
   'load:before-commit',
   'load:before-state',
+  'prune:after-manifest',
+  'prune:mid-parts',
 ] as const;
 
 export type FaultPoint = (typeof FAULT_POINTS)[number];

@@ -63,6 +63,31 @@ function statusCommand(): Command {
     });
 }
 
+function pruneCommand(): Command {
+  return withCommon(
+    new Command('prune').description(
+      'remove the deltas every reader has moved past (outbox and destinations, or the inbox)',
+    ),
+  )
+    .option('--dry-run', 'remove nothing: list what would go and why the rest stays')
+    .action(async (opts: CommonOptions & { dryRun?: boolean }) => {
+      exitWith(
+        await runCommand('prune', 'prune', opts, async (ctx) => {
+          const { prune, prunesSomething, formatPruneReport } =
+            await import('../steps/prune/index.js');
+          if (!prunesSomething(ctx.config)) {
+            throw new ConfigError(
+              `${ctx.config.configFile}: nothing to prune: give outbox (source side) or inbox and target (replica side)`,
+            );
+          }
+          const report = await prune(ctx, { dryRun: opts.dryRun ?? false });
+          if (opts.dryRun || process.stdout.isTTY)
+            process.stdout.write(`${formatPruneReport(report)}\n`);
+        }),
+      );
+    });
+}
+
 function simulateCommand(): Command {
   return withCommon(
     new Command('simulate').description(
@@ -99,12 +124,32 @@ function captureCommand(): Command {
     .option('--print', 'print the DDL that --apply would run (the default)')
     .option('--apply', 'create the change log and the triggers on the source')
     .option('--remove', 'drop the triggers and the change log (with --print: print that DDL)')
+    .option(
+      '--prune',
+      'delete change-log rows extract has shipped, older than retention.keepHours, in small batches',
+    )
     .action(
-      async (opts: CommonOptions & { print?: boolean; apply?: boolean; remove?: boolean }) => {
+      async (
+        opts: CommonOptions & {
+          print?: boolean;
+          apply?: boolean;
+          remove?: boolean;
+          prune?: boolean;
+        },
+      ) => {
         exitWith(
           await runCommand('capture', 'capture', opts, async ({ config, log }) => {
             if (opts.apply && opts.remove)
               throw new ConfigError('give --apply or --remove, not both');
+            if (opts.prune) {
+              if (opts.apply || opts.remove || opts.print)
+                throw new ConfigError('give --prune on its own');
+              const { pruneChangelog } = await import('../steps/prune/changelog.js');
+              const result = await pruneChangelog(config, log);
+              if (!result)
+                throw new ConfigError(`${config.configFile}: no table is in 'changelog' mode`);
+              return;
+            }
             const { capture } = await import('../steps/capture.js');
             const action = opts.remove
               ? opts.print
@@ -245,6 +290,7 @@ export function mainProgram(): Command {
     .addCommand(stepCommand('copy'))
     .addCommand(stepCommand('load'))
     .addCommand(statusCommand())
+    .addCommand(pruneCommand())
     .addCommand(simulateCommand())
     .addCommand(captureCommand())
     .addCommand(resyncCommand())

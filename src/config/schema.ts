@@ -203,6 +203,24 @@ export const jobSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * Pruning of what every reader has moved past (README "Retention"): `deltasync prune`, and
+     * automatically after each successful extract, copy and load when this section is present.
+     */
+    retention: z
+      .object({
+        /** The newest this many deltas of each location are always kept. */
+        keepDeltas: z.number().int().nonnegative().default(10),
+        /** Deltas younger than this are always kept; 0 means no age minimum. */
+        keepHours: z.number().nonnegative().default(24),
+        /**
+         * Extract also deletes the change-log rows it has shipped that are older than keepHours
+         * (needs DELETE on the change log); otherwise `deltasync capture --prune` does, from cron.
+         */
+        changelog: z.boolean().default(false),
+      })
+      .strict()
+      .optional(),
     log: z
       .object({
         /** JSON lines are appended here; without it they go to stdout (pretty on a terminal). */
@@ -249,6 +267,7 @@ export const STEP_NEEDS = {
   capture: ['source', 'tables'],
   verify: ['source', 'target', 'tables'],
   status: [],
+  prune: [],
 } as const satisfies Record<string, readonly (keyof JobConfig)[]>;
 
 export type StepName = keyof typeof STEP_NEEDS;

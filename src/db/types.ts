@@ -135,6 +135,19 @@ export interface ChangelogWindowRequest {
   maxWaitSeconds: number;
 }
 
+/**
+ * Change-log retention: deletes, in batches of `batchSize` rows each committed on its own (never a
+ * long lock), the log rows that `position` (extract's change-log cursor) and so every position
+ * before it has shipped, logged at least `olderThanSeconds` ago.
+ */
+export interface PruneChangelogRequest {
+  changelog: string;
+  position: CapturePosition;
+  /** 0: any age. */
+  olderThanSeconds: number;
+  batchSize: number;
+}
+
 /** The change-log rows the next delta ships: those in `cursor` and not in `after`. */
 export interface ChangelogWindow {
   /** As requested (a null `after` becomes the engine's "nothing shipped" position). */
@@ -236,6 +249,12 @@ export interface SourceReader {
   captureDdl(request: CaptureRequest): Promise<CaptureDdl>;
   /** Runs DDL (only `deltasync capture --apply` does; extract never writes to the source). */
   executeDdl(statements: string[]): Promise<void>;
+  /**
+   * Deletes shipped change-log rows (see PruneChangelogRequest); returns how many. Needs DELETE on
+   * the change log only; run by `deltasync capture --prune`, or by extract with
+   * `retention.changelog`. A position this engine did not write is a ConfigError.
+   */
+  pruneChangelog(request: PruneChangelogRequest): Promise<number>;
   close(): Promise<void>;
 }
 

@@ -21,6 +21,7 @@ import { openStore, readText, type DeltaStore, type StoreManifest } from '../sto
 import { destinationStoreSpec } from '../store/spec.js';
 import { readAcks } from './ack.js';
 import { elapsedSeconds, withStepLock, type StepContext } from './common.js';
+import { pruneAfterStep } from './prune/index.js';
 
 export interface DestinationResult {
   name: string;
@@ -279,5 +280,10 @@ async function copyOnce(ctx: StepContext): Promise<CopyResult> {
 
 /** Runs copy under the job's copy lock. Throws the first destination's error after trying all. */
 export function copy(ctx: StepContext): Promise<CopyResult> {
-  return withStepLock(ctx.config, 'copy', () => copyOnce(ctx));
+  return withStepLock(ctx.config, 'copy', async () => {
+    const result = await copyOnce(ctx);
+    // Only after a successful run: a destination that failed keeps everything for the next one.
+    await pruneAfterStep(ctx, 'source');
+    return result;
+  });
 }

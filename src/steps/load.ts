@@ -22,6 +22,7 @@ import { publishAck, replicaName } from './ack.js';
 import { faultPoint } from '../faults.js';
 import type { JobConfig } from '../config/schema.js';
 import { runAfterLoad } from './hook.js';
+import { pruneAfterStep } from './prune/index.js';
 import {
   elapsedSeconds,
   loadStep,
@@ -456,5 +457,9 @@ async function loadFrom(ctx: StepContext, inbox: DeltaStore, started: bigint): P
 
 /** Runs load under the job's load lock. */
 export function load(ctx: StepContext): Promise<LoadResult> {
-  return withStepLock(ctx.config, loadStep(ctx.config), () => loadOnce(ctx));
+  return withStepLock(ctx.config, loadStep(ctx.config), async () => {
+    const result = await loadOnce(ctx);
+    await pruneAfterStep(ctx, 'replica');
+    return result;
+  });
 }

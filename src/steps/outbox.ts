@@ -12,7 +12,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LoadedConfig } from '../config/load.js';
-import { logIdOfFile } from '../format/logid.js';
+import { compareLogIds, logIdOfFile } from '../format/logid.js';
 import { partsOf, readManifest } from '../format/manifest.js';
 import { writeState, type StepState } from '../format/state.js';
 import type { Logger } from '../log.js';
@@ -115,8 +115,18 @@ export async function recoverOutbox(
     };
     await writeState(config.stateDir, state);
   }
-  for (const leftover of await store.leftovers(state.logId)) {
-    if (logIdOfFile(leftover.name) === null) continue;
+  for (const leftover of await store.leftovers()) {
+    const logId = logIdOfFile(leftover.name);
+    if (logId === null) continue;
+    if (compareLogIds(logId, state.logId) <= 0) {
+      // Every delta up to the state was published whole: a part there without its manifest was
+      // left by a prune killed between the two (docs/format.md, "Deleted deltas").
+      if (leftover.kind === 'orphan-part') {
+        log.warn({ file: leftover.name }, 'removing a part left by an interrupted prune');
+        await store.removeLeftover(leftover);
+      }
+      continue;
+    }
     log.warn(
       { file: leftover.name, kind: leftover.kind },
       'removing a file left by an interrupted extract',

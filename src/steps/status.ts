@@ -10,6 +10,7 @@ import { silentLogger } from '../log.js';
 import { openStore, readManifestIn, type DeltaStore, type StoreSpecInput } from '../store/index.js';
 import { destinationStoreSpec } from '../store/spec.js';
 import { readAcks } from './ack.js';
+import { formatPruneReport, retentionStatus, type PruneReport } from './prune/index.js';
 
 export interface StepStatus {
   step: string;
@@ -48,6 +49,8 @@ export interface JobStatus {
   replicas?: ReplicaStatus[];
   /** Stores that could not be read, with why. */
   problems?: string[];
+  /** With a `retention` section: per location, the deltas and bytes held and why. */
+  retention?: PruneReport;
 }
 
 /** The stores status opens, each once. */
@@ -163,6 +166,8 @@ export async function status(config: LoadedConfig): Promise<JobStatus> {
     const result: JobStatus = { job: config.name, steps };
     if (config.destinations?.length) result.replicas = replicas;
     if (problems.length > 0) result.problems = problems;
+    const retention = await retentionStatus(config);
+    if (retention) result.retention = retention;
     return result;
   } finally {
     await stores.close();
@@ -188,6 +193,11 @@ export function formatStatus(s: JobStatus): string {
   if (skipped.length > 0)
     lines.push(
       `load skips columns the replica lacks: ${skipped.join(', ')} (load.missingColumns: skip)`,
+    );
+  if (s.retention)
+    lines.push(
+      `retention (keepDeltas ${s.retention.rules.keepDeltas}, keepHours ${s.retention.rules.keepHours}):`,
+      formatPruneReport(s.retention, 'the next prune removes'),
     );
   for (const r of s.replicas ?? []) {
     const lag =

@@ -370,3 +370,50 @@ export async function expectConverged(
     ).toEqual([]);
   }
 }
+
+/** A reader of a store and the last logId it has (what prune must never take from it). */
+export interface StoreReader {
+  name: string;
+  logId: string;
+}
+
+/**
+ * The retention invariant, checked in a store after any prune (killed or not): every manifest
+ * there has all its parts (no reader ever finds a delta whose parts are gone), and each reader
+ * still finds the unbroken chain of deltas from its position to the newest delta the store held
+ * before (`newest`). Returns the manifests present, oldest first.
+ */
+export async function expectNothingNeededRemoved(
+  store: import('../../src/store/index.js').DeltaStore,
+  readers: StoreReader[],
+  newest: string,
+  why = '',
+): Promise<string[]> {
+  const { readManifestIn } = await import('../../src/store/index.js');
+  const { partsOf } = await import('../../src/format/manifest.js');
+  const names = new Set(await store.list('logId'));
+  const next = new Map<string, string>();
+  const manifests = (await store.listManifests()).map((m) => m.file);
+  for (const file of manifests) {
+    const m = await readManifestIn(store, file);
+    for (const part of partsOf(m)) {
+      expect(
+        names.has(part.file),
+        `${why}: ${file} is there but its part ${part.file} is not`,
+      ).toBe(true);
+    }
+    next.set(m.fromLogId, m.toLogId);
+  }
+  for (const r of readers) {
+    let at = r.logId;
+    while (BigInt(at) < BigInt(newest)) {
+      const to = next.get(at);
+      expect(
+        to,
+        `${why}: reader ${r.name} at ${r.logId} needs the delta after ${at}`,
+      ).toBeDefined();
+      at = to!;
+    }
+  }
+  return manifests;
+}

@@ -11,6 +11,7 @@ import { ConfigError } from '../../errors.js';
 import { CHANGELOG_LOGID_COLUMN } from '../types.js';
 import { changelogWindowByHighWater, logIdWindowByHighWater } from '../window.js';
 import type {
+  PruneChangelogRequest,
   CaptureDdl,
   CaptureRequest,
   ChangelogRequest,
@@ -50,6 +51,7 @@ import {
 import { reflectColumns } from './catalog.js';
 import { connect, translateError, type MssqlConnection } from './connection.js';
 import { bind } from './driver.js';
+import { pruneChangelogQuery } from './prune.js';
 import { stableHighWater } from './high-water.js';
 import { readKeysetQuery, timestampColumn } from './keyset.js';
 import {
@@ -484,6 +486,33 @@ export class MssqlSource implements SourceReader {
    * the first statement of its batch, and batch() (unlike query(), which wraps the text in
    * sp_executesql) sends the text as it is.
    */
+  /** See prune.ts: batches of DELETE TOP (n), each autocommitted, outside any snapshot. */
+  async pruneChangelog(req: PruneChangelogRequest): Promise<number> {
+    await this.endSnapshot();
+    const log = this.table(req.changelog);
+    const logId = await this.column(log, CHANGELOG_LOGID_COLUMN);
+    const query = pruneChangelogQuery(
+      log,
+      logId.name,
+      logIdKind(logId) === 'rowversion',
+      req.position,
+      req.olderThanSeconds,
+      req.batchSize,
+    );
+    let total = 0;
+    for (;;) {
+      let deleted: number;
+      try {
+        const result = await bind(this.request(), query).query(query.text);
+        deleted = result.rowsAffected.reduce((n, c) => n + c, 0);
+      } catch (err) {
+        throw translateError(err, this.conn.label, log.label);
+      }
+      total += deleted;
+      if (deleted < req.batchSize) return total;
+    }
+  }
+
   async executeDdl(statements: string[]): Promise<void> {
     for (const statement of statements) {
       try {

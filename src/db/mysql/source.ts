@@ -13,6 +13,7 @@
  */
 import type { DbConfig, HighWaterRequest } from '../types.js';
 import type {
+  PruneChangelogRequest,
   CaptureDdl,
   CaptureRequest,
   ChangelogRequest,
@@ -41,6 +42,7 @@ import {
   type InstalledTrigger,
 } from './capture.js';
 import { closeSession, openSession, run, splitTable, type Session } from './connection.js';
+import { deleteIdsSql, pruneBound, pruneCandidatesSql } from './prune.js';
 import {
   advanceGaps,
   compareDecimal,
@@ -461,6 +463,32 @@ export class MysqlSource implements SourceReader {
   }
 
   /** Runs each statement in autocommit (DDL commits implicitly in MySQL anyway). */
+  /** See prune.ts: batches of ids read without locks, then deleted by key, each autocommitted. */
+  async pruneChangelog(req: PruneChangelogRequest): Promise<number> {
+    await this.endSnapshot();
+    const bound = pruneBound(req.position);
+    if (bound === '0') return 0;
+    const seconds = Math.floor(req.olderThanSeconds);
+    let total = 0;
+    for (;;) {
+      const rows = await run<{ log_id: number | string }[]>(
+        this.session,
+        pruneCandidatesSql(req.changelog),
+        [bound, seconds, req.batchSize],
+        req.changelog,
+      );
+      if (rows.length === 0) return total;
+      const r = await run<{ affectedRows: number }>(
+        this.session,
+        deleteIdsSql(req.changelog),
+        [rows.map((row) => String(row.log_id))],
+        req.changelog,
+      );
+      total += r.affectedRows;
+      if (rows.length < req.batchSize) return total;
+    }
+  }
+
   async executeDdl(statements: string[]): Promise<void> {
     await this.endSnapshot();
     for (const sql of statements) {

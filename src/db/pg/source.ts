@@ -15,6 +15,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError } from '../../errors.js';
 import type {
+  PruneChangelogRequest,
   CaptureDdl,
   CaptureRequest,
   ChangelogRequest,
@@ -50,6 +51,7 @@ import {
   type Position,
 } from './window.js';
 import { connect, disconnect, run, type PgConnection } from './connection.js';
+import { pruneChangelogSql } from './prune.js';
 import {
   copyOut,
   dropConnection,
@@ -446,6 +448,19 @@ class PgSource implements SourceReader {
       await run(conn, 'COMMIT');
     } finally {
       await disconnect(conn);
+    }
+  }
+
+  /** See prune.ts: batches of DELETE, each autocommitted, outside any snapshot. */
+  async pruneChangelog(req: PruneChangelogRequest): Promise<number> {
+    await this.endSnapshot();
+    const log = this.ref(req.changelog);
+    const sql = pruneChangelogSql(log.sql, req.position);
+    let total = 0;
+    for (;;) {
+      const r = await run(this.conn, sql, [req.olderThanSeconds, req.batchSize], req.changelog);
+      total += r.rowCount ?? 0;
+      if ((r.rowCount ?? 0) < req.batchSize) return total;
     }
   }
 

@@ -1,6 +1,7 @@
 /** Reading changes from SQLite. All reads of one extract run share one read transaction. */
 import { ConfigError } from '../../errors.js';
 import type {
+  PruneChangelogRequest,
   CaptureDdl,
   CaptureRequest,
   ChangelogRequest,
@@ -245,6 +246,39 @@ class SqliteSource implements SourceReader {
 
   async captureDdl(req: CaptureRequest): Promise<CaptureDdl> {
     return captureDdl(req);
+  }
+
+  /**
+   * High-water positions (a plain logId): rows at or below it have shipped. The reader is
+   * read-only; the deletes take a connection of their own, a short transaction per batch.
+   */
+  async pruneChangelog(req: PruneChangelogRequest): Promise<number> {
+    if (!/^(0|[1-9][0-9]*)$/.test(req.position)) {
+      throw new ConfigError(
+        `the change-log cursor '${req.position.slice(0, 80)}' was not written by the SQLite reader`,
+        { hint: 'check the extract state file of this job' },
+      );
+    }
+    const log = quoteIdent(req.changelog);
+    const writable = openSqlite(this.config, false);
+    try {
+      const batch = writable.prepare(
+        `DELETE FROM ${log} WHERE log_id IN (SELECT log_id FROM ${log} WHERE log_id <= ?` +
+          ` AND changed_at < strftime('%Y-%m-%d %H:%M:%f', 'now', ?) ORDER BY log_id LIMIT ?)`,
+      );
+      let total = 0;
+      for (;;) {
+        const { changes } = batch.run(
+          BigInt(req.position),
+          `-${Math.floor(req.olderThanSeconds)} seconds`,
+          req.batchSize,
+        );
+        total += changes;
+        if (changes < req.batchSize) return total;
+      }
+    } finally {
+      writable.close();
+    }
   }
 
   async executeDdl(statements: string[]): Promise<void> {

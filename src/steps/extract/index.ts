@@ -17,6 +17,8 @@ import { ConfigError } from '../../errors.js';
 import { readState } from '../../format/state.js';
 import { logSummary } from '../../log.js';
 import { elapsedSeconds, withStepLock, type StepContext } from '../common.js';
+import { pruneChangelog } from '../prune/changelog.js';
+import { pruneAfterStep } from '../prune/index.js';
 import { columnChanges, recordColumns } from './columns.js';
 import { extractDelta } from './delta.js';
 import type { TableCapture } from './modes/mode.js';
@@ -151,5 +153,10 @@ async function extractInto(
 
 /** Runs extract under the job's extract lock (resync too: its base is the chain's next delta). */
 export function extract(ctx: StepContext, options: ExtractOptions = {}): Promise<ExtractResult> {
-  return withStepLock(ctx.config, 'extract', () => extractRun(ctx, options));
+  return withStepLock(ctx.config, 'extract', async () => {
+    const result = await extractRun(ctx, options);
+    await pruneAfterStep(ctx, 'source');
+    if (ctx.config.retention?.changelog) await pruneChangelog(ctx.config, ctx.log);
+    return result;
+  });
 }

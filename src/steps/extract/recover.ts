@@ -1,6 +1,8 @@
 /**
  * Before extracting, bring the state up to date with the outbox (see recoverOutbox in
- * ../outbox.ts, shared with simulate).
+ * ../outbox.ts, shared with simulate): adopt complete deltas that an interrupted run published but
+ * did not record, then remove files of deltas that never got their manifest, and parts whose
+ * manifest an interrupted prune removed.
  */
 import type { StepState } from '../../format/state.js';
 import type { StepContext } from '../common.js';
