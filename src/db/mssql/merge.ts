@@ -6,10 +6,10 @@
 import { ConfigError } from '../../errors.js';
 import type { ColumnInfo } from '../types.js';
 import { literal, type TableName } from './sql.js';
+import { notingScale, stageFor } from './stage.js';
 import {
   driverWriter,
   quoteIdent,
-  stagingFor,
   type DriverType,
   type DriverWriter,
   type MssqlColumn,
@@ -29,6 +29,8 @@ export interface StagingColumn {
   value: string;
   key: boolean;
   write: DriverWriter;
+  /** Decimals: the largest scale among the staged values (see notingScale). */
+  digits?: { scale: number };
 }
 
 /** The staging table's extra column: row order in the delta, so the last row per key wins. */
@@ -108,7 +110,9 @@ export function stagingColumns(
       continue;
     }
     const name = `c${i}`;
-    const staged = stagingFor(source.type, t);
+    const staged = stageFor(source.type, t);
+    const write = driverWriter(source.type, staged.driver, source.name);
+    const digits = source.type === 'decimal' ? { scale: 0 } : undefined;
     staging.push({
       name,
       source,
@@ -118,7 +122,8 @@ export function stagingColumns(
       declaration: declare(staged.driver, staged.length, t.collation),
       value: staged.parse(`st.${name}`),
       key: key.includes(source.name),
-      write: driverWriter(source.type, staged.driver, source.name),
+      write: digits ? notingScale(write, digits) : write,
+      ...(digits ? { digits } : {}),
     });
   }
   if (problems.length > 0) {
