@@ -158,8 +158,9 @@ export function misfitCondition(column: CheckedColumn): string | null {
   const length = typeof target.length === 'number' ? target.length : undefined;
   // The MERGE writes a staged string as it is, and assigning it is what would cut it.
   const text =
-    column.value === staged && (column.driver === 'NVarChar' || column.driver === 'VarChar');
-  const bytes = column.value === staged && column.driver === 'VarBinary';
+    column.value === `st.${column.name}` &&
+    (column.driver === 'NVarChar' || column.driver === 'VarChar');
+  const bytes = column.value === `st.${column.name}` && column.driver === 'VarBinary';
   if (text && UNICODE.has(target.baseType) && length !== undefined) {
     // nvarchar(n) counts UTF-16 code units, two bytes each; DATALENGTH counts trailing spaces,
     // which SQL Server would otherwise cut off without a word.
@@ -179,7 +180,9 @@ export function misfitCondition(column: CheckedColumn): string | null {
     if (wide !== undefined && !WIDER[wide]?.includes(target.nativeType)) {
       const w = wideValue(column.source.type, staged, wide);
       const back = `TRY_CONVERT(${backType(target, wide)}, TRY_CONVERT(${target.nativeType}, ${w}))`;
-      conds.push(`${w} IS NULL OR ${back} IS NULL OR ${back} <> ${w}`);
+      // A staged text that does not parse as its own type does not fit either.
+      if (w !== staged) conds.push(`${w} IS NULL`);
+      conds.push(`${back} IS NULL OR ${back} <> ${w}`);
     }
   }
   const misfit = conds.length > 0 ? `(${staged} IS NOT NULL AND (${conds.join(' OR ')}))` : null;
