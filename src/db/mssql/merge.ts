@@ -198,9 +198,11 @@ const SINGLE_BYTE_STRINGS = new Set(['char', 'varchar']);
  * The staged value `value` of a key column, in the form to compare with the target column.
  * Staged strings are nvarchar; comparing a varchar column with nvarchar converts the column,
  * which turns an index seek into a scan and, under a SQL_ collation, compares by Unicode rules
- * instead of the column's own. The value is staged as at most 4000 characters for a sized
- * column, which varchar(8000) holds whole in any code page, so no longer value is truncated into
- * matching a shorter key; the staging column carries the target's collation, hence its code page.
+ * instead of the column's own. A sized column's key is compared as varchar(8000): before a
+ * MERGE the fit check (stage.ts) has refused any key longer than the column, so none is cut
+ * here; a key staged for a delete is not checked, and one longer than 8000 bytes could only
+ * match a varchar(8000) row holding exactly its first 8000 bytes. The staging column carries the
+ * target's collation, hence its code page.
  */
 export function keyMatch(target: MssqlColumn, value: string): string {
   if (!SINGLE_BYTE_STRINGS.has(target.baseType)) return value;
