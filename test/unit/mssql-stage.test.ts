@@ -95,6 +95,13 @@ describe('the check of one column', () => {
     );
   });
 
+  it('sizes decimal(38,s) at the largest scale of the values, trailing zeros not counted', () => {
+    const target = column('v', 'decimal', { num_precision: 10, num_scale: 1 });
+    expect(condition('decimal', target, ['100', '1.50', '-2.000'])).toContain('decimal(38,1)');
+    expect(condition('decimal', target, ['7'])).toContain('decimal(38,0)');
+    expect(condition('decimal', target, ['0.1234567'])).toContain('decimal(38,7)');
+  });
+
   it('datetime2(0): fractional seconds that would round (into the next day) are found', () => {
     const w = 'TRY_CONVERT(datetime2(7), st.[c1], 121)';
     const back = `TRY_CONVERT(datetime2(7), TRY_CONVERT(datetime2(0), ${w}))`;
