@@ -25,6 +25,7 @@ import { pipeline } from 'node:stream/promises';
 import { setImmediate as setImmediatePromise } from 'node:timers/promises';
 import { from as copyFrom } from 'pg-copy-streams';
 import { ConfigError, DeltaError } from '../../errors.js';
+import { misfitError } from '../misfit.js';
 import type { WireRow } from '../types.js';
 import type { TableRef } from './catalog.js';
 import { run, translateError, type PgConnection } from './connection.js';
@@ -308,21 +309,16 @@ export class TableLoader {
     return true;
   }
 
-  /** `(id, region)=(3, 'eu')`, as PostgreSQL writes keys in its messages. */
-  private describeKey(values: string[]): string {
-    return `(${this.plan.key.join(', ')})=(${values.join(', ')})`;
-  }
-
   private misfitError(m: Misfit): DeltaError {
     const column = this.plan.stageColumns.find((c) => c.name === m.column)!;
-    const what =
-      m.value === null
-        ? `is NULL, which the replica column (${column.targetType}, NOT NULL) refuses`
-        : `value '${m.value}' does not fit the replica column's type ${column.targetType} unchanged`;
-    return new DeltaError(
-      `table '${this.plan.table.name}' row ${this.describeKey(m.key)}: column ${m.column} ${what}`,
-      { hint: 'widen the replica column or fix the source value; nothing was applied' },
-    );
+    return misfitError({
+      table: this.plan.table.name,
+      key: this.plan.key,
+      values: m.key,
+      column: m.column,
+      value: m.value,
+      targetType: column.targetType,
+    });
   }
 
   /**
