@@ -186,6 +186,9 @@ BEGIN
   IF v IS NULL THEN RETURN false; END IF;
   IF stage IS NULL THEN
     EXECUTE format('SELECT $1::%s IS NULL', target) INTO differs USING v;
+  ELSIF target LIKE 'character(%' THEN
+    EXECUTE format('SELECT rtrim(($1::%s)::text, '' '') IS DISTINCT FROM rtrim($1, '' '')', target)
+      INTO differs USING v;
   ELSE
     EXECUTE format('SELECT (($1::%s)::%s)::%s IS DISTINCT FROM $1::%s', stage, target, stage, stage)
       INTO differs USING v;
@@ -193,6 +196,11 @@ BEGIN
   RETURN differs;
 EXCEPTION WHEN others THEN RETURN true;
 END $f$`;
+
+/** character(n) (bpchar), as format_type() prints it; not `character varying`. */
+function isBlankPadded(targetType: string): boolean {
+  return targetType === 'character' || targetType.startsWith('character(');
+}
 
 /** The first staged row a column cannot take, as found by a check. */
 interface Misfit {
@@ -331,6 +339,10 @@ export class TableLoader {
     if (checked.length === 0) return;
     const conds = checked.map((c) => {
       const q = quoteIdent(c.name);
+      // character(n) pads with spaces and drops them again when read as text: trailing spaces
+      // are not part of its values, so they are compared without them.
+      if (isBlankPadded(c.targetType))
+        return `(${q} IS NOT NULL AND rtrim(CAST(CAST(${q} AS ${c.targetType}) AS text), ' ') IS DISTINCT FROM rtrim(${q}, ' '))`;
       return `(${q} IS NOT NULL AND CAST(CAST(${q} AS ${c.targetType}) AS ${c.stageType}) IS DISTINCT FROM ${q})`;
     });
     const keys = this.plan.key.map((k) => `CAST(${quoteIdent(k)} AS text)`).join(', ');
