@@ -96,6 +96,8 @@ async function main(): Promise<number> {
 
     const src = new pg.Client({ connectionString: srcUrl });
     const dst = new pg.Client({ connectionString: dstUrl });
+    // The clean-up below drops both databases under these sessions when the soak fails early.
+    for (const c of [src, dst]) c.on('error', () => {});
     await src.connect();
     await dst.connect();
     await src.query('ALTER TABLE pgbench_history ADD COLUMN hid bigserial PRIMARY KEY');
@@ -143,6 +145,8 @@ async function main(): Promise<number> {
     let running = true;
     void benchDone.then(() => (running = false));
     const held = await holdOneTransaction(srcUrl, seconds, scale);
+    // Awaited after the loop; a loop that fails first must still report its own error.
+    held.committed.catch(() => {});
     let loops = 0;
     let checks = 0;
     const broken: string[] = [];
@@ -226,6 +230,9 @@ async function holdOneTransaction(
   const start = seconds / 3;
   const hold = Math.max(1, Math.round(seconds / 3));
   const c = new pg.Client({ connectionString: url });
+  // When the soak fails early, its clean-up drops the database under this session; that must not
+  // crash the process and hide the failure being reported.
+  c.on('error', () => {});
   await c.connect();
   const sleep = (s: number) => new Promise((r) => setTimeout(r, s * 1000));
   const committed = (async () => {

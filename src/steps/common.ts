@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import type { LoadedConfig } from '../config/load.js';
 import type { DbConfig } from '../db/types.js';
-import { ConfigError, DeltasyncError, UnavailableError } from '../errors.js';
+import { ConfigError } from '../errors.js';
 import { sweepTemporaryFiles } from '../format/atomic-file.js';
 import { acquireLock } from '../format/lock.js';
 import {
@@ -40,34 +40,11 @@ export async function withStepLock<T>(
   }
 }
 
-const UNAVAILABLE_CODES = new Set([
-  'ENOSPC',
-  'EDQUOT',
-  'EACCES',
-  'EPERM',
-  'EROFS',
-  'ENOENT',
-  'EIO',
-  'ENOTDIR',
-  'EFBIG',
-]);
-
 /**
  * Names a file-system failure for the operator: a full disk or a missing mount is a destination
- * that cannot be written (69), not a bug. Our own errors pass through.
+ * that cannot be written (69), not a bug. One rule for steps and stores.
  */
-export function fileError(err: unknown, what: string): unknown {
-  if (err instanceof DeltasyncError) return err;
-  const code = (err as NodeJS.ErrnoException).code;
-  if (code && UNAVAILABLE_CODES.has(code)) {
-    const hint =
-      code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG'
-        ? 'free some space (or raise the limit) and run again; nothing was published'
-        : 'check that the directory exists, is mounted and is writable by this user';
-    return new UnavailableError(`${what}: ${(err as Error).message}`, { hint, cause: err });
-  }
-  return err;
-}
+export { fsError as fileError } from '../store/common.js';
 
 export function elapsedSeconds(startNs: bigint): number {
   return Math.round(Number(process.hrtime.bigint() - startNs) / 1e6) / 1000;

@@ -7,8 +7,14 @@ import sql from 'mssql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openSource, openTarget } from '../../src/db/index.js';
 import { poolConfig } from '../../src/db/mssql/connection.js';
-import type { ColumnInfo, SourceReader, TargetWriter, WireRow } from '../../src/db/types.js';
-import { ConfigError } from '../../src/errors.js';
+import type {
+  ColumnInfo,
+  SourceReader,
+  TargetWriter,
+  WireRow,
+  WireValue,
+} from '../../src/db/types.js';
+import { ConfigError, DeltaError } from '../../src/errors.js';
 import { mssqlServer } from '../helpers/databases.js';
 
 const server = await mssqlServer();
@@ -310,6 +316,154 @@ describe.skipIf(!server.available)(
             }),
           ),
         ).rejects.toThrow(/no column gone/);
+      });
+    });
+
+    /**
+     * Issue 9 item 1, the findings of replica-values.test.ts on SQL Server: a value the replica
+     * column would round, truncate or refuse stops the load (65) naming table, key, column,
+     * value and type; nothing applied; once the column is fixed the next run goes on.
+     */
+    describe('never quietly different', () => {
+      interface Misfit {
+        what: string;
+        column: string;
+        type: ColumnInfo['type'];
+        good: WireValue;
+        bad: WireValue;
+        message: RegExp;
+        fixed: string;
+      }
+      const CASES: Misfit[] = [
+        {
+          what: 'numeric(10,4) into numeric(10,2)',
+          column: 'numeric(10,2)',
+          type: 'decimal',
+          good: '0.5000',
+          bad: '0.9949',
+          message:
+            /column v value '0\.9949' does not fit the replica column's type numeric\(10,2\) unchanged$/,
+          fixed: 'numeric(10,4)',
+        },
+        {
+          what: 'fractional seconds into datetime2(0) (the next day)',
+          column: 'datetime2(0)',
+          type: 'timestamp',
+          good: '2024-01-31 10:00:00',
+          bad: '2024-01-31 23:59:59.987654',
+          message:
+            /column v value '2024-01-31 23:59:59\.987654' does not fit the replica column's type datetime2\(0\) unchanged$/,
+          fixed: 'datetime2(6)',
+        },
+        {
+          what: 'a string too long',
+          column: 'nvarchar(5)',
+          type: 'text',
+          good: 'abc',
+          bad: 'abcdefgh',
+          message:
+            /column v value 'abcdefgh' does not fit the replica column's type nvarchar\(5\) unchanged$/,
+          fixed: 'nvarchar(20)',
+        },
+        {
+          what: 'trailing spaces SQL Server would cut off without a word',
+          column: 'varchar(5)',
+          type: 'text',
+          good: 'abc',
+          bad: 'abc      ',
+          message:
+            /column v value 'abc {6}' does not fit the replica column's type varchar\(5\) unchanged$/,
+          fixed: 'varchar(20)',
+        },
+        {
+          what: 'an int that needs bigint',
+          column: 'int',
+          type: 'bigint',
+          good: '1',
+          bad: '3000000000',
+          message:
+            /column v value '3000000000' does not fit the replica column's type int unchanged$/,
+          fixed: 'bigint',
+        },
+        {
+          what: 'NULL into a NOT NULL column',
+          column: 'nvarchar(10) NOT NULL',
+          type: 'text',
+          good: 'x',
+          bad: null,
+          message:
+            /column v is NULL, which the replica column \(nvarchar\(10\), NOT NULL\) refuses$/,
+          fixed: 'nvarchar(10) NULL',
+        },
+      ];
+      const columns = (type: ColumnInfo['type']): ColumnInfo[] => [
+        { name: 'id', type: 'int' },
+        { name: 'v', type },
+      ];
+      const load = (name: string, type: ColumnInfo['type'], rows: WireRow[]) =>
+        target.transaction((tx) =>
+          tx.applyRows({ table: name, key: ['id'], columns: columns(type), rows: rowsOf(rows) }),
+        );
+      const count = async (name: string) =>
+        Number((await exec(`SELECT COUNT(*) AS n FROM dbo.${name}`)).recordset[0].n);
+
+      for (const [i, c] of CASES.entries()) {
+        it(`${c.what}: 65 naming the row, nothing applied, then applied once fixed`, async () => {
+          const name = `misfit_${i}`;
+          await exec(`CREATE TABLE dbo.${name} (id int NOT NULL PRIMARY KEY, v ${c.column})`);
+          const rows: WireRow[] = [
+            [1, c.good],
+            [2, c.bad],
+            [3, c.good],
+          ];
+          const err = await load(name, c.type, rows).then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+          expect(err).toBeInstanceOf(DeltaError);
+          expect((err as DeltaError).exitCode).toBe(65);
+          expect((err as DeltaError).message).toMatch(
+            new RegExp(`^table 'dbo\\.${name}' row \\(id\\)=\\(2\\): `),
+          );
+          expect((err as DeltaError).message).toMatch(c.message);
+          expect(await count(name)).toBe(0);
+          await exec(`ALTER TABLE dbo.${name} ALTER COLUMN v ${c.fixed}`);
+          expect(await load(name, c.type, rows)).toBe(3);
+          const back = await collect(
+            target.readAll({ table: name, key: ['id'], columns: columns(c.type) }),
+          );
+          expect(back).toEqual(rows);
+        });
+      }
+
+      it('a duplicate in a secondary unique index: 65 with the key value, nothing applied', async () => {
+        await exec(
+          `CREATE TABLE dbo.store (id int NOT NULL PRIMARY KEY, manager int NOT NULL UNIQUE)`,
+        );
+        const err = await target
+          .transaction((tx) =>
+            tx.applyRows({
+              table: 'store',
+              key: ['id'],
+              columns: [
+                { name: 'id', type: 'int' },
+                { name: 'manager', type: 'int' },
+              ],
+              rows: rowsOf([
+                [1, 7],
+                [2, 7],
+              ]),
+            }),
+          )
+          .then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+        expect(err).toBeInstanceOf(DeltaError);
+        expect((err as DeltaError).message).toMatch(
+          /^table 'dbo\.store': the replica refused a row \(error 2627\): .*The duplicate key value is \(7\)\.$/,
+        );
+        expect(await count('store')).toBe(0);
       });
     });
 

@@ -241,6 +241,31 @@ for (const engine of ['pg', 'mysql', 'sqlite'] as Engine[]) {
       },
     );
 
+    it('values that fit are never refused: blank and space-padded text into a CHAR column', async () => {
+      if (!s.available(engine)) return;
+      // pgbench_accounts.filler is character(84) of blanks: a PostgreSQL replica's check once
+      // refused it, as character(n) drops trailing blanks when read back as text.
+      const charType = engine === 'sqlite' ? 'TEXT' : 'CHAR(84)';
+      await db.exec(`CREATE TABLE padded (id INT PRIMARY KEY, c ${charType})`);
+      const job = loadJob(db, '', 'padded');
+      try {
+        const values = [' '.repeat(84), 'abc', 'abc   ', ''];
+        await job.delta(0, 1, [
+          {
+            name: 'padded',
+            key: ['id'],
+            columns: cols('id:int', 'c:text'),
+            rows: values.map((v, i) => [i + 1, v]),
+          },
+        ]);
+        const r = runBin('deltasync-load', ['-c', job.config]);
+        expect(r.code, r.stderr).toBe(0);
+        expect(await db.rows('SELECT id FROM padded ORDER BY id')).toEqual([[1], [2], [3], [4]]);
+      } finally {
+        job.cleanup();
+      }
+    });
+
     it('a key that is not a primary key or unique index is refused (78)', async () => {
       if (!s.available(engine)) return;
       await db.exec('CREATE TABLE nokey (id INT, c VARCHAR(10))');

@@ -67,9 +67,9 @@ describe('bulk table column definitions', () => {
     expect(normalise(declared)).toBe(normalise(plan.createStaging));
     // and spelled out, so that a change to both sides is still visible here
     expect(normalise(plan.createStaging)).toBe(
-      'create table [#stage_t_00000000] ([c0] bigint null, [c1] smallint null, [c2] tinyint null, ' +
-        '[c3] int null, [c4] varchar(40) null, [c5] varchar(100) null, [c6] float null, ' +
-        '[c7] bit null, [c8] nvarchar(100) null, [c9] nvarchar(max) null, [c10] varbinary(32) null, ' +
+      'create table [#stage_t_00000000] ([c0] bigint null, [c1] bigint null, [c2] bigint null, ' +
+        '[c3] bigint null, [c4] varchar(40) null, [c5] varchar(100) null, [c6] float null, ' +
+        '[c7] bit null, [c8] nvarchar(max) null, [c9] nvarchar(max) null, [c10] varbinary(max) null, ' +
         '[c11] varbinary(max) null, [c12] uniqueidentifier null, [c13] varchar(10) null, ' +
         '[c14] varchar(28) null, [seq] bigint not null)',
     );

@@ -47,16 +47,16 @@ describe('staging table', () => {
     );
   });
 
-  it('has positional columns typed from the target, its collations, and a seq column', () => {
+  it("has positional columns in the delta's own types, the target's collations, and a seq column", () => {
     const plan = planApply(table, ['weird] name', 'region'], delta, target, STAGE);
     expect(plan.createStaging).toBe(
       'CREATE TABLE [#stage_weirdtable_0a1b2c3d] (' +
-        '[c0] nvarchar(50) COLLATE Latin1_General_CI_AS NULL, ' +
-        '[c1] int NULL, ' +
+        '[c0] nvarchar(max) COLLATE Latin1_General_CI_AS NULL, ' +
+        '[c1] bigint NULL, ' +
         '[c2] varchar(100) COLLATE DATABASE_DEFAULT NULL, ' +
         '[c3] varchar(28) COLLATE DATABASE_DEFAULT NULL, ' +
-        '[c4] nvarchar(200) COLLATE SQL_Latin1_General_CP1_CI_AS NULL, ' +
-        '[c5] nvarchar(3) COLLATE Latin1_General_CI_AS NULL, ' +
+        '[c4] nvarchar(max) COLLATE SQL_Latin1_General_CP1_CI_AS NULL, ' +
+        '[c5] nvarchar(max) COLLATE Latin1_General_CI_AS NULL, ' +
         '[c6] varbinary(max) NULL, ' +
         '[c7] bit NULL, ' +
         '[seq] bigint NOT NULL)',
@@ -67,7 +67,7 @@ describe('staging table', () => {
   it('never puts an odd collation name into DDL', () => {
     const odd = [column('k', 'nvarchar', { max_length: 20, collation_name: 'x] DROP TABLE y --' })];
     const [c] = stagingColumns(table, ['k'], [{ name: 'k', type: 'text' }], odd);
-    expect(c!.declaration).toBe('nvarchar(10) COLLATE DATABASE_DEFAULT');
+    expect(c!.declaration).toBe('nvarchar(max) COLLATE DATABASE_DEFAULT');
   });
 });
 
@@ -77,9 +77,9 @@ describe('MERGE', () => {
     expect(plan.merge.split('\n')).toEqual([
       'MERGE INTO [dbo].[weird]] table] WITH (HOLDLOCK) AS t',
       'USING (SELECT c0, c1, c2, c3, c4, c5, c6, c7 FROM (' +
-        'SELECT st.c0 AS c0, st.c1 AS c1, CONVERT(decimal(38,10), st.c2) AS c2, ' +
+        'SELECT st.c0 AS c0, CONVERT(int, st.c1) AS c1, CONVERT(decimal(38,10), st.c2) AS c2, ' +
         'CONVERT(datetimeoffset(7), st.c3) AS c3, st.c4 AS c4, st.c5 AS c5, st.c6 AS c6, ' +
-        'st.c7 AS c7, ROW_NUMBER() OVER (PARTITION BY st.c0, st.c1 ORDER BY st.seq DESC) AS rn ' +
+        'st.c7 AS c7, ROW_NUMBER() OVER (PARTITION BY st.c0, CONVERT(int, st.c1) ORDER BY st.seq DESC) AS rn ' +
         'FROM [#stage_weirdtable_0a1b2c3d] AS st) AS d WHERE d.rn = 1) AS s',
       'ON t.[weird]] name] = s.c0 AND t.[region] = s.c1',
       'WHEN MATCHED AND EXISTS (SELECT ' +
@@ -262,7 +262,7 @@ describe('deleteRows', () => {
     expect(plan.createStaging).toBe(
       'CREATE TABLE [#stage_weirdtable_0a1b2c3d] (' +
         '[c0] varchar(27) COLLATE DATABASE_DEFAULT NULL, ' +
-        '[c1] nvarchar(20) COLLATE Latin1_General_CI_AS NULL, ' +
+        '[c1] nvarchar(max) COLLATE Latin1_General_CI_AS NULL, ' +
         '[seq] bigint NOT NULL)',
     );
     expect(plan.delete).toBe(

@@ -6,10 +6,10 @@
 import { ConfigError } from '../../errors.js';
 import type { ColumnInfo } from '../types.js';
 import { literal, type TableName } from './sql.js';
+import { notingScale, stageFor } from './stage.js';
 import {
   driverWriter,
   quoteIdent,
-  stagingFor,
   type DriverType,
   type DriverWriter,
   type MssqlColumn,
@@ -29,6 +29,8 @@ export interface StagingColumn {
   value: string;
   key: boolean;
   write: DriverWriter;
+  /** Decimals: the largest scale among the staged values (see notingScale). */
+  digits?: { scale: number };
 }
 
 /** The staging table's extra column: row order in the delta, so the last row per key wins. */
@@ -108,7 +110,9 @@ export function stagingColumns(
       continue;
     }
     const name = `c${i}`;
-    const staged = stagingFor(source.type, t);
+    const staged = stageFor(source.type, t);
+    const write = driverWriter(source.type, staged.driver, source.name);
+    const digits = source.type === 'decimal' ? { scale: 0 } : undefined;
     staging.push({
       name,
       source,
@@ -118,7 +122,8 @@ export function stagingColumns(
       declaration: declare(staged.driver, staged.length, t.collation),
       value: staged.parse(`st.${name}`),
       key: key.includes(source.name),
-      write: driverWriter(source.type, staged.driver, source.name),
+      write: digits ? notingScale(write, digits) : write,
+      ...(digits ? { digits } : {}),
     });
   }
   if (problems.length > 0) {
@@ -193,9 +198,11 @@ const SINGLE_BYTE_STRINGS = new Set(['char', 'varchar']);
  * The staged value `value` of a key column, in the form to compare with the target column.
  * Staged strings are nvarchar; comparing a varchar column with nvarchar converts the column,
  * which turns an index seek into a scan and, under a SQL_ collation, compares by Unicode rules
- * instead of the column's own. The value is staged as at most 4000 characters for a sized
- * column, which varchar(8000) holds whole in any code page, so no longer value is truncated into
- * matching a shorter key; the staging column carries the target's collation, hence its code page.
+ * instead of the column's own. A sized column's key is compared as varchar(8000): before a
+ * MERGE the fit check (stage.ts) has refused any key longer than the column, so none is cut
+ * here; a key staged for a delete is not checked, and one longer than 8000 bytes could only
+ * match a varchar(8000) row holding exactly its first 8000 bytes. The staging column carries the
+ * target's collation, hence its code page.
  */
 export function keyMatch(target: MssqlColumn, value: string): string {
   if (!SINGLE_BYTE_STRINGS.has(target.baseType)) return value;

@@ -43,7 +43,8 @@ export function literal(text: string): string {
 export const REFLECT_COLUMNS_SQL = `SELECT c.name AS name,
   CASE WHEN t.is_assembly_type = 1 THEN t.name ELSE TYPE_NAME(c.system_type_id) END AS base_type,
   c.max_length AS max_length, c.[precision] AS num_precision, c.scale AS num_scale,
-  c.is_identity AS is_identity, c.is_computed AS is_computed, c.collation_name AS collation_name
+  c.is_identity AS is_identity, c.is_computed AS is_computed, c.collation_name AS collation_name,
+  c.is_nullable AS is_nullable
 FROM sys.columns AS c
 JOIN sys.types AS t ON t.user_type_id = c.user_type_id
 WHERE c.object_id = OBJECT_ID(@table)

@@ -42,6 +42,7 @@ import {
   tableName,
   type TableName,
 } from './sql.js';
+import { fitCheckError, fitCheckSql, refusedRowError } from './stage.js';
 import { streamRows, toWireRows } from './stream.js';
 import { publicColumn, quoteIdent, wireRead, type MssqlColumn } from './types.js';
 
@@ -158,7 +159,8 @@ class Transaction implements TargetTransaction {
     await this.request()
       .batch(restoreForeignKeysSql())
       .catch((err) => {
-        throw translateError(err, this.conn.label);
+        // 547: a row the delta left without its parent (the table is in the message).
+        throw refusedRowError(err) ?? translateError(err, this.conn.label);
       });
     this.relaxed = false;
   }
@@ -219,14 +221,27 @@ class Transaction implements TargetTransaction {
     try {
       const count = await this.stage(request.rows, staging, plan);
       if (count > 0) {
+        await this.checkFit(table, staging, plan.staging);
         await this.request().batch(plan.merge);
         await this.request().batch(plan.dropStaging);
       }
       return count;
     } catch (err) {
       // The caller rolls back, which also drops the staging table.
-      throw translateError(err, this.conn.label, table.label);
+      throw refusedRowError(err, table.label) ?? translateError(err, this.conn.label, table.label);
     }
+  }
+
+  /**
+   * Proves in one query over the staging table that every value fits its replica column
+   * unchanged (see stage.ts); throws a DeltaError naming the first row that does not.
+   */
+  private async checkFit(table: TableName, staging: string, columns: StagingColumn[]) {
+    const check = fitCheckSql(staging, columns, SEQ_COLUMN);
+    if (check === null) return;
+    const result = await this.request().batch<Record<string, unknown>>(check);
+    const found = result.recordset?.[0];
+    if (found) throw fitCheckError(table, columns, found);
   }
 
   /**
@@ -261,7 +276,7 @@ class Transaction implements TargetTransaction {
       await this.request().batch(plan.dropStaging);
       return Number(result.recordset?.[0]?.deleted ?? 0);
     } catch (err) {
-      throw translateError(err, this.conn.label, table.label);
+      throw refusedRowError(err, table.label) ?? translateError(err, this.conn.label, table.label);
     }
   }
 

@@ -23,6 +23,8 @@ export interface ReflectedColumn {
   is_identity: boolean;
   is_computed: boolean;
   collation_name: string | null;
+  /** Absent in rows built by hand: nullable. */
+  is_nullable?: boolean;
 }
 
 /** A column as the adapter sees it: the contract's ColumnInfo plus what writing needs. */
@@ -39,6 +41,8 @@ export interface MssqlColumn {
   identity: boolean;
   computed: boolean;
   collation: string | null;
+  /** Whether the column takes NULL: a NOT NULL one fed NULL is refused before the MERGE. */
+  nullable: boolean;
 }
 
 /** Base type name -> logical type. Anything not listed is unsupported. */
@@ -115,6 +119,7 @@ export function toMssqlColumn(row: ReflectedColumn): MssqlColumn {
     identity: Boolean(row.is_identity),
     computed: Boolean(row.is_computed),
     collation: row.collation_name,
+    nullable: row.is_nullable === undefined ? true : Boolean(row.is_nullable),
   };
 }
 

@@ -13,6 +13,7 @@
 import { Readable } from 'node:stream';
 import type { ResultSetHeader } from 'mysql2';
 import { DeltaError, DeltasyncError } from '../../errors.js';
+import { misfitError } from '../misfit.js';
 import type { ColumnInfo, WireRow } from '../types.js';
 import { run, translateError, type Session } from './connection.js';
 import { quoteIdent, type WriteEncoder } from './types.js';
@@ -282,22 +283,19 @@ async function findMisfit(
       .join(' AND ')} ORDER BY s.${SEQ} LIMIT 1`,
     plan.key.map((k) => found[`k_${k}`]),
   );
-  const key = describeKey(
-    plan,
-    plan.key.map((k) => found[`k_${k}`]),
-  );
   const targetType = plan.targetTypes[index]!;
   // Staged decimals carry 30 digits of scale: show the value as the delta had it.
   const shown =
     column.type === 'decimal' && value?.v
       ? value.v.replace(/(\.\d*?)0+$/, '$1').replace(/\.$/, '')
       : value?.v;
-  const what =
-    shown === null || shown === undefined
-      ? `is NULL, which the replica column (${targetType} NOT NULL) refuses`
-      : `value '${shown}' does not fit the replica column's type ${targetType} unchanged`;
-  return new DeltaError(`table '${plan.tableName}' row ${key}: column ${column.name} ${what}`, {
-    hint: 'widen the replica column or fix the source value; nothing was applied',
+  return misfitError({
+    table: plan.tableName,
+    key: plan.key,
+    values: plan.key.map((k) => found[`k_${k}`]),
+    column: column.name,
+    value: shown ?? null,
+    targetType,
   });
 }
 

@@ -25,6 +25,7 @@ import { pipeline } from 'node:stream/promises';
 import { setImmediate as setImmediatePromise } from 'node:timers/promises';
 import { from as copyFrom } from 'pg-copy-streams';
 import { ConfigError, DeltaError } from '../../errors.js';
+import { misfitError } from '../misfit.js';
 import type { WireRow } from '../types.js';
 import type { TableRef } from './catalog.js';
 import { run, translateError, type PgConnection } from './connection.js';
@@ -185,6 +186,9 @@ BEGIN
   IF v IS NULL THEN RETURN false; END IF;
   IF stage IS NULL THEN
     EXECUTE format('SELECT $1::%s IS NULL', target) INTO differs USING v;
+  ELSIF target LIKE 'character(%' THEN
+    EXECUTE format('SELECT rtrim(($1::%s)::text, '' '') IS DISTINCT FROM rtrim($1, '' '')', target)
+      INTO differs USING v;
   ELSE
     EXECUTE format('SELECT (($1::%s)::%s)::%s IS DISTINCT FROM $1::%s', stage, target, stage, stage)
       INTO differs USING v;
@@ -192,6 +196,11 @@ BEGIN
   RETURN differs;
 EXCEPTION WHEN others THEN RETURN true;
 END $f$`;
+
+/** character(n) (bpchar), as format_type() prints it; not `character varying`. */
+function isBlankPadded(targetType: string): boolean {
+  return targetType === 'character' || targetType.startsWith('character(');
+}
 
 /** The first staged row a column cannot take, as found by a check. */
 interface Misfit {
@@ -308,21 +317,16 @@ export class TableLoader {
     return true;
   }
 
-  /** `(id, region)=(3, 'eu')`, as PostgreSQL writes keys in its messages. */
-  private describeKey(values: string[]): string {
-    return `(${this.plan.key.join(', ')})=(${values.join(', ')})`;
-  }
-
   private misfitError(m: Misfit): DeltaError {
     const column = this.plan.stageColumns.find((c) => c.name === m.column)!;
-    const what =
-      m.value === null
-        ? `is NULL, which the replica column (${column.targetType}, NOT NULL) refuses`
-        : `value '${m.value}' does not fit the replica column's type ${column.targetType} unchanged`;
-    return new DeltaError(
-      `table '${this.plan.table.name}' row ${this.describeKey(m.key)}: column ${m.column} ${what}`,
-      { hint: 'widen the replica column or fix the source value; nothing was applied' },
-    );
+    return misfitError({
+      table: this.plan.table.name,
+      key: this.plan.key,
+      values: m.key,
+      column: m.column,
+      value: m.value,
+      targetType: column.targetType,
+    });
   }
 
   /**
@@ -335,6 +339,10 @@ export class TableLoader {
     if (checked.length === 0) return;
     const conds = checked.map((c) => {
       const q = quoteIdent(c.name);
+      // character(n) pads with spaces and drops them again when read as text: trailing spaces
+      // are not part of its values, so they are compared without them.
+      if (isBlankPadded(c.targetType))
+        return `(${q} IS NOT NULL AND rtrim(CAST(CAST(${q} AS ${c.targetType}) AS text), ' ') IS DISTINCT FROM rtrim(${q}, ' '))`;
       return `(${q} IS NOT NULL AND CAST(CAST(${q} AS ${c.targetType}) AS ${c.stageType}) IS DISTINCT FROM ${q})`;
     });
     const keys = this.plan.key.map((k) => `CAST(${quoteIdent(k)} AS text)`).join(', ');
