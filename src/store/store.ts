@@ -77,7 +77,8 @@ export interface DeltaStore {
 
   /**
    * Replaces `file` atomically with `data` (small files a reader expects to change, such as
-   * acknowledgements). Not for delta files, which are create-only.
+   * acknowledgements). Not for delta files, which are create-only. Its caller holds the lock for
+   * that name, so temporary files of the name left by earlier (killed) writers are removed first.
    */
   replace(file: string, data: Uint8Array | string): Promise<void>;
 

@@ -120,6 +120,8 @@ export class DirStore implements DeltaStore {
   }
 
   async replace(file: string, data: Uint8Array | string): Promise<void> {
+    for (const name of (await this.names()).filter((n) => n.startsWith(`.${file}${TMP_MARKER}`)))
+      await this.remove(name);
     await writeFileAtomic(join(this.dir, file), data).catch((err) => {
       throw fsError(err, `cannot write ${join(this.dir, file)}`);
     });

@@ -364,6 +364,8 @@ export class SftpStore implements DeltaStore {
 
   async replace(file: string, data: Uint8Array | string): Promise<void> {
     const { sftp } = await this.connection();
+    for (const name of (await this.names()).filter((n) => n.startsWith(`.${file}${TMP_MARKER}`)))
+      await this.unlink(this.pathOf(name));
     const tmp = this.pathOf(this.temporaryName(file));
     try {
       await this.writeNew(tmp, toReadable(data));
