@@ -6,7 +6,7 @@
  */
 import type { LoadedConfig } from '../../config/load.js';
 import type { DestinationConfig } from '../../config/schema.js';
-import { parseAck, replicaOfAckFile, type Acknowledgement } from '../../format/ack.js';
+import type { Acknowledgement } from '../../format/ack.js';
 import { compareLogIds } from '../../format/logid.js';
 import { parseManifest, partsOf } from '../../format/manifest.js';
 import { readState } from '../../format/state.js';
@@ -64,26 +64,8 @@ export async function deltasIn(store: DeltaStore, job: string, log: Logger): Pro
   return out;
 }
 
-/** The acknowledgements of `job` in a store; an unreadable one is logged and skipped. */
-export async function acksIn(
-  store: DeltaStore,
-  job: string,
-  log: Logger,
-): Promise<Acknowledgement[]> {
-  const acks: Acknowledgement[] = [];
-  for (const name of await store.list(`${job}.`)) {
-    if (replicaOfAckFile(job, name) === null) continue;
-    try {
-      acks.push(parseAck(await readText(store, name), name));
-    } catch (err) {
-      log.warn(
-        { location: store.where, file: name, err: (err as Error).message },
-        'ignoring an unreadable acknowledgement',
-      );
-    }
-  }
-  return acks;
-}
+/** The acknowledgements of `job` in a store (one reader shared with copy and status). */
+export { readAcks as acksIn } from '../ack.js';
 
 export function ackReader(ack: Acknowledgement): ReaderPosition {
   return { kind: 'replica', name: ack.replica, logId: ack.logId, since: ack.time };
