@@ -2,7 +2,7 @@
 import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DeltaError, DeltasyncError, UnavailableError } from '../errors.js';
-import { isTemporaryName } from '../format/atomic-file.js';
+import { TMP_MARKER, isTemporaryName } from '../format/atomic-file.js';
 import { createHasher } from '../format/checksum.js';
 import { compareLogIds, logIdOfFile, logIdPrefix } from '../format/logid.js';
 import {
@@ -192,4 +192,22 @@ export async function readManifestIn(
   check: ManifestCheck | string = {},
 ): Promise<Manifest> {
   return parseManifest(await readText(store, file), file, check);
+}
+
+/**
+ * What interrupted writers left among a file-based store's names (a directory, an SFTP folder):
+ * temporary files (`.{final}.tmp-{pid}-{random}`) and parts without their manifest.
+ */
+export function leftoversAmong(names: string[], after: string): Leftover[] {
+  const temporary: Leftover[] = names.filter(isTemporaryName).map((n) => ({
+    name: n.slice(1, n.indexOf(TMP_MARKER)),
+    kind: 'temporary',
+    ref: n,
+  }));
+  return afterLogId([...temporary, ...orphanParts(names)], after);
+}
+
+/** Temporary files of one final name, among a file-based store's names. */
+export function temporariesOf(names: string[], file: string): string[] {
+  return names.filter((n) => n.startsWith(`.${file}${TMP_MARKER}`));
 }

@@ -9,7 +9,6 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DeltaError, UnavailableError } from '../../errors.js';
 import {
-  TMP_MARKER,
   isTemporaryName,
   publishTemporary,
   temporaryPathFor,
@@ -22,8 +21,8 @@ import {
   digestStream,
   fsError,
   missingFile,
-  afterLogId,
-  orphanParts,
+  leftoversAmong,
+  temporariesOf,
   toReadable,
 } from '../common.js';
 import type { DeltaStore, FileDigest, Leftover, PublishOptions, StoreManifest } from '../store.js';
@@ -120,8 +119,7 @@ export class DirStore implements DeltaStore {
   }
 
   async replace(file: string, data: Uint8Array | string): Promise<void> {
-    for (const name of (await this.names()).filter((n) => n.startsWith(`.${file}${TMP_MARKER}`)))
-      await this.remove(name);
+    for (const name of temporariesOf(await this.names(), file)) await this.remove(name);
     await writeFileAtomic(join(this.dir, file), data).catch((err) => {
       throw fsError(err, `cannot write ${join(this.dir, file)}`);
     });
@@ -134,14 +132,7 @@ export class DirStore implements DeltaStore {
   }
 
   async leftovers(after = '0'): Promise<Leftover[]> {
-    const names = await this.names();
-    const temporary: Leftover[] = names.filter(isTemporaryName).map((n) => ({
-      // `.{final}.tmp-{pid}-{random}` -> `{final}`
-      name: n.slice(1, n.indexOf(TMP_MARKER)),
-      kind: 'temporary',
-      ref: n,
-    }));
-    return afterLogId([...temporary, ...orphanParts(names)], after);
+    return leftoversAmong(await this.names(), after);
   }
 
   async removeLeftover(leftover: Leftover): Promise<void> {

@@ -21,8 +21,8 @@ import {
   digestStream,
   manifestsIn,
   missingFile,
-  afterLogId,
-  orphanParts,
+  leftoversAmong,
+  temporariesOf,
   toReadable,
   typedErrors,
 } from '../common.js';
@@ -364,7 +364,7 @@ export class SftpStore implements DeltaStore {
 
   async replace(file: string, data: Uint8Array | string): Promise<void> {
     const { sftp } = await this.connection();
-    for (const name of (await this.names()).filter((n) => n.startsWith(`.${file}${TMP_MARKER}`)))
+    for (const name of temporariesOf(await this.names(), file))
       await this.unlink(this.pathOf(name));
     const tmp = this.pathOf(this.temporaryName(file));
     try {
@@ -399,13 +399,7 @@ export class SftpStore implements DeltaStore {
   }
 
   async leftovers(after = '0'): Promise<Leftover[]> {
-    const names = await this.names();
-    const temporary: Leftover[] = names.filter(isTemporaryName).map((n) => ({
-      name: n.slice(1, n.indexOf(TMP_MARKER)),
-      kind: 'temporary',
-      ref: n,
-    }));
-    return afterLogId([...temporary, ...orphanParts(names)], after);
+    return leftoversAmong(await this.names(), after);
   }
 
   async removeLeftover(leftover: Leftover): Promise<void> {
