@@ -26,9 +26,18 @@ SECRET_KEY=deltasynctestsecret
 export DEBIAN_FRONTEND=noninteractive
 
 log() { echo "ci-radosgw: $*" >&2; }
+# What the daemons said last: the one place a failed start explains itself.
+show_logs() {
+  local f
+  for f in "$ROOT"/log/osd-start.log "$ROOT"/log/osd.*.log "$ROOT"/log/mon.a.log "$ROOT"/log/client.rgw.gw.log; do
+    [[ -s $f ]] || continue
+    echo "ci-radosgw: --- last lines of $f" >&2
+    tail -n 15 "$f" >&2
+  done
+}
 die() {
   echo "ci-radosgw: ERROR: $*" >&2
-  [[ -f $ROOT/log/client.rgw.gw.log ]] && tail -n 5 "$ROOT/log/client.rgw.gw.log" >&2
+  show_logs
   exit 1
 }
 
@@ -61,11 +70,12 @@ gateway_answers() {
 
 # Stops the daemons of an earlier run and waits until they are gone: a daemon still shutting down
 # would talk to the next cluster's monitor with the old fsid.
+# Daemons are found by the configuration file on their command line, not only by pid file: a
+# pid file can be gone while its daemon lives on (and such an OSD keeps answering the next
+# cluster's monitor as osd.0), and a pid in a stale pid file can belong to anything by now.
 stop_all() {
   local pids=() pid
-  for pidfile in "$ROOT"/run/*.pid; do
-    [[ -f $pidfile ]] || continue
-    pid=$(cat "$pidfile")
+  for pid in $(pgrep -f -- "-c $CONF" || true); do
     kill "$pid" 2>/dev/null && pids+=("$pid")
   done
   local deadline=$((SECONDS + 10))
@@ -156,7 +166,14 @@ log "memstore OSD"
 OSD_ID=$(ceph osd create)
 mkdir -p "$ROOT/osd/osd.$OSD_ID"
 ceph-osd -c "$CONF" -i "$OSD_ID" --mkfs >/dev/null 2>&1 || die "ceph-osd --mkfs failed"
-ceph-osd -c "$CONF" -i "$OSD_ID" 2>>"$ROOT/log/osd-start.log" || die "ceph-osd did not start"
+# ceph-osd returns only once its daemon has registered with the monitor; on a loaded machine that
+# can time out once, so it gets three tries before the script gives up.
+for attempt in 1 2 3; do
+  ceph-osd -c "$CONF" -i "$OSD_ID" 2>>"$ROOT/log/osd-start.log" && break
+  ((attempt < 3)) || die "ceph-osd did not start (3 tries)"
+  log "ceph-osd did not start (try $attempt of 3); trying again"
+  sleep 2
+done
 wait_for "OSD" bash -c "command ceph -c '$CONF' osd stat | grep -q '1 up'" || die "the OSD never came up"
 
 log "radosgw on 127.0.0.1:$RGW_PORT"
