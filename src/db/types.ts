@@ -292,6 +292,12 @@ export interface TargetTransaction {
    * row count failed), the error propagates and the caller rolls back. Returns the row count.
    */
   applyRows(request: ApplyRowsRequest): Promise<number>;
+  /**
+   * Format 2 fast path (engines that can take COPY text as bytes: PostgreSQL COPY, MariaDB LOAD
+   * DATA): the same upsert as applyRows, from canonical COPY text, without per-row JavaScript.
+   * Optional: load falls back to decoding lines into wire rows for applyRows.
+   */
+  copyRows?(request: CopyRowsRequest): Promise<number>;
   /** Runs one DDL statement inside the transaction (only where the writer's ddlInTransaction). */
   executeDdl(sql: string): Promise<void>;
   /** Records the applied logId for the job (creates or updates the bookkeeping row). */
@@ -304,6 +310,24 @@ export interface TargetTransaction {
    * count deleted.
    */
   deleteRowsNotIn(request: DeleteRowsRequest): Promise<number>;
+}
+
+/**
+ * Format 2 (docs/format.md): rows as canonical COPY text, one '\n'-terminated line per row, with
+ * chunk boundaries anywhere. The iterable throws at its end when a part's checksum or row count
+ * does not match its manifest; the caller then rolls the transaction back.
+ */
+export type CopyText = AsyncIterable<Buffer>;
+
+export interface CopyRowsRequest {
+  table: string;
+  /** Key columns; rows are upserted by these. */
+  key: string[];
+  /** The columns of every line, in line order (the delta's columns, as the manifest lists them). */
+  columns: ColumnInfo[];
+  /** Indexes into `columns` of the ones the target has and load writes; the others are skipped. */
+  keep: number[];
+  data: CopyText;
 }
 
 export interface DeleteRowsRequest {
