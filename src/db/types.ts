@@ -237,6 +237,21 @@ export interface SourceReader {
   readAll(request: ReadAllRequest): AsyncIterable<WireRow>;
   /** Changelog mode: each key whose log rows are in `upTo` and not in `after`, as its current row or a delete. */
   readChangelog(request: ChangelogRequest): AsyncIterable<ChangelogRow>;
+  /**
+   * Format 2 fast path (engines whose own export is the canonical COPY text: PostgreSQL). The
+   * same reads as readChanges, readKeyset and readAll, in the same snapshot and order, as
+   * canonical COPY text (docs/format.md) of `columns`, with no per-row work in Node. Optional:
+   * extract falls back to the wire-row reads and encodes them itself.
+   */
+  copyChanges?(request: ReadChangesRequest): CopyText;
+  copyKeyset?(request: ReadKeysetRequest): CopyText;
+  copyAll?(request: ReadAllRequest): CopyText;
+  /**
+   * Format 2 fast path of readChangelog, one kind at a time (they go to separate parts):
+   * `upserts`, each changed key's row as it is now (`columns`); `deletes`, the key values (in
+   * `key` order) of the changed keys whose row is gone. Both calls see the same snapshot.
+   */
+  copyChangelog?(request: ChangelogRequest, kind: 'upserts' | 'deletes'): CopyText;
   /** The tables `table` references through foreign keys (to order parents first). */
   referencedTables(table: string): Promise<string[]>;
   /** The database server's current time as a wire value of the given type (timestamp mode). */

@@ -95,6 +95,52 @@ export async function* copyBatches(
   if (chunks.length > 0) yield { chunks, rows: seen - first };
 }
 
+/**
+ * Format 2: canonical COPY text (chunk boundaries anywhere) -> batches of about BATCH_CHARS
+ * bytes of whole lines, with no per-row work beyond counting newlines. A batch is kept whole so
+ * that a direct COPY refused half-way can go again the staged way. An error of `data` (a
+ * checksum or row count that did not match) propagates as it is.
+ */
+export async function* copyTextBatches(
+  data: AsyncIterable<Buffer>,
+  stop: { stopped: boolean },
+  batchBytes = BATCH_CHARS,
+): AsyncGenerator<CopyBatch> {
+  let chunks: Buffer[] = [];
+  let size = 0;
+  let rows = 0;
+  for await (const chunk of data) {
+    if (stop.stopped) return;
+    rows += countLines(chunk);
+    chunks.push(chunk);
+    size += chunk.length;
+    if (size < batchBytes) continue;
+    // The batch ends after the last whole line; the rest starts the next one.
+    const end = chunk.lastIndexOf(NEWLINE) + 1;
+    if (end === 0) continue; // a line longer than the chunk: wait for its end
+    const rest = chunk.subarray(end);
+    chunks[chunks.length - 1] = chunk.subarray(0, end);
+    yield { chunks, rows };
+    chunks = rest.length > 0 ? [rest] : [];
+    size = rest.length;
+    rows = 0;
+  }
+  if (size > 0) {
+    if (chunks[chunks.length - 1]![chunks[chunks.length - 1]!.length - 1] !== NEWLINE) {
+      throw new DeltaError('the rows of a part end in the middle of a line');
+    }
+    yield { chunks, rows };
+  }
+}
+
+const NEWLINE = 0x0a;
+
+function countLines(chunk: Buffer): number {
+  let n = 0;
+  for (let i = chunk.indexOf(NEWLINE); i >= 0; i = chunk.indexOf(NEWLINE, i + 1)) n++;
+  return n;
+}
+
 /** What the upsert statement needs to know (pure data; exported for tests). */
 export interface UpsertPlan {
   target: string;
@@ -210,13 +256,23 @@ interface Misfit {
   seq: string;
 }
 
+/** What a TableLoader needs: the upsert, the table, and how each delta column is staged. */
+export interface LoadPlan extends UpsertPlan {
+  table: TableRef;
+  /**
+   * Every column of the batches' lines, in line order: `columns` (the ones written) plus, in
+   * format 2, delta columns the target does not take, which are staged as text and left there.
+   */
+  stageColumns: StageColumn[];
+}
+
 /** Loads batches of rows into one table (see the module comment). */
 export class TableLoader {
   private stageReady = false;
 
   constructor(
     private readonly conn: PgConnection,
-    private readonly plan: UpsertPlan & { table: TableRef; stageColumns: StageColumn[] },
+    private readonly plan: LoadPlan,
     private direct: boolean,
   ) {
     this.checked = plan.stageColumns.some((c) => c.check === 'roundtrip');
@@ -237,7 +293,7 @@ export class TableLoader {
       for (let batch = await next; !batch.done; batch = await next) {
         next = prefetch(batches); // encoded while this batch is sent and applied
         if (!(this.direct && !this.checked && (await this.copyDirectly(batch.value)))) {
-          await this.copyStaged(batch.value);
+          await this.copyStaged(batch.value, count);
         }
         count += batch.value.rows;
       }
@@ -271,7 +327,8 @@ export class TableLoader {
     return true;
   }
 
-  private async copyStaged(batch: CopyBatch): Promise<void> {
+  /** `before`: the rows of the table's earlier batches, to number a refused line. */
+  private async copyStaged(batch: CopyBatch, before: number): Promise<void> {
     const { stage, table } = this.plan;
     if (this.stageReady) {
       await run(this.conn, `TRUNCATE ${stage}`);
@@ -288,7 +345,12 @@ export class TableLoader {
       );
       this.stageReady = true;
     }
-    await this.copyIn(`COPY ${stage} (${this.columnList}) FROM STDIN`, batch);
+    const lineColumns = this.plan.stageColumns.map((c) => quoteIdent(c.name)).join(', ');
+    try {
+      await this.copyIn(`COPY ${stage} (${lineColumns}) FROM STDIN`, batch);
+    } catch (err) {
+      throw this.refusedLine(err, before);
+    }
     await this.checkFit();
     if (!(this.direct && (await this.insertDirectly()))) await this.upsert();
   }
@@ -391,7 +453,8 @@ export class TableLoader {
     const keys = this.plan.key.map((k) => `CAST(${quoteIdent(k)} AS text)`).join(', ');
     const seq = quoteIdent(SEQ_COLUMN);
     let first: Misfit | undefined;
-    for (const c of this.plan.stageColumns) {
+    const written = new Set(this.plan.columns);
+    for (const c of this.plan.stageColumns.filter((s) => written.has(s.name))) {
       const q = quoteIdent(c.name);
       const conds: string[] = [];
       if (notNullNames.has(c.name)) conds.push(`${q} IS NULL`);
@@ -411,6 +474,24 @@ export class TableLoader {
         first = { key: r.key, column: c.name, value: r.value, seq: r.seq };
     }
     return first;
+  }
+
+  /**
+   * A COPY into the stage that the server refused for a value (a delta whose text does not parse
+   * as its declared type, or as a replica-only type such as an enum): a DeltaError naming the
+   * table, the row's line and the column, like every other refused value. Other errors pass.
+   */
+  private refusedLine(err: unknown, before: number): unknown {
+    const e = (err as { cause?: unknown }).cause ?? err;
+    if (!isDataError(e)) return err;
+    const { message, where } = e as { message: string; where?: string };
+    const at = /line (\d+)(?:, column ([^:]+))?/.exec(where ?? '');
+    const line = at ? ` row ${before + Number(at[1])} of the delta` : '';
+    const column = at?.[2] ? `: column ${at[2]}` : '';
+    return new DeltaError(`table '${this.plan.table.name}'${line}${column}: ${message}`, {
+      hint: "the value does not parse as the column's type: fix the source value (or the replica column's type); nothing was applied",
+      cause: e,
+    });
   }
 
   private async copyIn(sql: string, batch: CopyBatch): Promise<void> {

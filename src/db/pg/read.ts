@@ -84,17 +84,16 @@ export function readKeysetSql(req: ReadKeysetRequest, table: TableRef): string {
 }
 
 /**
- * Each key the change log names in the rows matching `window` (SQL over the log's columns, see
- * window.ts), once, in the order of its last change: a
- * `found` flag, the key values (cast from the log's text to the key columns' types, so that a
- * deleted row's key decodes like any other value), then the row as it is now (NULLs if gone).
+ * The CTEs every change-log read starts from: `c`, each key the change log names in the rows
+ * matching `window` (SQL over the log's columns, see window.ts) once with its last log_id, and
+ * `k`, those keys cast from the log's text to the key columns' types (k0, k1, …), so that a
+ * deleted row's key reads like any other value; plus the join of `k` to the table as `t`.
  */
-export function readChangelogSql(
+function changelogKeys(
   req: ChangelogRequest,
   changelog: TableRef,
-  table: TableRef,
   window: string,
-): string {
+): { with: string; join: string } {
   const keyColumns = req.key.map((k) => req.columns.find((c) => c.name === k));
   if (keyColumns.some((c) => !c?.nativeType)) {
     throw new ConfigError(`table '${req.table}': the key columns must be read, with their types`);
@@ -102,17 +101,57 @@ export function readChangelogSql(
   const casts = keyColumns
     .map((c, i) => `(key_values::json ->> ${i})::${c!.nativeType} AS k${i}`)
     .join(', ');
-  const join = req.key.map((k, i) => `t.${quoteIdent(k)} = k.k${i}`).join(' AND ');
-  return `COPY (
-    WITH c AS (
+  return {
+    with: `WITH c AS (
       SELECT key_values, max(log_id) AS last FROM ${changelog.sql}
        WHERE table_name = ${quoteLiteral(req.table)}
          AND ${window}
        GROUP BY key_values),
-    k AS (SELECT last, ${casts} FROM c)
+    k AS (SELECT last, ${casts} FROM c)`,
+    join: req.key.map((k, i) => `t.${quoteIdent(k)} = k.k${i}`).join(' AND '),
+  };
+}
+
+/**
+ * Each key the change log names in the window, once, in the order of its last change: a
+ * `found` flag, the key values, then the row as it is now (NULLs if gone).
+ */
+export function readChangelogSql(
+  req: ChangelogRequest,
+  changelog: TableRef,
+  table: TableRef,
+  window: string,
+): string {
+  const k = changelogKeys(req, changelog, window);
+  return `COPY (
+    ${k.with}
     SELECT t.${quoteIdent(req.key[0]!)} IS NOT NULL, ${req.key.map((_, i) => `k.k${i}`).join(', ')},
            ${columnList(req.columns, 't.')}
-      FROM k LEFT JOIN ${table.sql} t ON ${join}
+      FROM k LEFT JOIN ${table.sql} t ON ${k.join}
+     ORDER BY k.last) TO STDOUT`;
+}
+
+/**
+ * The window's changes of one kind as plain rows (format 2 writes upserts and deletes to
+ * separate parts): `upserts`, the rows of the keys that exist now, all of `req.columns`;
+ * `deletes`, the key values (in key order) of the keys that no longer do.
+ */
+export function copyChangelogSql(
+  req: ChangelogRequest,
+  changelog: TableRef,
+  table: TableRef,
+  window: string,
+  kind: 'upserts' | 'deletes',
+): string {
+  const k = changelogKeys(req, changelog, window);
+  const select =
+    kind === 'upserts'
+      ? `SELECT ${columnList(req.columns, 't.')} FROM k JOIN ${table.sql} t ON ${k.join}`
+      : `SELECT ${req.key.map((_, i) => `k.k${i}`).join(', ')} FROM k
+          WHERE NOT EXISTS (SELECT 1 FROM ${table.sql} t WHERE ${k.join})`;
+  return `COPY (
+    ${k.with}
+    ${select}
      ORDER BY k.last) TO STDOUT`;
 }
 
@@ -193,25 +232,36 @@ export interface CopyOutcome {
 }
 
 /**
- * Runs a `COPY … TO STDOUT` and yields its rows in batches. When the consumer stops early or the
- * read fails, the COPY is stopped (see stopCopy); `outcome` says how it ended.
+ * Runs a `COPY … TO STDOUT` and yields its output as it arrives, as bytes: PostgreSQL's text
+ * format, one '\n'-terminated line per row, chunk boundaries anywhere (format 2's canonical
+ * text when the session has SESSION_SETTINGS). When the consumer stops early or the read fails,
+ * the COPY is stopped (see stopCopy); `outcome` says how it ended.
  */
-export async function* copyOut(
+export async function* copyOutBytes(
   conn: PgConnection,
   sql: string,
-  decoders: CopyDecoder[],
   table: string,
   outcome: CopyOutcome = { complete: false, usable: true },
-): AsyncGenerator<WireRow[]> {
+): AsyncGenerator<Buffer> {
   const stream = conn.client.query(copyTo(sql));
   try {
     // destroyOnReturn false: a stream destroyed mid-COPY would stall the connection for good.
-    const chunks = stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>;
-    yield* copyRowBatches(chunks, decoders);
+    yield* stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>;
     outcome.complete = true;
   } catch (err) {
     throw translateError(err, conn, table);
   } finally {
     if (!outcome.complete) outcome.usable = await stopCopy(conn, stream);
   }
+}
+
+/** Runs a `COPY … TO STDOUT` and yields its rows in batches (see copyOutBytes). */
+export function copyOut(
+  conn: PgConnection,
+  sql: string,
+  decoders: CopyDecoder[],
+  table: string,
+  outcome: CopyOutcome = { complete: false, usable: true },
+): AsyncGenerator<WireRow[]> {
+  return copyRowBatches(copyOutBytes(conn, sql, table, outcome), decoders);
 }

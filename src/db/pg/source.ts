@@ -32,6 +32,7 @@ import type {
   ReadKeysetRequest,
   SourceReader,
   WireRow,
+  CopyText,
 } from '../types.js';
 import { captureDdl, triggerName } from './capture.js';
 import {
@@ -53,7 +54,9 @@ import {
 import { connect, disconnect, run, type PgConnection } from './connection.js';
 import { pruneChangelogSql } from './prune.js';
 import {
+  copyChangelogSql,
   copyOut,
+  copyOutBytes,
   dropConnection,
   readAllSql,
   readChangelogSql,
@@ -346,6 +349,41 @@ class PgSource implements SourceReader {
       if (!outcome.usable) this.broken = true;
       else await run(this.conn, `${end} SAVEPOINT ${READ_SAVEPOINT}`).catch(() => this.drop());
     }
+  }
+
+  /** Streams the bytes of one COPY inside the snapshot, under a savepoint (as `read`). */
+  private async *readBytes(sql: string, table: string): AsyncGenerator<Buffer> {
+    await this.snapshot();
+    await run(this.conn, `SAVEPOINT ${READ_SAVEPOINT}`);
+    const outcome: CopyOutcome = { complete: false, usable: true };
+    try {
+      yield* copyOutBytes(this.conn, sql, table, outcome);
+    } finally {
+      const end = outcome.complete ? 'RELEASE' : 'ROLLBACK TO';
+      if (!outcome.usable) this.broken = true;
+      else await run(this.conn, `${end} SAVEPOINT ${READ_SAVEPOINT}`).catch(() => this.drop());
+    }
+  }
+
+  copyChanges(req: ReadChangesRequest): CopyText {
+    return this.readBytes(readChangesSql(req, this.ref(req.table)), req.table);
+  }
+
+  copyKeyset(req: ReadKeysetRequest): CopyText {
+    return this.readBytes(readKeysetSql(req, this.ref(req.table)), req.table);
+  }
+
+  copyAll(req: ReadAllRequest): CopyText {
+    return this.readBytes(readAllSql(req, this.ref(req.table)), req.table);
+  }
+
+  copyChangelog(req: ChangelogRequest, kind: 'upserts' | 'deletes'): CopyText {
+    const window = windowCondition(
+      this.position(req.after, req.changelog),
+      this.position(req.upTo, req.changelog),
+    );
+    const sql = copyChangelogSql(req, this.ref(req.changelog), this.ref(req.table), window, kind);
+    return this.readBytes(sql, req.table);
   }
 
   private drop(): void {

@@ -12,6 +12,7 @@ import {
   type AppliedRecord,
   type ApplyRowsRequest,
   type ColumnInfo,
+  type CopyRowsRequest,
   type DbConfig,
   type DeleteRowsRequest,
   type ReadAllRequest,
@@ -28,7 +29,14 @@ import {
   type TableRef,
 } from './catalog.js';
 import { connect, disconnect, run, translateError, type PgConnection } from './connection.js';
-import { SEQ_COLUMN, TableLoader, canCopyDirectly, copyBatches, deleteKeys } from './load.js';
+import {
+  SEQ_COLUMN,
+  TableLoader,
+  canCopyDirectly,
+  copyBatches,
+  copyTextBatches,
+  deleteKeys,
+} from './load.js';
 import { stageColumn } from './stage.js';
 import { copyOut, readAllSql } from './read.js';
 import { copyDecoder, copyEncoder, quoteIdent } from './types.js';
@@ -108,7 +116,7 @@ function constraintError(err: unknown, conn: PgConnection, relaxed: boolean): un
 }
 
 function checkColumns(
-  req: ApplyRowsRequest,
+  req: { key: string[]; columns: ColumnInfo[] },
   table: TableRef,
   columns: PgColumn[] | null,
 ): PgColumn[] {
@@ -144,6 +152,10 @@ class PgTransaction implements TargetTransaction {
 
   applyRows(request: ApplyRowsRequest): Promise<number> {
     return this.writer.applyRows(request);
+  }
+
+  copyRows(request: CopyRowsRequest): Promise<number> {
+    return this.writer.copyRows(request);
   }
 
   async executeDdl(sql: string): Promise<void> {
@@ -234,38 +246,80 @@ class PgTarget implements TargetWriter {
   }
 
   async applyRows(req: ApplyRowsRequest): Promise<number> {
-    const table = tableRef(req.table, this.schema);
-    const targetColumns = checkColumns(req, table, await reflectColumns(this.conn, table));
-    if (!(await hasUniqueIndex(this.conn, table, req.key))) {
+    const loader = await this.loader(req.table, req.key, req.columns, null);
+    const stop = { stopped: false };
+    const encoders = req.columns.map((c) => copyEncoder(c.type));
+    return loader.load(copyBatches(req.rows, encoders, req.table, stop), stop);
+  }
+
+  /**
+   * Format 2: the part bytes go to COPY as they are, in batches of whole lines (load.ts): into
+   * the table while it is empty and every delta column is written, else into the stage and on
+   * by the same checks and upsert as applyRows.
+   */
+  async copyRows(req: CopyRowsRequest): Promise<number> {
+    const loader = await this.loader(req.table, req.key, req.columns, req.keep);
+    const stop = { stopped: false };
+    return loader.load(copyTextBatches(req.data, stop), stop);
+  }
+
+  /**
+   * A loader for `columns` (the delta's, in line order), of which `keep` (indexes; null: all)
+   * are written. Refuses a missing table, column or unique key before anything is sent.
+   */
+  private async loader(
+    name: string,
+    key: string[],
+    columns: ColumnInfo[],
+    keep: number[] | null,
+  ): Promise<TableLoader> {
+    const table = tableRef(name, this.schema);
+    const kept = keep ? keep.map((i) => columns[i]!) : columns;
+    const targetColumns = checkColumns(
+      { key, columns: kept },
+      table,
+      await reflectColumns(this.conn, table),
+    );
+    if (!(await hasUniqueIndex(this.conn, table, key))) {
       throw new ConfigError(
-        `target table '${req.table}' has no primary key or unique index on (${req.key.join(', ')})`,
+        `target table '${name}' has no primary key or unique index on (${key.join(', ')})`,
         { hint: 'add one (not partial, not deferrable), or fix the key in the job configuration' },
       );
     }
-    const stageColumns = req.columns.map((c, i) => stageColumn(c.name, c.type, targetColumns[i]!));
-    const loader = new TableLoader(
+    const written = kept.map((c, i) => stageColumn(c.name, c.type, targetColumns[i]!));
+    const byName = new Map(written.map((c) => [c.name, c]));
+    // A skipped column is staged as text (any COPY field parses as text) and never read.
+    const stageColumns = columns.map(
+      (c) =>
+        byName.get(c.name) ?? {
+          name: c.name,
+          stageType: 'text',
+          targetType: 'text',
+          check: 'none' as const,
+        },
+    );
+    if (columns.some((c) => c.name === SEQ_COLUMN)) {
+      throw new ConfigError(`column name ${SEQ_COLUMN} is reserved`);
+    }
+    return new TableLoader(
       this.conn,
       {
         table,
         target: table.sql,
         stage: `pg_temp.${quoteIdent(`deltasync_stage_${++this.stages}`)}`,
-        columns: req.columns.map((c) => c.name),
-        key: req.key,
+        columns: kept.map((c) => c.name),
+        key,
         compareAsText: new Set(
           targetColumns.filter((c) => c.fallback || c.typname === 'json').map((c) => c.name),
         ),
         casts: new Map(
-          stageColumns
-            .filter((c) => c.stageType !== c.targetType)
-            .map((c) => [c.name, c.targetType]),
+          written.filter((c) => c.stageType !== c.targetType).map((c) => [c.name, c.targetType]),
         ),
         stageColumns,
       },
-      await canCopyDirectly(this.conn, table),
+      // A skipped column cannot be left out of a COPY of whole lines: staged then.
+      kept.length === columns.length && (await canCopyDirectly(this.conn, table)),
     );
-    const stop = { stopped: false };
-    const encoders = req.columns.map((c) => copyEncoder(c.type));
-    return loader.load(copyBatches(req.rows, encoders, req.table, stop), stop);
   }
 
   /** Deletes the rows with the given keys, or with `notIn` every row whose key is not given. */
