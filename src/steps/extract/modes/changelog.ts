@@ -7,7 +7,7 @@
  */
 import type { ChangelogWindow } from '../../../db/types.js';
 import type { ModeDelta, OpenMode, TableCapture } from './mode.js';
-import { writeBase } from './mode.js';
+import { copyColumns, writeBase } from './mode.js';
 
 export const changelogCursorKey = (changelog: string) => `changelog:${changelog}`;
 
@@ -48,15 +48,24 @@ export const openChangelog: OpenMode = async (ctx, plans): Promise<ModeDelta> =>
       }
       const seeded = ctx.cursors[plan.config.name] ?? toLogId;
       if (!moves) return { cursor: seeded, rows: 0, limited: false };
-      let n = 0;
-      for await (const change of source.readChangelog({
+      const request = {
         changelog,
         table: plan.config.name,
-        columns: plan.source,
         key: plan.config.key,
         after: window.after,
         upTo: window.cursor,
-      })) {
+      };
+      const columns = copyColumns(plan);
+      if (columns && source.copyChangelog) {
+        // Two reads of the same snapshot: a key is either in the one or in the other.
+        const upserts = source.copyChangelog({ ...request, columns }, 'upserts');
+        const { rows } = await writer.writeCopyText(upserts, 'rows');
+        const deletes = source.copyChangelog({ ...request, columns }, 'deletes');
+        const gone = await writer.writeCopyText(deletes, 'deletes');
+        return { cursor: seeded, rows: rows + gone.rows, limited: false };
+      }
+      let n = 0;
+      for await (const change of source.readChangelog({ ...request, columns: plan.source })) {
         if (change.op === 'delete') {
           await writer.delete(change.key);
           n++;

@@ -5,7 +5,7 @@
  */
 import type { LogIdWindow } from '../../../db/types.js';
 import type { ModeContext, ModeDelta, OpenMode, TableCapture } from './mode.js';
-import { writeBase, writeRows } from './mode.js';
+import { copyColumns, writeBase, writeRows } from './mode.js';
 
 /** Where a table stands: its cursor, the delta logId of a state from before cursors, or null. */
 function cursorOf(ctx: ModeContext, plan: TableCapture): string | null {
@@ -56,14 +56,19 @@ export const openLogId: OpenMode = async (ctx, plans): Promise<ModeDelta> => {
       if (window.upTo === null || BigInt(from) >= BigInt(window.upTo)) {
         return { cursor: undefined, rows: 0, limited: false };
       }
-      const rows = source.readChanges({
+      const request = {
         table: plan.config.name,
-        columns: plan.source,
         logIdColumn: plan.config.logIdColumn!,
         after: from,
         upTo: window.upTo,
-      });
-      return { cursor: window.upTo, rows: await writeRows(plan, writer, rows), limited: false };
+      };
+      // The cursor is the window's bound: the rows themselves are never looked at.
+      const columns = copyColumns(plan);
+      const rows =
+        columns && source.copyChanges
+          ? (await writer.writeCopyText(source.copyChanges({ ...request, columns }))).rows
+          : await writeRows(plan, writer, source.readChanges({ ...request, columns: plan.source }));
+      return { cursor: window.upTo, rows, limited: false };
     },
   };
 };

@@ -84,16 +84,29 @@ export async function writeRows(
   return n;
 }
 
+/**
+ * The source columns a table's rows can be read with as COPY text straight into the delta (the
+ * format 2 fast path, SourceReader.copyChanges and friends): the kept ones, in delta order, when
+ * shaping is only excluding and renaming columns, which the query does. Null when a `filter` or
+ * `computed` column needs each row in JavaScript.
+ */
+export function copyColumns(capture: TableCapture): ColumnInfo[] | null {
+  const t = capture.config;
+  if (t.filter || Object.keys(t.computed ?? {}).length > 0) return null;
+  const excluded = new Set(t.exclude ?? []);
+  return capture.source.filter((c) => !excluded.has(c.name));
+}
+
 /** Writes every row of the table as of the delta's snapshot (a base); streams, any size. */
-export function writeBase(
+export async function writeBase(
   source: SourceReader,
   capture: TableCapture,
   writer: TableWriter,
 ): Promise<number> {
-  const rows = source.readAll({
-    table: capture.config.name,
-    columns: capture.source,
-    key: capture.config.key,
-  });
-  return writeRows(capture, writer, rows);
+  const request = { table: capture.config.name, key: capture.config.key };
+  const columns = copyColumns(capture);
+  if (columns && source.copyAll) {
+    return (await writer.writeCopyText(source.copyAll({ ...request, columns }))).rows;
+  }
+  return writeRows(capture, writer, source.readAll({ ...request, columns: capture.source }));
 }

@@ -7,7 +7,8 @@
 import type { KeysetCursor } from '../../../db/types.js';
 import { ConfigError } from '../../../errors.js';
 import type { ModeDelta, OpenMode, TableCapture } from './mode.js';
-import { writeBase } from './mode.js';
+import { copyColumns, writeBase } from './mode.js';
+import { decodeLine } from '../../../format/copy-text.js';
 
 /** A wire timestamp minus some seconds, in the same form (fraction and zone kept). */
 export function minusSeconds(wire: string, seconds: number): string {
@@ -68,15 +69,29 @@ export const openTimestamp: OpenMode = async (ctx): Promise<ModeDelta> => {
           : t.startAt
             ? { ts: t.startAt, key: [] }
             : null;
+      const request = { table: t.name, tsColumn: t.timestampColumn!, key: t.key, after, upTo };
+      const columns = copyColumns(plan);
+      const tsAt = columns?.findIndex((c) => c.name === t.timestampColumn) ?? -1;
+      if (columns && tsAt >= 0 && source.copyKeyset) {
+        const text = source.copyKeyset({ ...request, columns, limit: budget });
+        const { rows, lastLine } = await writer.writeCopyText(text);
+        // The cursor is the last row's (ts, key): only that one line is decoded.
+        if (lastLine) {
+          const last = decodeLine(
+            lastLine.toString('utf8'),
+            columns.map((c) => c.type),
+          );
+          const keyAt = t.key.map((k) => columns.findIndex((c) => c.name === k));
+          after = { ts: last[tsAt]!, key: keyAt.map((i) => last[i]!) };
+        }
+        const limited = budget !== undefined && rows >= budget;
+        return { cursor: after ?? undefined, rows, limited };
+      }
       let read = 0;
       let n = 0;
       for await (const sourceRow of source.readKeyset({
-        table: t.name,
+        ...request,
         columns: plan.source,
-        tsColumn: t.timestampColumn!,
-        key: t.key,
-        after,
-        upTo,
         limit: budget,
       })) {
         read++;
