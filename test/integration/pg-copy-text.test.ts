@@ -203,6 +203,29 @@ describe.skipIf(!server.available)(`PostgreSQL COPY text fast paths ${server.rea
     expect((await admin.query('SELECT * FROM replica.fit')).rowCount).toBe(1);
   });
 
+  it('checks values on the side while COPYing straight into an empty table', async () => {
+    await sql(`CREATE TABLE replica.empty_fit (id int PRIMARY KEY, n numeric(5,2), v varchar(3))`);
+    const columns = [
+      { name: 'id', type: 'int' as const },
+      { name: 'n', type: 'decimal' as const },
+      { name: 'v', type: 'text' as const },
+    ];
+    const err = await copy('empty_fit', columns, '1\t1.5\tabc\n2\t1.25\tabcd\n').catch(
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(DeltaError);
+    expect((err as Error).message).toContain("row (id)=(2): column v value 'abcd'");
+    expect((await admin.query('SELECT * FROM replica.empty_fit')).rowCount).toBe(0);
+    const rounded = await copy('empty_fit', columns, '3\t1.255\tx\n').catch((e: unknown) => e);
+    expect((rounded as Error).message).toContain("row (id)=(3): column n value '1.255'");
+    expect(await copy('empty_fit', columns, '1\t1.5\tabc\n2\t-999.99\t\\N\n')).toBe(2);
+    const { rows } = await admin.query('SELECT id, n::text, v FROM replica.empty_fit ORDER BY id');
+    expect(rows).toEqual([
+      { id: 1, n: '1.50', v: 'abc' },
+      { id: 2, n: '-999.99', v: null },
+    ]);
+  });
+
   it('rolls back when the part fails its check at the end', async () => {
     await sql(`CREATE TABLE replica.rollback (id int PRIMARY KEY)`);
     const failure = new DeltaError('checksum mismatch');

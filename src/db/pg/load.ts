@@ -28,7 +28,7 @@ import { ConfigError, DeltaError } from '../../errors.js';
 import { misfitError } from '../misfit.js';
 import type { WireRow } from '../types.js';
 import type { TableRef } from './catalog.js';
-import { run, translateError, type PgConnection } from './connection.js';
+import { disconnect, run, translateError, type PgConnection } from './connection.js';
 import type { StageColumn } from './stage.js';
 import { quoteIdent, type CopyEncoder } from './types.js';
 
@@ -270,18 +270,27 @@ export interface LoadPlan extends UpsertPlan {
 export class TableLoader {
   private stageReady = false;
 
+  /** The loader on a second connection that stages and checks batches (see load). */
+  private checker?: TableLoader;
+
+  /**
+   * `openChecker`, when given, opens a second connection to the same database: then a table
+   * that is empty and has checked columns is still COPYed into straight (see load).
+   */
   constructor(
     private readonly conn: PgConnection,
     private readonly plan: LoadPlan,
     private direct: boolean,
+    private readonly openChecker?: () => Promise<PgConnection>,
   ) {
     this.checked = plan.stageColumns.some((c) => c.check === 'roundtrip');
   }
 
   /**
-   * Whether some column needs its values proven to fit: then even an empty table is not
-   * COPYed into straight (COPY would round what the check exists to catch); the batch is
-   * staged, checked, and moved by a plain INSERT … SELECT while the table was empty.
+   * Whether some column needs its values proven to fit. COPY straight into the table would
+   * round what the check exists to catch, so the proof must come from the delta's own values:
+   * without a checker connection the batch is staged, checked, and moved by a plain
+   * INSERT … SELECT while the table was empty.
    */
   private readonly checked: boolean;
 
@@ -292,7 +301,9 @@ export class TableLoader {
       let next = prefetch(batches);
       for (let batch = await next; !batch.done; batch = await next) {
         next = prefetch(batches); // encoded while this batch is sent and applied
-        if (!(this.direct && !this.checked && (await this.copyDirectly(batch.value)))) {
+        if (this.direct && this.checked && this.openChecker) {
+          await this.copyDirectlyChecked(batch.value, count);
+        } else if (!(this.direct && !this.checked && (await this.copyDirectly(batch.value)))) {
           await this.copyStaged(batch.value, count);
         }
         count += batch.value.rows;
@@ -301,6 +312,9 @@ export class TableLoader {
       stop.stopped = true;
       await batches.return(undefined).catch(() => {});
       throw err;
+    } finally {
+      // Its transaction only held a temporary stage: ending the session drops it.
+      if (this.checker) await disconnect(this.checker.conn);
     }
     if (this.stageReady) await run(this.conn, `DROP TABLE ${this.plan.stage}`);
     return count;
@@ -327,8 +341,31 @@ export class TableLoader {
     return true;
   }
 
-  /** `before`: the rows of the table's earlier batches, to number a refused line. */
-  private async copyStaged(batch: CopyBatch, before: number): Promise<void> {
+  /**
+   * An empty table with checked columns: the proof that every value fits needs only the delta's
+   * values, so the checker connection stages and checks the batch while this one COPYs it into
+   * the table, side by side on the server (an initial load then costs one COPY, not a COPY, a
+   * check and an INSERT). A value that does not fit throws the same DeltaError as the staged
+   * way, and the caller's transaction rolls the COPY back. A repeated key goes the staged way.
+   */
+  private async copyDirectlyChecked(batch: CopyBatch, before: number): Promise<void> {
+    if (!this.checker) {
+      const conn = await this.openChecker!();
+      this.checker = new TableLoader(conn, this.plan, false);
+      await run(conn, 'BEGIN'); // for the stage's ON COMMIT DROP and the check's savepoints
+    }
+    const checked = this.checker.stageAndCheck(batch, before);
+    checked.catch(() => {}); // awaited below, after the COPY
+    const copied = await this.copyDirectly(batch).catch(async (err: unknown) => {
+      await checked.catch(() => {});
+      throw err;
+    });
+    await checked;
+    if (!copied) await this.copyStaged(batch, before);
+  }
+
+  /** Puts a batch into the (emptied) stage and proves its values fit; `before` as copyStaged. */
+  async stageAndCheck(batch: CopyBatch, before: number): Promise<void> {
     const { stage, table } = this.plan;
     if (this.stageReady) {
       await run(this.conn, `TRUNCATE ${stage}`);
@@ -352,6 +389,11 @@ export class TableLoader {
       throw this.refusedLine(err, before);
     }
     await this.checkFit();
+  }
+
+  /** `before`: the rows of the table's earlier batches, to number a refused line. */
+  private async copyStaged(batch: CopyBatch, before: number): Promise<void> {
+    await this.stageAndCheck(batch, before);
     if (!(this.direct && (await this.insertDirectly()))) await this.upsert();
   }
 

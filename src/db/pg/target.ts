@@ -194,11 +194,15 @@ class PgTarget implements TargetWriter {
   /** Whether the open transaction relaxed foreign keys (see relaxForeignKeys). */
   relaxed = false;
 
+  private readonly schema: string | undefined;
+
   constructor(
     readonly conn: PgConnection,
-    private readonly schema: string | undefined,
+    /** To open the load's checker connection (see TableLoader). */
+    private readonly config: DbConfig,
   ) {
-    this.applied = tableRef(APPLIED_TABLE, schema);
+    this.schema = config.schema;
+    this.applied = tableRef(APPLIED_TABLE, this.schema);
   }
 
   readonly ddlInTransaction = true;
@@ -319,6 +323,7 @@ class PgTarget implements TargetWriter {
       },
       // A skipped column cannot be left out of a COPY of whole lines: staged then.
       kept.length === columns.length && (await canCopyDirectly(this.conn, table)),
+      () => connect(this.config),
     );
   }
 
@@ -385,5 +390,5 @@ class PgTarget implements TargetWriter {
 
 /** Opens a writer; throws UnavailableError when PostgreSQL cannot be reached. */
 export async function openPgTarget(config: DbConfig): Promise<TargetWriter> {
-  return new PgTarget(await connect(config), config.schema);
+  return new PgTarget(await connect(config), config);
 }
