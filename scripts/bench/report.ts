@@ -98,14 +98,16 @@ export function formatReport(r: BenchReport): string {
     setup.push(`TSV for LOAD DATA exported in ${secs(r.setup.exportTsvSeconds)} s`);
   out.push(`setup (not timed below): ${setup.join('; ')}`, '');
 
-  // seconds: wall clock from spawn to exit; in-step: what the bin itself reports (no start-up).
+  // seconds: wall clock from spawn to exit; in-step: what the bin itself reports (no start-up);
+  // node CPU: user + system seconds of the bin's process (the rest of the wall clock is the servers').
   const rows: string[][] = [
-    ['case', 'step', 'seconds', 'in-step', 'rows/s', 'peak RSS', 'vs raw', 'bar'],
+    ['case', 'step', 'seconds', 'in-step', 'node CPU', 'rows/s', 'peak RSS', 'vs raw', 'bar'],
   ];
   rows.push([
     'raw PG -> PG',
     'COPY TO STDOUT | COPY FROM STDIN',
     secs(r.raw.pgPipeSeconds),
+    '',
     '',
     rate(r.rows, r.raw.pgPipeSeconds),
     '',
@@ -118,6 +120,7 @@ export function formatReport(r: BenchReport): string {
       'raw -> MariaDB',
       'LOAD DATA LOCAL INFILE',
       secs(s),
+      '',
       '',
       rate(r.rows, s),
       '',
@@ -139,6 +142,7 @@ export function formatReport(r: BenchReport): string {
         step.step,
         secs(step.seconds),
         step.summary.seconds === undefined ? '' : secs(step.summary.seconds),
+        step.cpuSeconds === null ? '' : secs(step.cpuSeconds),
         idle ? '' : rate(r.rows, step.seconds),
         mb(step.peakRssMb),
         single ? ratio : '',
@@ -148,10 +152,11 @@ export function formatReport(r: BenchReport): string {
     if (!single) {
       const total = idle ? '' : rate(r.rows, c.seconds);
       const inStep = c.steps.reduce((sum, step) => sum + (step.summary.seconds ?? 0), 0);
-      rows.push(['', 'total', secs(c.seconds), secs(inStep), total, '', ratio, verdict]);
+      const cpu = c.steps.reduce((sum, step) => sum + (step.cpuSeconds ?? 0), 0);
+      rows.push(['', 'total', secs(c.seconds), secs(inStep), secs(cpu), total, '', ratio, verdict]);
     }
   }
-  out.push(table(rows, [2, 3, 4, 5, 6]), '');
+  out.push(table(rows, [2, 3, 4, 5, 6, 7]), '');
 
   const bytes = r.cases.find((c) => c.id === 'pg-insert')?.steps.find((s) => s.step === 'extract')
     ?.summary.bytes;

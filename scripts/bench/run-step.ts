@@ -27,6 +27,11 @@ export interface StepResult {
   seconds: number;
   /** Peak resident set size of the process, in MiB. */
   peakRssMb: number | null;
+  /**
+   * CPU seconds (user + system) of the bin's own process: what Node spent, as against the
+   * database servers' share of the wall clock. Null without GNU time.
+   */
+  cpuSeconds: number | null;
   summary: StepSummary;
 }
 
@@ -51,11 +56,17 @@ function parseSummary(stdout: string): StepSummary | null {
   return summary;
 }
 
-function parseRssKib(stderr: string): number | null {
+/** GNU time's line: `<mark><max RSS KiB> <user s> <system s>`. */
+function parseTime(stderr: string): { kib: number; cpu: number } | null {
   const at = stderr.lastIndexOf(RSS_MARK);
   if (at < 0) return null;
-  const kib = Number.parseInt(stderr.slice(at + RSS_MARK.length), 10);
-  return Number.isFinite(kib) ? kib : null;
+  const [kib, user, system] = stderr
+    .slice(at + RSS_MARK.length)
+    .trim()
+    .split(/\s+/)
+    .map(Number);
+  if (!Number.isFinite(kib) || !Number.isFinite(user) || !Number.isFinite(system)) return null;
+  return { kib: kib!, cpu: user! + system! };
 }
 
 /** Runs `bin/deltasync-<step> -c <configFile>`; throws with the bin's own words when it fails. */
@@ -66,7 +77,7 @@ export async function runStep(
 ): Promise<StepResult> {
   const bin = join(repoRoot, 'bin', `deltasync-${step}`);
   const [command, args] = HAVE_GNU_TIME
-    ? [GNU_TIME, ['-f', `${RSS_MARK}%M`, bin, '-c', configFile]]
+    ? [GNU_TIME, ['-f', `${RSS_MARK}%M %U %S`, bin, '-c', configFile]]
     : [bin, ['-c', configFile]];
   // No TTY and no NO_COLOR games: the bin must print JSON lines because stdout is a pipe.
   const result = await run(command, args, { cwd: repoRoot });
@@ -80,11 +91,12 @@ export async function runStep(
       `deltasync-${step} printed no summary line; stdout ended: ${tail(result.stdout)}`,
     );
   }
-  const kib = parseRssKib(result.stderr);
+  const time = parseTime(result.stderr);
   return {
     step,
     seconds: result.seconds,
-    peakRssMb: kib !== null ? kib / 1024 : (summary.maxRssMb ?? null),
+    peakRssMb: time ? time.kib / 1024 : (summary.maxRssMb ?? null),
+    cpuSeconds: time?.cpu ?? null,
     summary,
   };
 }
