@@ -106,6 +106,8 @@ export function formatFloat(n: number): string {
 }
 
 const INTEGER = /^-?[0-9]+$/;
+/** PostgreSQL numeric text: digits with an optional fraction and exponent, NaN, ±Infinity. */
+const DECIMAL = /^(?:[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|NaN|[-+]?Infinity)$/;
 
 /** Which wire value types each logical type accepts, for messages on a bad value. */
 function badValue(value: WireValue, type: LogicalType): Error {
@@ -132,12 +134,14 @@ export function encodeField(value: WireValue, type: LogicalType): string {
       return `\\\\x${Buffer.from(value, 'base64').toString('hex')}`;
     case 'timestamptz':
       if (typeof value !== 'string') throw badValue(value, type);
-      return wireToTimestamptz(value);
+      return fraction(wireToTimestamptz(value), false);
+    case 'time':
+    case 'timestamp':
+      if (typeof value !== 'string') throw badValue(value, type);
+      return escapeField(fraction(value, false));
     case 'bigint':
     case 'decimal':
     case 'date':
-    case 'time':
-    case 'timestamp':
     case 'uuid':
       // Never hold a character that needs escaping; a string is checked, not escaped.
       if (typeof value !== 'string') throw badValue(value, type);
@@ -147,6 +151,21 @@ export function encodeField(value: WireValue, type: LogicalType): string {
       if (typeof value !== 'string') throw badValue(value, type);
       return escapeField(value);
   }
+}
+
+/**
+ * Fractions of a second: the wire has six digits (none when zero), PostgreSQL prints them without
+ * trailing zeros. `pad` gives the wire's, otherwise PostgreSQL's. Dates hold no '.', so the first
+ * one starts the fraction.
+ */
+function fraction(text: string, pad: boolean): string {
+  const dot = text.indexOf('.');
+  if (dot === -1) return text;
+  let end = dot + 1;
+  while (end < text.length && text.charCodeAt(end) >= 48 && text.charCodeAt(end) <= 57) end++;
+  const digits = text.slice(dot + 1, end);
+  const kept = pad ? digits.padEnd(6, '0') : digits.replace(/0+$/, '');
+  return text.slice(0, dot) + (kept ? `.${kept}` : '') + text.slice(end);
 }
 
 /** `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` -> `YYYY-MM-DD HH:MM:SS[.ffffff]+00`; others (infinity) as is. */
@@ -181,6 +200,12 @@ export function decodeField(field: string, type: LogicalType): WireValue {
       if (Number.isNaN(n) || field === '') throw new Error(`'${field}' is not a float`);
       return n;
     }
+    case 'bigint':
+      if (!INTEGER.test(field)) throw new Error(`'${field}' is not a bigint`);
+      return field;
+    case 'decimal':
+      if (!DECIMAL.test(field)) throw new Error(`'${field}' is not a decimal`);
+      return field;
     case 'bool':
       if (field === 't') return true;
       if (field === 'f') return false;
@@ -191,7 +216,10 @@ export function decodeField(field: string, type: LogicalType): WireValue {
       return Buffer.from(text.slice(2), 'hex').toString('base64');
     }
     case 'timestamptz':
-      return timestamptzToWire(unescapeField(field));
+      return timestamptzToWire(fraction(unescapeField(field), true));
+    case 'time':
+    case 'timestamp':
+      return fraction(unescapeField(field), true);
     default:
       return unescapeField(field);
   }
