@@ -89,6 +89,9 @@ export function formatFloat(n: number): string {
   if (n === Infinity) return 'Infinity';
   if (n === -Infinity) return '-Infinity';
   if (n === 0) return Object.is(n, -0) ? '-0' : '0';
+  // In this range JavaScript prints the same shortest digits in the same fixed notation.
+  const abs = Math.abs(n);
+  if (abs >= 1e-4 && abs < 1e15) return String(n);
   // toExponential() without digits gives the shortest round-trip digits, as PostgreSQL's Ryu.
   const e = n.toExponential();
   const at = e.indexOf('e');
@@ -101,8 +104,8 @@ export function formatFloat(n: number): string {
     return `${sign}${digits.slice(0, exp + 1)}.${digits.slice(exp + 1)}`;
   }
   const mantissa = digits.length > 1 ? `${digits[0]}.${digits.slice(1)}` : digits;
-  const abs = Math.abs(exp);
-  return `${sign}${mantissa}e${exp < 0 ? '-' : '+'}${abs < 10 ? '0' : ''}${abs}`;
+  const e10 = Math.abs(exp);
+  return `${sign}${mantissa}e${exp < 0 ? '-' : '+'}${e10 < 10 ? '0' : ''}${e10}`;
 }
 
 const INTEGER = /^-?[0-9]+$/;
@@ -134,7 +137,7 @@ export function encodeField(value: WireValue, type: LogicalType): string {
       return `\\\\x${Buffer.from(value, 'base64').toString('hex')}`;
     case 'timestamptz':
       if (typeof value !== 'string') throw badValue(value, type);
-      return fraction(wireToTimestamptz(value), false);
+      return wireToTimestamptz(value);
     case 'time':
     case 'timestamp':
       if (typeof value !== 'string') throw badValue(value, type);
@@ -159,6 +162,10 @@ export function encodeField(value: WireValue, type: LogicalType): string {
  * one starts the fraction.
  */
 function fraction(text: string, pad: boolean): string {
+  // The common cases, without allocating: the wire's six digits ending in a non-zero digit, and
+  // PostgreSQL's already trimmed digits.
+  const last = text.charCodeAt(text.length - 1);
+  if (!pad && last >= 49 && last <= 57) return text;
   const dot = text.indexOf('.');
   if (dot === -1) return text;
   let end = dot + 1;
@@ -170,6 +177,19 @@ function fraction(text: string, pad: boolean): string {
 
 /** `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` -> `YYYY-MM-DD HH:MM:SS[.ffffff]+00`; others (infinity) as is. */
 function wireToTimestamptz(value: string): string {
+  const n = value.length;
+  if (n === 20 || (n === 27 && value.charCodeAt(19) === 46)) {
+    // The usual `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`: sliced in place, the fraction trimmed.
+    let end = n - 1;
+    while (end > 20 && value.charCodeAt(end - 1) === 48) end--;
+    if (end === 20) end = 19;
+    if (value.charCodeAt(10) === 84 && value.charCodeAt(n - 1) === 90)
+      return `${value.slice(0, 10)} ${value.slice(11, end)}+00`;
+  }
+  return fraction(wireToTimestamptzAny(value), false);
+}
+
+function wireToTimestamptzAny(value: string): string {
   const t = value.indexOf('T');
   if (t === -1 || !value.endsWith('Z')) return escapeField(value);
   return `${value.slice(0, t)} ${value.slice(t + 1, -1)}+00`;
