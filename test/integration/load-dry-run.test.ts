@@ -275,3 +275,71 @@ describe.each(ENGINES)('%s replica: load --dry-run', (engine) => {
     }
   });
 });
+
+describe('sqlite replica: load --dry-run where a load starts elsewhere', () => {
+  it('starts at the newest full base for a replica that applied nothing, as a load does', async () => {
+    const db = await openDb(s, 'sqlite', 'dry_base');
+    const job = loadJob(db);
+    try {
+      await db.exec('CREATE TABLE customer (id INT PRIMARY KEY, name VARCHAR(40))');
+      await job.delta(0, 10, [
+        { name: 'customer', key: ['id'], columns: CUSTOMER, rows: [[1, 'a']] },
+      ]);
+      const base = await job.delta(
+        10,
+        20,
+        [{ name: 'customer', key: ['id'], columns: CUSTOMER, rows: [[2, 'b']], base: true }],
+        { fullBase: true },
+      );
+      const next = await job.delta(20, 30, [
+        { name: 'customer', key: ['id'], columns: CUSTOMER, deletes: [[2]] },
+      ]);
+      let r = NOT_RUN;
+      await expectUnchanged(db, job, () => (r = dryRun(job)));
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(
+        `a load would start at the full base ${base}, skipping 1 earlier delta\n`,
+      );
+      expect(r.stdout).toMatch(/would apply 2 deltas \(1 row, 1 delete\), in this order:/);
+      expect(r.stdout.indexOf(base)).toBeLessThan(r.stdout.indexOf(`  ${next}`));
+
+      const real = runBin('deltasync-load', ['-c', job.config]);
+      expect(real.code, real.stderr).toBe(0);
+      expect(job.state().logId).toBe('30');
+      expect(await db.rows('SELECT id FROM customer ORDER BY id')).toEqual([]);
+    } finally {
+      job.cleanup();
+      await db.close();
+    }
+  });
+
+  it('reads the applied logId from the replica, not from a state file that differs', async () => {
+    const db = await openDb(s, 'sqlite', 'dry_state');
+    const job = loadJob(db);
+    try {
+      await db.exec('CREATE TABLE customer (id INT PRIMARY KEY, name VARCHAR(40))');
+      await job.delta(0, 10, [
+        { name: 'customer', key: ['id'], columns: CUSTOMER, rows: [[1, 'a']] },
+      ]);
+      expect(runBin('deltasync-load', ['-c', job.config]).code).toBe(0);
+      const next = await job.delta(10, 20, [
+        { name: 'customer', key: ['id'], columns: CUSTOMER, rows: [[2, 'b']] },
+      ]);
+      const stateFile = join(job.stateDir, 'rj.load.state.json');
+      writeFileSync(
+        stateFile,
+        readFileSync(stateFile, 'utf8').replace('"logId": "10"', '"logId": "4"'),
+      );
+      let r = NOT_RUN;
+      await expectUnchanged(db, job, () => (r = dryRun(job)));
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(
+        /replica applied logId 10 \(the state file says 4; a load would set it to the replica's\)/,
+      );
+      expect(r.stdout).toMatch(new RegExp(`would apply 1 delta [^\\n]*\\n {2}${next}`));
+    } finally {
+      job.cleanup();
+      await db.close();
+    }
+  });
+});
