@@ -65,7 +65,7 @@ class PartSeries {
 
   /** One wire row, encoded by the codec (the generic path). */
   async write(row: WireRow): Promise<void> {
-    const writer = await this.open();
+    const writer = this.writer ?? (await this.open());
     this.pending += encodeRow(row, this.types);
     this.pendingLines++;
     if (writer.lines + this.pendingLines >= this.delta.maxRowsPerPart) await this.close();
