@@ -112,7 +112,7 @@ const INTEGER = /^-?[0-9]+$/;
 /** PostgreSQL numeric text: digits with an optional fraction and exponent, NaN, ±Infinity. */
 const DECIMAL = /^(?:[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|NaN|[-+]?Infinity)$/;
 
-/** Which wire value types each logical type accepts, for messages on a bad value. */
+/** A wire value of the wrong kind for its type: a bug in an engine, not bad data. */
 function badValue(value: WireValue, type: LogicalType): Error {
   return new Error(`${JSON.stringify(value)} is not a wire value of type ${type}`);
 }
