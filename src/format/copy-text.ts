@@ -89,6 +89,9 @@ export function formatFloat(n: number): string {
   if (n === Infinity) return 'Infinity';
   if (n === -Infinity) return '-Infinity';
   if (n === 0) return Object.is(n, -0) ? '-0' : '0';
+  // In this range JavaScript prints the same shortest digits in the same fixed notation.
+  const abs = Math.abs(n);
+  if (abs >= 1e-4 && abs < 1e15) return String(n);
   // toExponential() without digits gives the shortest round-trip digits, as PostgreSQL's Ryu.
   const e = n.toExponential();
   const at = e.indexOf('e');
@@ -101,13 +104,15 @@ export function formatFloat(n: number): string {
     return `${sign}${digits.slice(0, exp + 1)}.${digits.slice(exp + 1)}`;
   }
   const mantissa = digits.length > 1 ? `${digits[0]}.${digits.slice(1)}` : digits;
-  const abs = Math.abs(exp);
-  return `${sign}${mantissa}e${exp < 0 ? '-' : '+'}${abs < 10 ? '0' : ''}${abs}`;
+  const e10 = Math.abs(exp);
+  return `${sign}${mantissa}e${exp < 0 ? '-' : '+'}${e10 < 10 ? '0' : ''}${e10}`;
 }
 
 const INTEGER = /^-?[0-9]+$/;
+/** PostgreSQL numeric text: digits with an optional fraction and exponent, NaN, ±Infinity. */
+const DECIMAL = /^(?:[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|NaN|[-+]?Infinity)$/;
 
-/** Which wire value types each logical type accepts, for messages on a bad value. */
+/** A wire value of the wrong kind for its type: a bug in an engine, not bad data. */
 function badValue(value: WireValue, type: LogicalType): Error {
   return new Error(`${JSON.stringify(value)} is not a wire value of type ${type}`);
 }
@@ -133,11 +138,13 @@ export function encodeField(value: WireValue, type: LogicalType): string {
     case 'timestamptz':
       if (typeof value !== 'string') throw badValue(value, type);
       return wireToTimestamptz(value);
+    case 'time':
+    case 'timestamp':
+      if (typeof value !== 'string') throw badValue(value, type);
+      return escapeField(fraction(value, false));
     case 'bigint':
     case 'decimal':
     case 'date':
-    case 'time':
-    case 'timestamp':
     case 'uuid':
       // Never hold a character that needs escaping; a string is checked, not escaped.
       if (typeof value !== 'string') throw badValue(value, type);
@@ -149,8 +156,40 @@ export function encodeField(value: WireValue, type: LogicalType): string {
   }
 }
 
+/**
+ * Fractions of a second: the wire has six digits (none when zero), PostgreSQL prints them without
+ * trailing zeros. `pad` gives the wire's, otherwise PostgreSQL's. Dates hold no '.', so the first
+ * one starts the fraction.
+ */
+function fraction(text: string, pad: boolean): string {
+  // The common cases, without allocating: the wire's six digits ending in a non-zero digit, and
+  // PostgreSQL's already trimmed digits.
+  const last = text.charCodeAt(text.length - 1);
+  if (!pad && last >= 49 && last <= 57) return text;
+  const dot = text.indexOf('.');
+  if (dot === -1) return text;
+  let end = dot + 1;
+  while (end < text.length && text.charCodeAt(end) >= 48 && text.charCodeAt(end) <= 57) end++;
+  const digits = text.slice(dot + 1, end);
+  const kept = pad ? digits.padEnd(6, '0') : digits.replace(/0+$/, '');
+  return text.slice(0, dot) + (kept ? `.${kept}` : '') + text.slice(end);
+}
+
 /** `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` -> `YYYY-MM-DD HH:MM:SS[.ffffff]+00`; others (infinity) as is. */
 function wireToTimestamptz(value: string): string {
+  const n = value.length;
+  if (n === 20 || (n === 27 && value.charCodeAt(19) === 46)) {
+    // The usual `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`: sliced in place, the fraction trimmed.
+    let end = n - 1;
+    while (end > 20 && value.charCodeAt(end - 1) === 48) end--;
+    if (end === 20) end = 19;
+    if (value.charCodeAt(10) === 84 && value.charCodeAt(n - 1) === 90)
+      return `${value.slice(0, 10)} ${value.slice(11, end)}+00`;
+  }
+  return fraction(wireToTimestamptzAny(value), false);
+}
+
+function wireToTimestamptzAny(value: string): string {
   const t = value.indexOf('T');
   if (t === -1 || !value.endsWith('Z')) return escapeField(value);
   return `${value.slice(0, t)} ${value.slice(t + 1, -1)}+00`;
@@ -181,6 +220,12 @@ export function decodeField(field: string, type: LogicalType): WireValue {
       if (Number.isNaN(n) || field === '') throw new Error(`'${field}' is not a float`);
       return n;
     }
+    case 'bigint':
+      if (!INTEGER.test(field)) throw new Error(`'${field}' is not a bigint`);
+      return field;
+    case 'decimal':
+      if (!DECIMAL.test(field)) throw new Error(`'${field}' is not a decimal`);
+      return field;
     case 'bool':
       if (field === 't') return true;
       if (field === 'f') return false;
@@ -191,7 +236,10 @@ export function decodeField(field: string, type: LogicalType): WireValue {
       return Buffer.from(text.slice(2), 'hex').toString('base64');
     }
     case 'timestamptz':
-      return timestamptzToWire(unescapeField(field));
+      return timestamptzToWire(fraction(unescapeField(field), true));
+    case 'time':
+    case 'timestamp':
+      return fraction(unescapeField(field), true);
     default:
       return unescapeField(field);
   }

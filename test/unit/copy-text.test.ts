@@ -146,9 +146,27 @@ describe('canonical lines', () => {
     expect(() => decodeField('abc', 'binary')).toThrow('not \\x + hex');
   });
 
+  it("trims fractions of a second as PostgreSQL prints them; the wire's have six digits", () => {
+    expect(encodeField('12:00:00.500000', 'time')).toBe('12:00:00.5');
+    expect(encodeField('2024-01-02 03:04:05.000000', 'timestamp')).toBe('2024-01-02 03:04:05');
+    expect(encodeField('2024-01-02T03:04:05.120000Z', 'timestamptz')).toBe(
+      '2024-01-02 03:04:05.12+00',
+    );
+    expect(decodeField('12:00:00.5', 'time')).toBe('12:00:00.500000');
+    expect(decodeField('0044-03-15 12:00:00.25 BC', 'timestamp')).toBe(
+      '0044-03-15 12:00:00.250000 BC',
+    );
+    expect(decodeField('2024-01-02 03:04:05.12+00', 'timestamptz')).toBe(
+      '2024-01-02T03:04:05.120000Z',
+    );
+    expect(decodeField('2024-01-02 03:04:05', 'timestamp')).toBe('2024-01-02 03:04:05');
+  });
+
   it('maps timestamptz between the wire and PostgreSQL text; infinity passes', () => {
     expect(encodeField('2024-01-02T03:04:05Z', 'timestamptz')).toBe('2024-01-02 03:04:05+00');
-    expect(decodeField('2024-01-02 03:04:05.5+00', 'timestamptz')).toBe('2024-01-02T03:04:05.5Z');
+    expect(decodeField('2024-01-02 03:04:05.5+00', 'timestamptz')).toBe(
+      '2024-01-02T03:04:05.500000Z',
+    );
     expect(encodeField('infinity', 'timestamptz')).toBe('infinity');
     expect(decodeField('-infinity', 'timestamptz')).toBe('-infinity');
   });
@@ -260,6 +278,10 @@ describe('refusals', () => {
     ['', ['int'], /'' is not an int/],
     ['9007199254740993', ['int'], /is not an int/],
     ['true', ['bool'], /'true' is not a bool/],
+    ['12a', ['bigint'], /'12a' is not a bigint/],
+    ['', ['bigint'], /'' is not a bigint/],
+    ['1.2.3', ['decimal'], /'1.2.3' is not a decimal/],
+    ['1;drop', ['decimal'], /is not a decimal/],
     ['abc', ['float'], /'abc' is not a float/],
     ['a\\', ['text'], /lone backslash/],
   ];
@@ -277,5 +299,11 @@ describe('refusals', () => {
     ];
     for (const [v, t] of wrong) expect(() => encodeField(v, t)).toThrow(`of type ${t}`);
     expect(() => encodeRow([1], ['int', 'int'])).toThrow('row has 1 values');
+  });
+
+  it('reads every form of PostgreSQL numeric text', () => {
+    for (const d of ['0', '-12.3400000000', '1e+30', '.5', '5.', 'NaN', 'Infinity', '-Infinity']) {
+      expect(decodeField(d, 'decimal')).toBe(d);
+    }
   });
 });
