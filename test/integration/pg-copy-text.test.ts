@@ -226,6 +226,39 @@ describe.skipIf(!server.available)(`PostgreSQL COPY text fast paths ${server.rea
     ]);
   });
 
+  it('loads the staged way when the checker connection cannot be opened', async () => {
+    const role = `dsload_${Math.random().toString(36).slice(2, 8)}`;
+    await sql(`CREATE ROLE ${role} LOGIN CONNECTION LIMIT 1`);
+    await sql(`CREATE TABLE replica.one_conn (id int PRIMARY KEY, n numeric(5,2))`);
+    await sql(`GRANT ALL ON SCHEMA replica TO ${role}; GRANT ALL ON replica.one_conn TO ${role}`);
+    const u = new URL(url);
+    u.username = role;
+    const limited = await openTarget({ client: 'pg', connection: u.toString(), schema: 'replica' });
+    try {
+      const columns = [
+        { name: 'id', type: 'int' as const },
+        { name: 'n', type: 'decimal' as const },
+      ];
+      const load = (text: string) =>
+        limited.transaction((tx) =>
+          tx.copyRows!({
+            table: 'one_conn',
+            key: ['id'],
+            columns,
+            keep: [0, 1],
+            data: ragged(text),
+          }),
+        );
+      const err = await load('1\t1.234\n').catch((e: unknown) => e);
+      expect((err as Error).message).toContain("row (id)=(1): column n value '1.234'");
+      expect(await load('1\t1.5\n2\t2\n')).toBe(2);
+      expect((await admin.query('SELECT * FROM replica.one_conn')).rowCount).toBe(2);
+    } finally {
+      await limited.close();
+      await sql(`DROP OWNED BY ${role}; DROP ROLE ${role}`);
+    }
+  });
+
   it('rolls back when the part fails its check at the end', async () => {
     await sql(`CREATE TABLE replica.rollback (id int PRIMARY KEY)`);
     const failure = new DeltaError('checksum mismatch');

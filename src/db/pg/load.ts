@@ -272,6 +272,8 @@ export class TableLoader {
 
   /** The loader on a second connection that stages and checks batches (see load). */
   private checker?: TableLoader;
+  /** True once the checker connection could not be opened. */
+  private checkerFailed = false;
 
   /**
    * `openChecker`, when given, opens a second connection to the same database: then a table
@@ -301,7 +303,7 @@ export class TableLoader {
       let next = prefetch(batches);
       for (let batch = await next; !batch.done; batch = await next) {
         next = prefetch(batches); // encoded while this batch is sent and applied
-        if (this.direct && this.checked && this.openChecker) {
+        if (this.direct && this.checked && this.openChecker && !this.checkerFailed) {
           await this.copyDirectlyChecked(batch.value, count);
         } else if (!(this.direct && !this.checked && (await this.copyDirectly(batch.value)))) {
           await this.copyStaged(batch.value, count);
@@ -350,7 +352,12 @@ export class TableLoader {
    */
   private async copyDirectlyChecked(batch: CopyBatch, before: number): Promise<void> {
     if (!this.checker) {
-      const conn = await this.openChecker!();
+      // A replica at its connection limit still loads, the staged way.
+      const conn = await this.openChecker!().catch(() => undefined);
+      if (!conn) {
+        this.checkerFailed = true;
+        return this.copyStaged(batch, before);
+      }
       this.checker = new TableLoader(conn, this.plan, false);
       await run(conn, 'BEGIN'); // for the stage's ON COMMIT DROP and the check's savepoints
     }
