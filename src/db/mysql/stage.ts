@@ -79,26 +79,36 @@ const TIME_LOGICAL = new Set<LogicalType>(['timestamp', 'timestamptz']);
  * true when the target column would not hold it unchanged (exported for tests). A target type
  * we do not know (ENUM, SET, BIT, YEAR, geometry…) is staged as itself and not checked: only
  * it can parse the value.
+ *
+ * `silent`: the server would change such a value without a warning when it is written straight
+ * into the target (it rounds a decimal into an integer column, and drops fractional seconds a
+ * DATETIME/TIME of lower precision cannot hold), so a load must go through the stage to see it.
  */
 export function stageColumn(
   column: ColumnInfo,
   target: { dataType: string; columnType: string },
-): { stageType: string; misfit: string | null } {
+): { stageType: string; misfit: string | null; silent: boolean } {
   const { dataType } = target;
   const columnType = target.columnType.toLowerCase();
-  if (!KNOWN_TARGET_TYPES.has(dataType)) return { stageType: target.columnType, misfit: null };
+  if (!KNOWN_TARGET_TYPES.has(dataType)) {
+    return { stageType: target.columnType, misfit: null, silent: false };
+  }
   const stageType = STAGE_TYPES[column.type];
   const q = `s.${quoteIdent(column.name)}`;
   const unsigned = columnType.includes('unsigned');
   const args = /\((\d+)(?:,(\d+))?\)/.exec(columnType);
   const conds: string[] = [];
+  let silent = false;
   if (NUMERIC_LOGICAL.has(column.type)) {
     const range = INTEGER_RANGES[dataType];
     if (range) {
       const [min, max, umax] = range;
       if (!(dataType === 'bigint' && !unsigned && column.type === 'int'))
         conds.push(`${q} < ${unsigned ? '0' : min} OR ${q} > ${unsigned ? umax : max}`);
-      if (column.type === 'decimal' || column.type === 'float') conds.push(`${q} <> FLOOR(${q})`);
+      if (column.type === 'decimal' || column.type === 'float') {
+        conds.push(`${q} <> FLOOR(${q})`);
+        silent = true;
+      }
     } else if (dataType === 'decimal') {
       const precision = args?.[1] ?? '10';
       const scale = args?.[2] ?? '0';
@@ -108,7 +118,9 @@ export function stageColumn(
     // FLOAT is not checked: a float32 read as its shortest decimal text never equals the
     // float64 it is compared as, though it travels exactly; one out of range fails loudly.
   } else if (TIME_LOGICAL.has(column.type) || column.type === 'time') {
+    // Fractional seconds are cut silently (a DATE from a timestamp is only a note: counted too).
     const fsp = Number(args?.[1] ?? '0');
+    silent = fsp < 6 || dataType === 'date';
     if (dataType === 'datetime' || dataType === 'timestamp') {
       if (fsp < 6) conds.push(`CAST(${q} AS DATETIME(${fsp})) <> ${q}`);
       if (dataType === 'timestamp')
@@ -125,6 +137,6 @@ export function stageColumn(
   } else if (LOB_BYTES[dataType] !== undefined) {
     conds.push(`LENGTH(${q}) > ${LOB_BYTES[dataType]}`);
   }
-  if (conds.length === 0) return { stageType, misfit: null };
-  return { stageType, misfit: `(${q} IS NOT NULL AND (${conds.join(' OR ')}))` };
+  if (conds.length === 0) return { stageType, misfit: null, silent: false };
+  return { stageType, misfit: `(${q} IS NOT NULL AND (${conds.join(' OR ')}))`, silent };
 }
