@@ -59,6 +59,7 @@ describe('MariaDB/MySQL: staging in the delta type, and the checks', () => {
     expect(my('decimal', 'decimal', 'decimal(10,2)')).toEqual({
       stageType: 'DECIMAL(65,30)',
       misfit: '(s.`c` IS NOT NULL AND (CAST(s.`c` AS DECIMAL(10,2)) <> s.`c`))',
+      silent: false,
     });
     expect(my('timestamp', 'datetime', 'datetime').misfit).toBe(
       '(s.`c` IS NOT NULL AND (CAST(s.`c` AS DATETIME(0)) <> s.`c`))',
@@ -75,6 +76,18 @@ describe('MariaDB/MySQL: staging in the delta type, and the checks', () => {
     expect(my('text', 'enum', "enum('a','b')")).toEqual({
       stageType: "enum('a','b')",
       misfit: null,
+      silent: false,
     });
+  });
+
+  it('marks the misfits the server would make without a warning if written directly', () => {
+    expect(my('decimal', 'int', 'int(11)').silent).toBe(true);
+    expect(my('float', 'bigint', 'bigint(20)').silent).toBe(true);
+    expect(my('timestamp', 'datetime', 'datetime').silent).toBe(true);
+    expect(my('time', 'time', 'time(3)').silent).toBe(true);
+    expect(my('timestamp', 'date', 'date').silent).toBe(true);
+    expect(my('timestamptz', 'timestamp', 'timestamp(6)').silent).toBe(false);
+    expect(my('bigint', 'int', 'int(11)').silent).toBe(false);
+    expect(my('text', 'varchar', 'varchar(5)').silent).toBe(false);
   });
 });
