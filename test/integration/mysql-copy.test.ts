@@ -248,4 +248,14 @@ describe.skipIf(!my.available || !pgs.available)('MariaDB/MySQL copyRows (format
       expect(rows).toEqual(i === 3 ? [{ id: 100 }] : []);
     }
   });
+
+  it('offers no copyRows without LOAD DATA LOCAL INFILE, so load decodes lines for applyRows', async () => {
+    const inserting = await MysqlTarget.open(config, { loadStrategy: 'insert' });
+    try {
+      expect(await inserting.transaction(async (tx) => tx.copyRows)).toBeUndefined();
+      expect(await target.transaction(async (tx) => typeof tx.copyRows)).toBe('function');
+    } finally {
+      await inserting.close();
+    }
+  });
 });
