@@ -183,6 +183,26 @@ describe.skipIf(!my.available || !pgs.available)('MariaDB/MySQL copyRows (format
     expect(updated[0]!.t).toBe('changed\f');
   });
 
+  it('lets the last line of a key win in an empty table, leaving columns outside the delta at their default, as applyRows', async () => {
+    // prettier-ignore
+    const twice: WireRow[] = [
+      [9, '1', null, null, true, null, 'first', null, null, null, null, null, null, null],
+      [8, '2', null, null, null, null, 'other', null, null, null, null, null, null, null],
+      [9, '3', null, null, false, null, 'last', null, null, null, null, null, null, null],
+    ];
+    const ddl = MY_DDL.replace('u UUID)', "u UUID, note VARCHAR(10) NOT NULL DEFAULT 'dflt')");
+    await exec(`CREATE TABLE twice_copy ${ddl}`);
+    await exec(`CREATE TABLE twice_apply ${ddl}`);
+    expect(await copy('twice_copy', await copyText(twice))).toBe(3);
+    await apply('twice_apply', twice);
+    const rows = (await contents('twice_copy')) as Record<string, unknown>[];
+    expect(rows).toEqual(await contents('twice_apply'));
+    expect(rows.map((r) => [r.id, r.i64, r.t, r.note])).toEqual([
+      [8, '2', 'other', 'dflt'],
+      [9, '3', 'last', 'dflt'],
+    ]);
+  });
+
   it('rolls back what it loaded when the data fails at its end (a bad checksum)', async () => {
     await exec(`CREATE TABLE failing ${MY_DDL}`);
     await exec('INSERT INTO failing (id, t) VALUES (1, "kept")');
