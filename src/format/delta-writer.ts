@@ -4,7 +4,10 @@
  */
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ColumnInfo, WireRow } from './wire.js';
+import type { ColumnInfo, LogicalType, WireRow } from './wire.js';
+import { encodeRow } from './copy-text.js';
+import { copyPartFileName } from './copy-part.js';
+import { MAX_LINE_BYTES, PartFileWriter, type Compression } from './part-file.js';
 import { faultPoint } from '../faults.js';
 import { sign } from './signature.js';
 import { logIdPrefix } from './logid.js';
@@ -17,7 +20,6 @@ import {
   type ManifestPart,
   type ManifestTable,
 } from './manifest.js';
-import { PartWriter, partFileName, type Compression } from './part-codec.js';
 
 export interface DeltaWriterOptions {
   dir: string;
@@ -31,36 +33,143 @@ export interface DeltaWriterOptions {
   signingKey?: string;
 }
 
-/** A sequence of part files of one kind (rows or deletes) for one table. */
+/** Text rows are batched into chunks of about this size before they reach zlib. */
+const WRITE_CHUNK_CHARS = 256 * 1024;
+
+const NEWLINE = 0x0a;
+
+/** A sequence of part files of one kind (rows or deletes) for one table, in format 2. */
 class PartSeries {
   readonly parts: ManifestPart[] = [];
-  private writer: PartWriter | undefined;
+  private writer: PartFileWriter | undefined;
+  /** Encoded lines not yet handed to the writer, and how many. */
+  private pending = '';
+  private pendingLines = 0;
 
   constructor(
     private readonly delta: DeltaWriter,
     private readonly fileName: (index: number) => string,
+    private readonly types: LogicalType[],
   ) {}
 
   get rows(): number {
-    return this.parts.reduce((n, p) => n + p.rows, 0) + (this.writer?.rows ?? 0);
+    return (
+      this.parts.reduce((n, p) => n + p.rows, 0) + (this.writer?.lines ?? 0) + this.pendingLines
+    );
   }
 
-  async write(row: WireRow): Promise<void> {
+  private async open(): Promise<PartFileWriter> {
     this.writer ??= await this.delta.openPart(this.fileName(this.parts.length + 1));
-    await this.writer.write(row);
-    if (this.writer.rows >= this.delta.maxRowsPerPart) await this.close();
+    return this.writer;
+  }
+
+  /** One wire row, encoded by the codec (the generic path). */
+  async write(row: WireRow): Promise<void> {
+    const writer = await this.open();
+    this.pending += encodeRow(row, this.types);
+    this.pendingLines++;
+    if (writer.lines + this.pendingLines >= this.delta.maxRowsPerPart) await this.close();
+    else if (this.pending.length >= WRITE_CHUNK_CHARS) await this.flushPending();
+  }
+
+  private async flushPending(): Promise<void> {
+    if (this.pendingLines === 0) return;
+    const text = this.pending;
+    const lines = this.pendingLines;
+    this.pending = '';
+    this.pendingLines = 0;
+    await this.writer!.write(text, lines);
+  }
+
+  /**
+   * COPY text as bytes (the fast path): split into parts on line boundaries by counting newline
+   * bytes, never parsing a row. Returns the lines written and the last one (for a cursor).
+   */
+  async writeCopyText(data: AsyncIterable<Buffer>): Promise<CopyTextWritten> {
+    await this.flushPending();
+    const max = this.delta.maxRowsPerPart;
+    const last = new LastLine();
+    let rows = 0;
+    for await (const whole of data) {
+      last.add(whole);
+      let chunk = whole;
+      while (chunk.length > 0) {
+        const writer = await this.open();
+        const room = max - writer.lines;
+        let lines = 0;
+        let cut = -1;
+        for (let i = chunk.indexOf(NEWLINE); i !== -1; i = chunk.indexOf(NEWLINE, i + 1)) {
+          if (++lines === room) {
+            cut = i + 1;
+            break;
+          }
+        }
+        rows += lines;
+        if (cut === -1) {
+          await writer.write(chunk, lines);
+          break;
+        }
+        await writer.write(chunk.subarray(0, cut), lines);
+        await this.close();
+        chunk = chunk.subarray(cut);
+      }
+    }
+    return { rows, lastLine: last.finish() };
   }
 
   async close(): Promise<void> {
     if (!this.writer) return;
+    await this.flushPending();
     const writer = this.writer;
     this.writer = undefined;
     this.parts.push(await this.delta.finishPart(writer));
   }
 
   async abort(): Promise<void> {
+    this.pending = '';
+    this.pendingLines = 0;
     await this.writer?.abort();
     this.writer = undefined;
+  }
+}
+
+/** What `writeCopyText` wrote. */
+export interface CopyTextWritten {
+  rows: number;
+  /** The last line, without its '\n' (null when there were none): timestamp mode's cursor. */
+  lastLine: Buffer | null;
+}
+
+/** Follows a byte stream of lines, keeping only its last complete line and the open one. */
+class LastLine {
+  private line: Buffer | null = null;
+  private open: Buffer[] = [];
+  private openBytes = 0;
+
+  add(chunk: Buffer): void {
+    const end = chunk.lastIndexOf(NEWLINE);
+    if (end === -1) {
+      this.open.push(chunk);
+      this.openBytes += chunk.length;
+      if (this.openBytes > MAX_LINE_BYTES) {
+        throw new Error(`COPY text holds a line longer than ${MAX_LINE_BYTES} bytes`);
+      }
+      return;
+    }
+    const start = end > 0 ? chunk.lastIndexOf(NEWLINE, end - 1) : -1;
+    // Copied: a slice would keep the whole chunk alive.
+    this.line =
+      start === -1
+        ? Buffer.concat([...this.open, chunk.subarray(0, end)])
+        : Buffer.from(chunk.subarray(start + 1, end));
+    const rest = chunk.subarray(end + 1);
+    this.open = rest.length > 0 ? [rest] : [];
+    this.openBytes = rest.length;
+  }
+
+  finish(): Buffer | null {
+    if (this.openBytes > 0) throw new Error('COPY text does not end with a newline');
+    return this.line;
   }
 }
 
@@ -80,15 +189,41 @@ export class TableWriter {
     private readonly base: boolean,
     private readonly columnsChanged: ManifestTable['columnsChanged'],
   ) {
-    this.upserts = new PartSeries(delta, (i) => partFileName(prefix, label, i, compression));
-    this.deletes = new PartSeries(delta, (i) =>
-      partFileName(prefix, label, i, compression, 'deletes'),
+    const keyTypes = key.map((k) => columns.find((c) => c.name === k)?.type ?? 'text');
+    this.upserts = new PartSeries(
+      delta,
+      (i) => copyPartFileName(prefix, label, i, compression),
+      columns.map((c) => c.type),
+    );
+    this.deletes = new PartSeries(
+      delta,
+      (i) => copyPartFileName(prefix, label, i, compression, 'deletes'),
+      keyTypes,
     );
   }
 
-  /** A row to insert or update, values in `columns` order. */
+  /** A row to insert or update, values in `columns` order (encoded by the codec). */
+  write(row: WireRow): Promise<void> {
+    return this.upserts.write(row);
+  }
+
+  /** The same as `write`. */
   upsert(row: WireRow): Promise<void> {
     return this.upserts.write(row);
+  }
+
+  /**
+   * Rows (or, with `kind` 'deletes', key lines) as canonical COPY text bytes, complete
+   * '\n'-terminated lines with chunk boundaries anywhere, in `columns` (or `key`) order. Split
+   * into parts on line boundaries; no row is parsed. Rows written by `write` before stay first.
+   */
+  writeCopyText(
+    data: AsyncIterable<Buffer>,
+    kind: 'rows' | 'deletes' = 'rows',
+  ): Promise<CopyTextWritten> {
+    if (kind === 'rows') return this.upserts.writeCopyText(data);
+    if (this.base) throw new Error(`table ${this.name} is written as a base: it has no deletes`);
+    return this.deletes.writeCopyText(data);
   }
 
   /** A row to delete, given by its key values in `key` order. A base table has none. */
@@ -112,7 +247,11 @@ export class TableWriter {
     const table: ManifestTable = {
       name: this.name,
       key: this.key,
-      columns: this.columns.map((c) => ({ name: c.name, type: c.type })),
+      columns: this.columns.map((c) => ({
+        name: c.name,
+        type: c.type,
+        ...(c.nativeType ? { nativeType: c.nativeType } : {}),
+      })),
       rows: this.upserts.parts.reduce((n, p) => n + p.rows, 0),
       parts: this.upserts.parts,
       ...(this.base ? { base: true } : {}),
@@ -201,14 +340,14 @@ export class DeltaWriter {
   }
 
   /** @internal */
-  async openPart(file: string): Promise<PartWriter> {
-    return PartWriter.create(this.options.dir, file, this.options.compression, {
+  async openPart(file: string): Promise<PartFileWriter> {
+    return PartFileWriter.create(this.options.dir, file, this.options.compression, {
       sha256: this.options.signingKey !== undefined,
     });
   }
 
   /** @internal */
-  async finishPart(writer: PartWriter): Promise<ManifestPart> {
+  async finishPart(writer: PartFileWriter): Promise<ManifestPart> {
     this.written.push(writer.file);
     const part = await writer.finish();
     await faultPoint('extract:after-part');
