@@ -220,22 +220,31 @@ describe.skipIf(!my.available || !pgs.available)('MariaDB/MySQL copyRows (format
     const line = (id: number, t: string, f = '1', dt = '\\N') =>
       `${id}\t\\N\t\\N\t${f}\t\\N\t\\N\t${t}\t\\N\t\\N\t\\N\t${dt}\t\\N\t\\N\t\\N\n`;
     const cases: { ddl: string; lines: string; message: RegExp }[] = [
-      // Empty target, loaded directly: the server's own refusal, named by line and column.
+      // Empty target, loaded directly: the stage's checks run in the statement, naming the row.
       {
         ddl: '(id INT PRIMARY KEY, t VARCHAR(3))',
-        lines: line(1, 'abc') + line(2, 'abcd'),
-        message: /table 'r\d': the replica cannot take line 2 of its rows .*'t'/,
+        lines: line(1, 'abc') + line(2, 'abcd') + line(3, 'abcde'),
+        message: /^table 'r0' row \(id\)=\(2\): column t value 'abcd' does not fit .*varchar\(3\)/,
       },
+      // What only the server refuses (it stops at that line): named the same way.
       {
         ddl: '(id INT PRIMARY KEY, f64 DOUBLE)',
-        lines: line(1, 'a', 'Infinity'),
-        message: /line 1 .*'Infinity'.*'f64'/,
+        lines: line(1, 'a', '1.5') + line(2, 'a', 'Infinity') + line(3, 'a', 'NaN'),
+        message: /^table 'r1' row \(id\)=\(2\): column f64 value 'Infinity' does not fit .*double/,
       },
-      // A DATETIME(0) would drop the fraction quietly: the stage sees it, and names the row.
+      // A DATETIME(0) would drop the fraction without a warning: the checks see it.
       {
         ddl: '(id INT PRIMARY KEY, dt DATETIME)',
-        lines: line(1, 'a', '1', '2024-01-01 00:00:00.5'),
-        message: /row \(id\)=\(1\): column dt value '2024-01-01 00:00:00.5/,
+        lines:
+          line(1, 'a', '1', '2024-01-01 00:00:00') + line(2, 'a', '1', '2024-01-01 00:00:00.5'),
+        message:
+          /row \(id\)=\(2\): column dt value '2024-01-01 00:00:00.5' does not fit .*datetime/,
+      },
+      {
+        ddl: "(id INT PRIMARY KEY, t VARCHAR(9) NOT NULL DEFAULT 'x')",
+        lines: line(5, 'ok') + line(6, '\\N'),
+        message:
+          /row \(id\)=\(6\): column t is NULL, which the replica column \(varchar\(9\), NOT NULL\) refuses/,
       },
       // A target with rows goes through the stage, whose checks name the row.
       {
@@ -247,7 +256,7 @@ describe.skipIf(!my.available || !pgs.available)('MariaDB/MySQL copyRows (format
     for (const [i, c] of cases.entries()) {
       const table = `r${i}`;
       await exec(`CREATE TABLE ${table} ${c.ddl}`);
-      if (i === 3) await exec(`INSERT INTO ${table} (id) VALUES (100)`);
+      if (i === 4) await exec(`INSERT INTO ${table} (id) VALUES (100)`);
       const names = c.ddl.match(/\b(t|f64|dt)\b/g)!;
       const keep = [0, ...names.map((n) => COLUMNS.findIndex((col) => col.name === n))];
       const error = await target
@@ -265,7 +274,7 @@ describe.skipIf(!my.available || !pgs.available)('MariaDB/MySQL copyRows (format
       expect((error as Error).message).toMatch(c.message);
       expect((error as Error).message).not.toContain('\n');
       const rows = (await exec(`SELECT id FROM ${table}`)) as unknown[];
-      expect(rows).toEqual(i === 3 ? [{ id: 100 }] : []);
+      expect(rows).toEqual(i === 4 ? [{ id: 100 }] : []);
     }
   });
 

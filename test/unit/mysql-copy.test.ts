@@ -4,7 +4,8 @@
  * and the LOAD DATA statement's field list. The integration test loads real text.
  */
 import { describe, expect, it } from 'vitest';
-import { copyLoadSql, fixEscapes, loadDataChunks } from '../../src/db/mysql/copy.js';
+import { copyLoadSql } from '../../src/db/mysql/copy.js';
+import { fixEscapes, loadDataChunks } from '../../src/db/mysql/copy-escapes.js';
 import { writeEncoder } from '../../src/db/mysql/types.js';
 import type { ColumnInfo } from '../../src/db/types.js';
 
@@ -67,26 +68,55 @@ describe('loadDataChunks', () => {
 });
 
 describe('copyLoadSql', () => {
-  it('reads skipped columns into @dummy and converts what LOAD DATA reads otherwise', () => {
-    // prettier-ignore
-    const columns: ColumnInfo[] = [
-      { name: 'id', type: 'int' }, { name: 'gone', type: 'text' }, { name: 'b', type: 'bool' },
-      { name: 'bin', type: 'binary' }, { name: 'tz', type: 'timestamptz' }, { name: 'bits', type: 'bigint' },
-    ];
-    const keep = [0, 2, 3, 4, 5];
-    const kept = keep.map((i) => columns[i]!);
-    const plan = {
-      columns: kept,
-      encoders: kept.map((c) => writeEncoder(c, c.name === 'bits' ? 'bit' : 'x')),
-    };
+  // prettier-ignore
+  const columns: ColumnInfo[] = [
+    { name: 'id', type: 'int' }, { name: 'gone', type: 'text' }, { name: 'b', type: 'bool' },
+    { name: 'bin', type: 'binary' }, { name: 'tz', type: 'timestamptz' }, { name: 'bits', type: 'bigint' },
+    { name: 'v', type: 'text' },
+  ];
+  const keep = [0, 2, 3, 4, 5, 6];
+  const kept = keep.map((i) => columns[i]!);
+  const plan = {
+    columns: kept,
+    key: ['id'],
+    encoders: kept.map((c) => writeEncoder(c, c.name === 'bits' ? 'bit' : 'x')),
+    stageTypes: ['BIGINT', 'TINYINT', 'LONGBLOB', 'DATETIME(6)', 'bit(16)', 'LONGTEXT'],
+    // A DATETIME(0) target: what the server would cut quietly.
+    quiet: [
+      null,
+      null,
+      null,
+      '(s.`tz` IS NOT NULL AND (CAST(s.`tz` AS DATETIME(0)) <> s.`tz`))',
+      null,
+      null,
+    ],
+  };
+  const head =
+    "LOAD DATA LOCAL INFILE 'deltasync-copy' INTO TABLE `t` CHARACTER SET utf8mb4" +
+    " FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'";
+  const conversions =
+    " `b` = CASE @v2 WHEN 't' THEN 1 WHEN 'f' THEN 0 ELSE CAST(@v2 AS SIGNED) END," +
+    ' `bin` = UNHEX(SUBSTRING(@v3, 3)),' +
+    " `tz` = IF(RIGHT(@v4, 3) = '+00', LEFT(@v4, CHAR_LENGTH(@v4) - 3), @v4)," +
+    ' `bits` = CAST(@v5 AS UNSIGNED)';
+
+  it('into the stage: skipped columns into @dummy, conversions of what LOAD DATA reads otherwise', () => {
+    expect(copyLoadSql('`t`', columns, keep, plan, false)).toBe(
+      head + ' (`id`, @dummy, @v2, @v3, @v4, @v5, `v`) SET' + conversions,
+    );
+  });
+
+  it('directly: REPLACE, every kept field in a variable, the quiet checks captured first', () => {
+    const tz = "IF(RIGHT(@v4, 3) = '+00', LEFT(@v4, CHAR_LENGTH(@v4) - 3), @v4)";
     expect(copyLoadSql('`t`', columns, keep, plan, true)).toBe(
-      "LOAD DATA LOCAL INFILE 'deltasync-copy' REPLACE INTO TABLE `t` CHARACTER SET utf8mb4" +
-        " FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'" +
-        ' (`id`, @dummy, @v2, @v3, @v4, @v5)' +
-        " SET `b` = CASE @v2 WHEN 't' THEN 1 WHEN 'f' THEN 0 ELSE CAST(@v2 AS SIGNED) END," +
-        ' `bin` = UNHEX(SUBSTRING(@v3, 3)),' +
-        " `tz` = IF(RIGHT(@v4, 3) = '+00', LEFT(@v4, CHAR_LENGTH(@v4) - 3), @v4)," +
-        ' `bits` = CAST(@v5 AS UNSIGNED)',
+      head.replace("'deltasync-copy' ", "'deltasync-copy' REPLACE ") +
+        ' (@v0, @dummy, @v2, @v3, @v4, @v5, @v6) SET' +
+        ' `id` = IF((@deltasync_misfit := COALESCE(@deltasync_misfit, CASE' +
+        ` WHEN (CAST(${tz} AS DATETIME(6)) IS NOT NULL AND` +
+        ` (CAST(CAST(${tz} AS DATETIME(6)) AS DATETIME(0)) <> CAST(${tz} AS DATETIME(6))))` +
+        ` THEN JSON_ARRAY(3, ${tz}, @v0) END)) IS NULL, @v0, @v0),` +
+        conversions +
+        ', `v` = @v6',
     );
   });
 });

@@ -34,8 +34,8 @@ export interface ApplyPlan {
    * would round, truncate or refuse it (see misfitCondition), or null when it cannot.
    */
   misfits: (string | null)[];
-  /** Per column, whether the server would change a misfit silently if written directly. */
-  silent: boolean[];
+  /** Per column, the part of `misfits` the server lets through quietly (see stageColumn). */
+  quiet: (string | null)[];
   /** Per column, whether the target column is NOT NULL. */
   notNull: boolean[];
   /** The key columns. */

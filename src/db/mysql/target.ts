@@ -376,17 +376,16 @@ export class MysqlTarget implements TargetWriter {
   }
 
   /**
-   * Format 2: COPY text through LOAD DATA LOCAL INFILE (copy.ts). Straight into the table when
-   * it is empty and nothing can go wrong there quietly (no other unique index for REPLACE to
-   * resolve, no value the server would round without a warning); through the stage and its
-   * checks otherwise, like applyRows.
+   * Format 2: COPY text through LOAD DATA LOCAL INFILE (copy.ts). Straight into the table,
+   * checked in the statement, when it is empty and has no unique index besides the key (which
+   * REPLACE would resolve by deleting a row); through the stage and its checks otherwise, like
+   * applyRows.
    */
   private async copyRows(request: CopyRowsRequest): Promise<number> {
     const { table, key, columns, keep, data } = request;
     const plan = await this.plan({ table, key, columns: keep.map((i) => columns[i]!) });
     const direct =
       plan.otherUniques.length === 0 &&
-      !plan.silent.some(Boolean) &&
       (await run<unknown[]>(this.session, `SELECT 1 FROM ${plan.table} LIMIT 1`, [], table))
         .length === 0;
     if (direct) {
@@ -395,6 +394,7 @@ export class MysqlTarget implements TargetWriter {
         plan,
         copyLoadSql(plan.table, columns, keep, plan, true),
         data,
+        keep,
       );
     }
     return applyStagedWith(this.session, plan, () =>
@@ -464,7 +464,7 @@ export class MysqlTarget implements TargetWriter {
     const stageTypes: string[] = [];
     const targetTypes: string[] = [];
     const misfits: (string | null)[] = [];
-    const silent: boolean[] = [];
+    const quiet: (string | null)[] = [];
     const encoders = columns.map((column) => {
       const target = byName.get(column.name);
       if (!target) {
@@ -476,7 +476,7 @@ export class MysqlTarget implements TargetWriter {
       const staged = stageColumn(column, target);
       stageTypes.push(staged.stageType);
       misfits.push(staged.misfit);
-      silent.push(staged.silent);
+      quiet.push(staged.quiet);
       targetTypes.push(target.columnType);
       return writeEncoder(column, target.dataType);
     });
@@ -487,7 +487,7 @@ export class MysqlTarget implements TargetWriter {
       stageTypes,
       targetTypes,
       misfits,
-      silent,
+      quiet,
       notNull: columns.map((c) => notNull.has(c.name)),
       key,
       otherUniques: uniques.filter((u) => [...u.columns].sort().join('\0') !== keySet),
