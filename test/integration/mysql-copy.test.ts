@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MysqlTarget } from '../../src/db/mysql/target.js';
 import type { ColumnInfo, DbConfig, WireRow } from '../../src/db/types.js';
 import { DeltaError } from '../../src/errors.js';
+import { encodeRow } from '../../src/format/copy-text.js';
 import { mysqlServer, pgServer } from '../helpers/databases.js';
 
 const my = await mysqlServer();
@@ -219,6 +220,24 @@ describe.skipIf(!my.available || !pgs.available)('MariaDB/MySQL copyRows (format
     const rows = (await contents('uniq_copy')) as Record<string, unknown>[];
     expect(rows).toEqual(await contents('uniq_apply'));
     expect(rows.map((r) => [r.id, r.t])).toEqual([[1, 'two']]);
+  });
+
+  it('loads the codec text (sources other than PostgreSQL) as applyRows, NUL and 0x1A included', async () => {
+    // prettier-ignore
+    const rows: WireRow[] = [
+      [7, '1', '1', 1, true, 'x', 'nul\0 sub\x1a \\Z bs\\ tab\t', b64([0x1a, 0]), null, null, null, null, null, null],
+      ...ROWS.slice(0, 2),
+    ];
+    const types = COLUMNS.map((c) => c.type);
+    const text = Buffer.from(rows.map((r) => encodeRow(r, types)).join(''));
+    await exec(`CREATE TABLE codec_copy ${MY_DDL}`);
+    await exec(`CREATE TABLE codec_apply ${MY_DDL}`);
+    await copy('codec_copy', text);
+    await apply('codec_apply', rows);
+    const loaded = (await contents('codec_copy')) as Record<string, unknown>[];
+    expect(loaded).toEqual(await contents('codec_apply'));
+    expect(loaded[2]!.t).toBe(rows[0]![6]);
+    expect(loaded[2]!.bin).toEqual(Buffer.from([0x1a, 0]));
   });
 
   it('rolls back what it loaded when the data fails at its end (a bad checksum)', async () => {
