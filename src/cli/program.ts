@@ -10,7 +10,9 @@ import { extract } from '../steps/extract/index.js';
 import { load } from '../steps/load.js';
 import { simulate } from '../steps/simulate.js';
 import { formatStatus, status } from '../steps/status.js';
-import { EXIT_USAGE, runCommand, type CommonOptions } from './run.js';
+import { parseDuration } from './duration.js';
+import { LOOP_STEPS, parseSteps, runLoop, type LoopStep } from './loop.js';
+import { EXIT_USAGE, runCommand, type CommandFn, type CommonOptions } from './run.js';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -34,16 +36,54 @@ function exitWith(code: number): void {
   process.exitCode = code;
 }
 
-export function stepCommand(name: 'extract' | 'copy' | 'load'): Command {
+/** What each step command runs: a single run and every iteration of `run --every` alike. */
+const STEP_RUNNERS: Record<LoopStep, CommandFn> = {
+  extract: async (ctx) => void (await extract(ctx)),
+  copy: async (ctx) => void (await copy(ctx)),
+  load: async (ctx) => void (await load(ctx)),
+};
+
+export function stepCommand(name: LoopStep): Command {
   const describe = {
     extract: 'write the next delta of the source changes into the outbox',
     copy: 'copy new deltas from the outbox to every destination, manifest last',
     load: 'apply the deltas waiting in the inbox to the replica, each in one transaction',
   }[name];
-  const run = { extract, copy, load }[name];
   return withCommon(new Command(name).description(describe)).action(async (opts: CommonOptions) => {
-    exitWith(await runCommand(name, name, opts, async (ctx) => void (await run(ctx))));
+    exitWith(await runCommand(name, name, opts, STEP_RUNNERS[name]));
   });
+}
+
+function loopSteps(value: string): LoopStep[] {
+  try {
+    return parseSteps(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+function period(value: string): number {
+  const ms = parseDuration(value);
+  if (ms === undefined || ms < 1)
+    throw new InvalidArgumentError(`'${value}' is not a duration: give one like 500ms, 2s or 1m`);
+  return ms;
+}
+
+function runLoopCommand(): Command {
+  return withCommon(
+    new Command('run').description(
+      'loop: run the listed steps in order, then again every period, until SIGTERM or SIGINT',
+    ),
+  )
+    .requiredOption(
+      '--steps <list>',
+      `steps to run, comma-separated, in order (some of ${LOOP_STEPS.join(', ')})`,
+      loopSteps,
+    )
+    .requiredOption('--every <duration>', 'from one iteration to the next: 500ms, 2s, 1m', period)
+    .action(async (opts: CommonOptions & { steps: LoopStep[]; every: number }) => {
+      exitWith(await runLoop(opts, STEP_RUNNERS));
+    });
 }
 
 function statusCommand(): Command {
@@ -289,6 +329,7 @@ export function mainProgram(): Command {
     .addCommand(stepCommand('extract'))
     .addCommand(stepCommand('copy'))
     .addCommand(stepCommand('load'))
+    .addCommand(runLoopCommand())
     .addCommand(statusCommand())
     .addCommand(pruneCommand())
     .addCommand(simulateCommand())

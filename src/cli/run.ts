@@ -14,6 +14,7 @@ import {
   type ExitCodeValue,
 } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
+import { terminalProgress, type Progress } from './progress.js';
 
 /** Command-line misuse (unknown flag, missing argument): sysexits EX_USAGE. */
 export const EXIT_USAGE = 64;
@@ -28,6 +29,7 @@ export interface CommonOptions {
 export interface CommandContext {
   config: LoadedConfig;
   log: Logger;
+  progress?: Progress;
 }
 
 /** better-sqlite3's codes for "another process holds the database file's lock". */
@@ -78,13 +80,22 @@ export async function report(
   return code;
 }
 
-/** The run's logger; a log file this user cannot write is a configuration mistake. */
-async function openLog(config: LoadedConfig, options: CommonOptions): Promise<Logger> {
+/**
+ * The run's logger, naming the job and `step` on every line; a log file this user cannot write is
+ * a configuration mistake.
+ */
+export async function openLog(
+  config: LoadedConfig,
+  options: CommonOptions,
+  step?: string,
+): Promise<Logger> {
   try {
     return await createLogger({
       file: config.log.file,
       level: options.verbose ? 'debug' : config.log.level,
       pretty: options.pretty,
+      job: config.name,
+      step,
     });
   } catch (err) {
     throw new ConfigError(
@@ -97,19 +108,42 @@ async function openLog(config: LoadedConfig, options: CommonOptions): Promise<Lo
   }
 }
 
+export type CommandFn = (ctx: CommandContext) => Promise<ExitCodeValue | void>;
+
+/**
+ * Runs one step with its config and logger ready, and returns its exit code (never throws). The
+ * one path a single run and each iteration of `run --every` share, so both leave the same traces.
+ */
+export async function runStep(
+  command: string,
+  ctx: CommandContext,
+  verbose: boolean,
+  fn: CommandFn,
+): Promise<number> {
+  try {
+    return (await fn(ctx)) ?? ExitCode.OK;
+  } catch (err) {
+    return await report(command, err, verbose, ctx.log);
+  } finally {
+    ctx.progress?.done();
+  }
+}
+
 /** Loads config and logger, runs `fn`, and returns the exit code (never throws). */
 export async function runCommand(
   command: string,
   step: StepName,
   options: CommonOptions,
-  fn: (ctx: CommandContext) => Promise<ExitCodeValue | void>,
+  fn: CommandFn,
 ): Promise<number> {
   let log: Logger | undefined;
+  let config: LoadedConfig;
   try {
-    const config = await loadConfig(options.config, step);
-    log = await openLog(config, options);
-    return (await fn({ config, log })) ?? ExitCode.OK;
+    config = await loadConfig(options.config, step);
+    log = await openLog(config, options, step);
   } catch (err) {
     return await report(command, err, options.verbose ?? false, log);
   }
+  const ctx = { config, log, progress: terminalProgress(command) };
+  return runStep(command, ctx, options.verbose ?? false, fn);
 }

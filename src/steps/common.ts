@@ -18,6 +18,18 @@ import type { Logger } from '../log.js';
 export interface StepContext {
   config: LoadedConfig;
   log: Logger;
+  /** A live progress line, set only when a person watches a terminal (see cli/progress.ts). */
+  progress?: Progress;
+}
+
+/** What a step reports as it goes; every call is cheap (the line is drawn on a timer). */
+export interface Progress {
+  /** A table starts; `total` is its row count when known (load knows it from the manifest). */
+  table(name: string, total?: number): void;
+  /** `count` more rows of the current table are done. */
+  rows(count: number): void;
+  /** The step is over: the line goes away. */
+  done(): void;
 }
 
 /**
