@@ -55,7 +55,8 @@ export function progressText(
 }
 
 export class TerminalProgress implements Progress {
-  private current: { name: string; total?: number; done: number; since: number } | undefined;
+  private current:
+    { name: string; total?: number; done: number; since: number; poll?: () => number } | undefined;
   private drawn = '';
   private timer: NodeJS.Timeout | undefined;
 
@@ -65,8 +66,8 @@ export class TerminalProgress implements Progress {
     private readonly now: () => number = Date.now,
   ) {}
 
-  table(name: string, total?: number): void {
-    this.current = { name, total, done: 0, since: this.now() };
+  table(name: string, total?: number, poll?: () => number): void {
+    this.current = { name, total, done: 0, since: this.now(), poll };
     this.draw();
     if (!this.timer) {
       this.timer = setInterval(() => this.draw(), 1000 / REDRAWS_PER_SECOND);
@@ -96,9 +97,11 @@ export class TerminalProgress implements Progress {
   draw(): void {
     const c = this.current;
     if (!c) return;
+    if (c.poll) c.done = c.poll();
     const seconds = (this.now() - c.since) / 1000;
     // One column short of the width: writing the last column makes some terminals wrap.
-    const width = Math.max(20, (this.stream.columns ?? 80) - 1);
+    // A pseudo-terminal may report 0 columns: assume the classic 80 then.
+    const width = Math.max(20, (this.stream.columns || 80) - 1);
     const text = progressText(this.step, c.name, c.done, seconds, c.total).slice(0, width);
     if (text === this.drawn) return;
     this.stream.write(`${CLEAR}${text}`);
