@@ -24,11 +24,13 @@ import type { JobConfig } from '../config/schema.js';
 import { runAfterLoad } from './hook.js';
 import { pruneAfterStep } from './prune/index.js';
 import {
+  countedRows,
   elapsedSeconds,
   loadStep,
   readLoadState,
   withStepLock,
   writeLoadState,
+  type Progress,
   type StepContext,
 } from './common.js';
 
@@ -225,13 +227,14 @@ async function applyDelta(
   inbox: DeltaStore,
   manifest: Manifest,
   plans: TablePlan[],
+  progress?: Progress,
 ): Promise<Record<string, { rows: number; deletes: number }>> {
   const counts: Record<string, { rows: number; deletes: number }> = {};
   for (const plan of plans) {
-    const rows = project(
-      readTable(inbox, manifest, plan.table),
-      plan.keep,
-      plan.table.columns.length,
+    const rows = countedRows(
+      project(readTable(inbox, manifest, plan.table), plan.keep, plan.table.columns.length),
+      plan.table,
+      progress,
     );
     const n = await tx.applyRows({
       table: plan.table.name,
@@ -385,7 +388,7 @@ async function loadFrom(ctx: StepContext, inbox: DeltaStore, started: bigint): P
         if (target.ddlInTransaction)
           await addColumns(plans, (ddl) => tx.executeDdl(ddl), memo, target, log);
         await tx.relaxForeignKeys(plans.map((p) => p.table.name));
-        const counts = await applyDelta(tx, inbox, manifest, plans);
+        const counts = await applyDelta(tx, inbox, manifest, plans, ctx.progress);
         await tx.recordApplied({ job: config.name, logId: manifest.toLogId, delta: entry.file });
         await faultPoint('load:before-commit');
         return counts;
