@@ -6,7 +6,7 @@
 const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
 
 /** Milliseconds for `text`, or undefined when it is not a duration (a bare number is not one). */
-export function parseDuration(text: string): number | undefined {
+export function parseDurationMs(text: string): number | undefined {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text.trim());
   if (!m) return undefined;
   return Math.round(Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS]);

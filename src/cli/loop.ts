@@ -2,8 +2,8 @@
  * `deltasync run -c FILE --steps extract,copy --every 2s`: the listed steps in order, then a
  * sleep until the next tick, until SIGTERM or SIGINT. Seconds of latency where cron gives
  * minutes, with nothing else changed: each step takes its own lock per iteration (so a cron run
- * and a loop never overlap), and goes through the same `runStep` as a single run (same log lines,
- * same exit codes, same run records).
+ * and a loop never overlap), and goes through the same `runRecorded` as a single run (same log
+ * lines, same exit codes, same run record and metrics file after every iteration).
  *
  * A held lock skips that step for this iteration. A failing step is logged and the loop goes on,
  * but a step that keeps failing is retried less and less often (see `backoffMs`), so a replica
@@ -14,7 +14,7 @@ import { ExitCode } from '../errors.js';
 import { quietIdleSummaries, type Logger } from '../log.js';
 import { formatDuration } from './duration.js';
 import { terminalProgress } from './progress.js';
-import { openLog, report, runStep, type CommandFn, type CommonOptions } from './run.js';
+import { openLog, report, runRecorded, type CommandFn, type CommonOptions } from './run.js';
 
 export const LOOP_STEPS = ['extract', 'copy', 'load'] as const;
 export type LoopStep = (typeof LOOP_STEPS)[number];
@@ -111,7 +111,12 @@ async function runSlot(
 ): Promise<void> {
   if (now < slot.notBefore) return;
   const ctx = { config: slot.config, log: slot.log, progress: terminalProgress(slot.step) };
-  const code = await runStep(slot.step, ctx, options.verbose ?? false, fn);
+  let code: number;
+  try {
+    code = await runRecorded(slot.step, ctx, options, fn);
+  } finally {
+    ctx.progress?.done();
+  }
   if (code === ExitCode.OK) {
     if (slot.failures > 0) slot.log.info({ failures: slot.failures }, 'step recovered');
     slot.failures = 0;

@@ -4,15 +4,29 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { ConfigError, ExitCode, PrivilegeError } from '../errors.js';
+import { ConfigError, ExitCode, PrivilegeError, describeError } from '../errors.js';
 import { copy } from '../steps/copy.js';
 import { extract } from '../steps/extract/index.js';
 import { load } from '../steps/load.js';
 import { simulate } from '../steps/simulate.js';
 import { formatStatus, status } from '../steps/status.js';
-import { parseDuration } from './duration.js';
+import {
+  CheckCode,
+  DEFAULT_MAX_LAG_SECONDS,
+  checkStatus,
+  parseDuration,
+  unknownLine,
+} from '../steps/status-check.js';
+import { loadConfig } from '../config/load.js';
+import { parseDurationMs } from './duration.js';
 import { LOOP_STEPS, parseSteps, runLoop, type LoopStep } from './loop.js';
-import { EXIT_USAGE, runCommand, type CommandFn, type CommonOptions } from './run.js';
+import {
+  EXIT_USAGE,
+  runCommand,
+  type CommandContext,
+  type CommandFn,
+  type CommonOptions,
+} from './run.js';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -36,11 +50,41 @@ function exitWith(code: number): void {
   process.exitCode = code;
 }
 
-/** What each step command runs: a single run and every iteration of `run --every` alike. */
+/**
+ * Runs one cron step and tells its run record what it did: the per-step path that the single
+ * commands and every iteration of a loop share (with `runRecorded` around it).
+ */
+export async function runStep(
+  name: 'extract' | 'copy' | 'load',
+  ctx: CommandContext,
+): Promise<void> {
+  if (name === 'extract') {
+    const r = await extract(ctx);
+    ctx.summary({ deltas: r.deltas.length, rows: r.rows, bytes: r.bytes });
+  } else if (name === 'copy') {
+    const r = await copy(ctx);
+    ctx.summary({
+      deltas: r.deltas,
+      rows: r.destinations.reduce((n, d) => n + d.rows, 0),
+      bytes: r.bytes,
+      destinations: r.destinations.map((d) => ({
+        name: d.name,
+        deltas: d.copied.length,
+        rows: d.rows,
+        bytes: d.bytes,
+      })),
+    });
+  } else {
+    const r = await load(ctx);
+    ctx.summary({ deltas: r.applied.length, rows: r.rows, bytes: r.bytes });
+  }
+}
+
+/** What `run --every` runs for each step: the same as the single commands. */
 const STEP_RUNNERS: Record<LoopStep, CommandFn> = {
-  extract: async (ctx) => void (await extract(ctx)),
-  copy: async (ctx) => void (await copy(ctx)),
-  load: async (ctx) => void (await load(ctx)),
+  extract: (ctx) => runStep('extract', ctx),
+  copy: (ctx) => runStep('copy', ctx),
+  load: (ctx) => runStep('load', ctx),
 };
 
 export function stepCommand(name: LoopStep): Command {
@@ -50,7 +94,7 @@ export function stepCommand(name: LoopStep): Command {
     load: 'apply the deltas waiting in the inbox to the replica, each in one transaction',
   }[name];
   return withCommon(new Command(name).description(describe)).action(async (opts: CommonOptions) => {
-    exitWith(await runCommand(name, name, opts, STEP_RUNNERS[name]));
+    exitWith(await runCommand(name, name, opts, (ctx) => runStep(name, ctx)));
   });
 }
 
@@ -63,7 +107,7 @@ function loopSteps(value: string): LoopStep[] {
 }
 
 function period(value: string): number {
-  const ms = parseDuration(value);
+  const ms = parseDurationMs(value);
   if (ms === undefined || ms < 1)
     throw new InvalidArgumentError(`'${value}' is not a duration: give one like 500ms, 2s or 1m`);
   return ms;
@@ -91,7 +135,17 @@ function statusCommand(): Command {
     new Command('status').description('how far each step has got, and what is waiting'),
   )
     .option('--json', 'print JSON')
-    .action(async (opts: CommonOptions & { json?: boolean }) => {
+    .option(
+      '--check',
+      'print one line and exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios/Icinga plugin)',
+    )
+    .addOption(
+      new Option('--max-lag <duration>', '--check: WARNING above this lag, CRITICAL above twice it')
+        .argParser(duration)
+        .default(DEFAULT_MAX_LAG_SECONDS, '15m'),
+    )
+    .action(async (opts: CommonOptions & { json?: boolean; check?: boolean; maxLag: number }) => {
+      if (opts.check) return exitWith(await statusCheck(opts));
       exitWith(
         await runCommand('status', 'status', opts, async ({ config }) => {
           const s = await status(config);
@@ -101,6 +155,28 @@ function statusCommand(): Command {
         }),
       );
     });
+}
+
+function duration(value: string): number {
+  const seconds = parseDuration(value);
+  if (seconds === null) throw new InvalidArgumentError('must be a duration such as 90s, 15m or 2h');
+  return seconds;
+}
+
+/**
+ * `status --check`: one line on stdout and a plugin exit code, whatever happens; a status that
+ * cannot run at all (a bad config, say) is UNKNOWN, never one of the sysexits codes.
+ */
+async function statusCheck(opts: CommonOptions & { maxLag: number }): Promise<number> {
+  try {
+    const config = await loadConfig(opts.config, 'status');
+    const result = checkStatus(await status(config), opts.maxLag);
+    process.stdout.write(`${result.line}\n`);
+    return result.code;
+  } catch (err) {
+    process.stdout.write(`${unknownLine(describeError(err))}\n`);
+    return CheckCode.UNKNOWN;
+  }
 }
 
 function pruneCommand(): Command {
@@ -121,6 +197,12 @@ function pruneCommand(): Command {
             );
           }
           const report = await prune(ctx, { dryRun: opts.dryRun ?? false });
+          const removed = report.locations.reduce((n, l) => n + l.removed.length, 0);
+          ctx.summary({
+            deltas: removed,
+            bytes: report.locations.reduce((n, l) => n + l.removedBytes, 0),
+            message: `done: ${opts.dryRun ? 'would remove' : 'removed'} ${removed} deltas`,
+          });
           if (opts.dryRun || process.stdout.isTTY)
             process.stdout.write(`${formatPruneReport(report)}\n`);
         }),
@@ -235,7 +317,8 @@ function resyncCommand(): Command {
       exitWith(
         await runCommand('resync', 'extract', opts, async (ctx) => {
           const { resync } = await import('../steps/resync.js');
-          await resync(ctx, opts.table);
+          const r = await resync(ctx, opts.table);
+          ctx.summary({ deltas: r.deltas.length, rows: r.rows, bytes: r.bytes });
         }),
       );
     });
@@ -280,7 +363,7 @@ function verifyCommand(): Command {
         },
       ) => {
         exitWith(
-          await runCommand('verify', 'verify', opts, async ({ config }) => {
+          await runCommand('verify', 'verify', opts, async ({ config, summary }) => {
             const { verify, formatReport } = await import('../steps/verify/index.js');
             if (opts.since !== undefined && !/^(0|[1-9][0-9]*)$/.test(opts.since)) {
               throw new ConfigError(`--since: '${opts.since}' is not a logId`);
@@ -294,6 +377,11 @@ function verifyCommand(): Command {
             process.stdout.write(
               opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatReport(report)}\n`,
             );
+            summary({
+              message: report.equal
+                ? 'done: the replica equals the source'
+                : 'the replica differs from the source',
+            });
             return report.equal ? ExitCode.OK : EXIT_VERIFY_DIFFERS;
           }),
         );

@@ -6,7 +6,8 @@
  * loop with 0 after the step it interrupted; a lock held by a cron run makes the loop skip that
  * step, not fail; a failing step is logged and retried less often, and the loop goes on.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -172,7 +173,8 @@ describe('run --every: signals, locks, failures', () => {
   });
 
   it('logs a failing step, retries it less and less often, and carries on when it recovers', async () => {
-    const j = job();
+    const metrics = mkdtempSync(join(tmpdir(), 'deltasync-metrics-'));
+    const j = job({ metrics: { textfileDir: metrics } });
     j.sourceExec("INSERT INTO items VALUES (1, 'a', 1, 1)");
     // The destination is a file where a directory should be: copy fails until it is fixed.
     rmSync(j.inbox, { recursive: true, force: true });
@@ -187,11 +189,26 @@ describe('run --every: signals, locks, failures', () => {
     // The other step went on meanwhile, and the loop is still running.
     expect(l.lines.some(summaryOf('extract'))).toBe(true);
     expect(l.child.exitCode).toBeNull();
+    // Each iteration leaves the same run record and metrics file as a single run.
+    const record = () =>
+      JSON.parse(readFileSync(join(j.stateDir, 't.copy.last-run.json'), 'utf8')) as {
+        exitCode: number;
+        deltas: number;
+      };
+    const exitMetric = () =>
+      /^deltasync_last_exit_code\{[^}]*\} (\d+)$/m.exec(
+        readFileSync(join(metrics, 'deltasync_t_copy.prom'), 'utf8'),
+      )?.[1];
+    expect(record().exitCode).toBe(69);
+    expect(exitMetric()).toBe('69');
     rmSync(j.inbox);
     mkdirSync(j.inbox);
     await l.waitFor((x) => x.step === 'copy' && x.msg === 'step recovered', 'the recovery');
     await l.waitFor(summaryOf('copy'), 'the copy');
     expect(await l.stop()).toBe(0);
+    expect(record()).toMatchObject({ exitCode: 0, deltas: 1 });
+    expect(exitMetric()).toBe('0');
+    rmSync(metrics, { recursive: true, force: true });
   });
 
   it('exits 78 at start when a step cannot run with the config, 64 for a bad flag', () => {

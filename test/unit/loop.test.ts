@@ -1,15 +1,15 @@
 /** The loop's pure parts: durations, the step list, and the back-off of a failing step. */
 import { describe, expect, it } from 'vitest';
-import { formatDuration, parseDuration } from '../../src/cli/duration.js';
+import { formatDuration, parseDurationMs } from '../../src/cli/duration.js';
 import { MAX_BACKOFF_MS, backoffMs, parseSteps } from '../../src/cli/loop.js';
 
 describe('durations', () => {
   it('reads ms, s, m and h, and nothing else', () => {
-    expect(['500ms', '2s', '1.5s', '1m', '2h'].map(parseDuration)).toEqual([
+    expect(['500ms', '2s', '1.5s', '1m', '2h'].map(parseDurationMs)).toEqual([
       500, 2000, 1500, 60_000, 7_200_000,
     ]);
     for (const bad of ['2', 's', '-1s', '1d', '1 m x', ''])
-      expect(parseDuration(bad)).toBeUndefined();
+      expect(parseDurationMs(bad)).toBeUndefined();
   });
 
   it('shows them back the way a person writes them', () => {

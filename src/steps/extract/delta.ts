@@ -49,6 +49,8 @@ export interface DeltaRequest {
   columnsChanged: ReadonlyMap<string, ColumnsChanged>;
   /** Where the delta is written, then published. */
   outbox: Outbox;
+  /** `delta.heartbeatSeconds` has passed since the last delta: write one even when empty. */
+  heartbeat?: boolean;
 }
 
 export async function extractDelta(
@@ -123,7 +125,7 @@ export async function extractDelta(
     }
     // The manifest lists tables parents first, whatever order they were written in.
     writer.orderTables(plans.map((p) => p.shaper.target));
-    if (writer.rowCount === 0 && !writer.hasBase) {
+    if (writer.rowCount === 0 && !writer.hasBase && !req.heartbeat) {
       await writer.abort();
       return await keepCursors(ctx, state, cursors);
     }
