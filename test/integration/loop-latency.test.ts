@@ -13,7 +13,13 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { acquireLock } from '../../src/format/lock.js';
 import { runBin, sqliteJob, type SqliteJob } from '../helpers/cli.js';
-import { percentile, startLoop, type LogLine, type RunningLoop } from '../helpers/loop.js';
+import {
+  formatLatency,
+  measureLoopLatency,
+  startLoop,
+  type LogLine,
+  type RunningLoop,
+} from '../../scripts/loop-latency.js';
 
 const jobs: SqliteJob[] = [];
 const loops: RunningLoop[] = [];
@@ -37,82 +43,29 @@ function loop(args: string[]): RunningLoop {
 const started = (l: LogLine) => l.msg === 'loop started';
 const summaryOf = (step: string) => (l: LogLine) =>
   l.msg === 'summary' && l.step === step && Number(l.deltas) > 0;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Rows of loads' summaries: each delta's rows are counted once per load that applied them. */
-function rowsApplied(l: RunningLoop, step: string): number {
-  return l.lines.filter(summaryOf(step)).reduce((n, s) => n + Number(s.rows), 0);
+/** Rows in the step's summaries: a row extracted or applied twice would count twice. */
+function rowsIn(lines: LogLine[], step: string): number {
+  return lines.filter(summaryOf(step)).reduce((n, s) => n + Number(s.rows), 0);
 }
 
 describe('run --every: latency', () => {
   it('brings every row committed on the source to the replica, in order, once', async () => {
     const j = job();
-    const every = '2s';
-    const source = loop(['-c', j.config, '--steps', 'extract,copy', '--every', every]);
-    const replica = loop(['-c', j.config, '--steps', 'load', '--every', every]);
-    // Start-up (Node, drivers) is not latency: the clock starts once both loops run.
-    await Promise.all([
-      source.waitFor(started, 'source loop start'),
-      replica.waitFor(started, 'replica loop start'),
-    ]);
-
     const ROWS = 40;
-    const committedAt = new Map<number, number>();
-    const seenAt = new Map<number, number>();
-    const src = new Database(j.source);
-    const tgt = new Database(j.target, { readonly: true, fileMustExist: true });
-    const insert = src.prepare('INSERT INTO items (id, name, qty, log_id) VALUES (?, ?, ?, ?)');
-    const seen = tgt.prepare('SELECT id FROM items WHERE id > ? ORDER BY id');
-    let lastSeen = 0;
-    const order: number[] = [];
-    const watch = () => {
-      const now = Date.now();
-      for (const { id } of seen.all(lastSeen) as { id: number }[]) {
-        if (!seenAt.has(id)) seenAt.set(id, now);
-        order.push(id);
-        lastSeen = Math.max(lastSeen, id);
-      }
-    };
-    try {
-      for (let id = 1; id <= ROWS; id++) {
-        insert.run(id, `row ${id}`, id, id);
-        committedAt.set(id, Date.now());
-        // A commit every 250 ms, watching the replica meanwhile.
-        for (let k = 0; k < 5; k++) {
-          watch();
-          await sleep(50);
-        }
-      }
-      for (let waited = 0; seenAt.size < ROWS && waited < 60_000; waited += 50) {
-        watch();
-        await sleep(50);
-      }
-    } finally {
-      src.close();
-      tgt.close();
-    }
-
-    const latencies = [...committedAt].map(([id, at]) => (seenAt.get(id) ?? NaN) - at);
-    const figures = [50, 95, 100].map((p) => percentile(latencies, p) / 1000);
-    console.log(
-      `loop latency (--every ${every}, ${ROWS} rows, one commit every 250 ms): p50 ${figures[0]!.toFixed(2)} s, p95 ${figures[1]!.toFixed(2)} s, max ${figures[2]!.toFixed(2)} s`,
-    );
+    const r = await measureLoopLatency(j, { every: '2s', rows: ROWS, commitEveryMs: 250 });
+    console.log(`${formatLatency(r)}, one commit every 250 ms`);
 
     // Every row, in commit order (each load is a consistent cut), and nothing twice.
-    expect(seenAt.size).toBe(ROWS);
-    expect(order).toEqual([...Array(ROWS).keys()].map((i) => i + 1));
+    const ids = [...Array(ROWS).keys()].map((i) => i + 1);
+    expect(r.latenciesMs.filter(Number.isNaN)).toEqual([]);
+    expect(r.order).toEqual(ids);
     expect(j.targetRows()).toEqual(
-      [...Array(ROWS).keys()].map((i) => ({
-        id: i + 1,
-        name: `row ${i + 1}`,
-        qty: i + 1,
-        log_id: i + 1,
-      })),
+      ids.map((id) => ({ id, name: `row ${id}`, qty: id, log_id: id })),
     );
-    expect(rowsApplied(source, 'extract')).toBe(ROWS);
-    expect(rowsApplied(replica, 'load')).toBe(ROWS);
-    expect(await source.stop('SIGTERM')).toBe(0);
-    expect(await replica.stop('SIGINT')).toBe(0);
+    expect(rowsIn(r.sourceLines, 'extract')).toBe(ROWS);
+    expect(rowsIn(r.replicaLines, 'load')).toBe(ROWS);
+    expect([r.sourceExit, r.replicaExit]).toEqual([0, 0]);
   });
 });
 
