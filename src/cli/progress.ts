@@ -19,6 +19,8 @@ export interface ProgressStream {
 /** At most this many redraws a second: enough to look live, cheap on a slow terminal. */
 const REDRAWS_PER_SECOND = 4;
 const CLEAR = '\r\x1b[K';
+/** A step shorter than this shows no line at all: no flicker for an idle run (or a loop's). */
+export const SHOW_AFTER_MS = 500;
 
 /** Whether a live line belongs on this stream: a terminal, and not a CI job's captured log. */
 export function wantsProgress(stream: ProgressStream, env = process.env): boolean {
@@ -59,6 +61,8 @@ export class TerminalProgress implements Progress {
     { name: string; total?: number; done: number; since: number; poll?: () => number } | undefined;
   private drawn = '';
   private timer: NodeJS.Timeout | undefined;
+  /** When the step's first table started. */
+  private started: number | undefined;
 
   constructor(
     private readonly step: string,
@@ -68,6 +72,7 @@ export class TerminalProgress implements Progress {
 
   table(name: string, total?: number, poll?: () => number): void {
     this.current = { name, total, done: 0, since: this.now(), poll };
+    this.started ??= this.current.since;
     this.draw();
     if (!this.timer) {
       this.timer = setInterval(() => this.draw(), 1000 / REDRAWS_PER_SECOND);
@@ -84,6 +89,7 @@ export class TerminalProgress implements Progress {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     this.current = undefined;
+    this.started = undefined;
     this.clear();
   }
 
@@ -96,7 +102,7 @@ export class TerminalProgress implements Progress {
   /** Redraws the line; public so tests can draw without waiting for the timer. */
   draw(): void {
     const c = this.current;
-    if (!c) return;
+    if (!c || this.now() - this.started! < SHOW_AFTER_MS) return;
     if (c.poll) c.done = c.poll();
     const seconds = (this.now() - c.since) / 1000;
     // One column short of the width: writing the last column makes some terminals wrap.

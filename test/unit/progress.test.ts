@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
+  SHOW_AFTER_MS,
   TerminalProgress,
   clock,
   progressText,
@@ -40,6 +41,8 @@ describe('TerminalProgress', () => {
     let now = 1_000;
     const line = new TerminalProgress('load', term, () => now);
     line.table('items', 1000);
+    now += SHOW_AFTER_MS;
+    line.draw();
     line.rows(500);
     now += 1_000;
     line.draw();
@@ -52,11 +55,25 @@ describe('TerminalProgress', () => {
     for (const w of term.writes) expect(w).not.toContain('\n');
   });
 
+  it('shows nothing for a step that ends quickly (an idle run, a loop iteration)', () => {
+    const term = fakeTerminal();
+    let now = 0;
+    const line = new TerminalProgress('extract', term, () => now);
+    line.table('items');
+    now += SHOW_AFTER_MS - 1;
+    line.draw();
+    line.done();
+    expect(term.writes).toEqual([]);
+  });
+
   it('reads a polled count at each redraw, and draws nothing twice', () => {
     const term = fakeTerminal();
     let written = 0;
-    const line = new TerminalProgress('extract', term, () => 0);
+    let now = 0;
+    const line = new TerminalProgress('extract', term, () => now);
     line.table('items', undefined, () => written);
+    now += SHOW_AFTER_MS;
+    line.draw();
     written = 42;
     line.draw();
     line.draw();
