@@ -210,7 +210,8 @@ function pruneCommand(): Command {
     .option('--dry-run', 'remove nothing: list what would go and why the rest stays')
     .action(async (opts: CommonOptions & { dryRun?: boolean }) => {
       exitWith(
-        await runCommand('prune', 'prune', opts, async (ctx) => {
+        // A dry run changes nothing, so it leaves no run record either.
+        await runCommand(opts.dryRun ? 'prune --dry-run' : 'prune', 'prune', opts, async (ctx) => {
           const { prune, prunesSomething, formatPruneReport } =
             await import('../steps/prune/index.js');
           if (!prunesSomething(ctx.config)) {

@@ -62,7 +62,7 @@ export async function readLastRun(
     // A record is information for humans and monitoring: a damaged one is treated as absent
     // (the next run rewrites it) rather than stopping a step or status.
     if (typeof r?.finished !== 'string' || typeof r.exitCode !== 'number') return null;
-    return { lastSuccess: null, ...r } as LastRun;
+    return { ...r, lastSuccess: r.lastSuccess ?? null } as LastRun;
   } catch {
     return null;
   }

@@ -58,7 +58,13 @@ export function checkStatus(s: JobStatus, maxLagSeconds = DEFAULT_MAX_LAG_SECOND
       continue;
     }
     lag = Math.max(lag ?? 0, st.lagSeconds);
-    const what = `${st.step} lag ${formatDuration(st.lagSeconds)}${st.note ? ` (${st.note})` : ''}`;
+    // Without heartbeats a replica with nothing waiting may only be looking at an idle source.
+    const note =
+      st.note ??
+      (s.heartbeatSeconds === undefined && st.step.startsWith('load') && st.waiting === 0
+        ? 'nothing waiting: the source may be idle; delta.heartbeatSeconds tells idle from stalled'
+        : undefined);
+    const what = `${st.step} lag ${formatDuration(st.lagSeconds)}${note ? ` (${note})` : ''}`;
     if (st.lagSeconds > 2 * maxLagSeconds)
       critical.push(`${what} > 2 × max-lag ${formatDuration(maxLagSeconds)}`);
     else if (st.lagSeconds > maxLagSeconds)
