@@ -59,15 +59,25 @@ function terminalStdout(): ReturnType<typeof pino.destination> {
   return out;
 }
 
+/** The log files this process writes, so that a long-running loop can reopen them. */
+const openFiles = new Set<ReturnType<typeof pino.destination>>();
+
+/**
+ * Reopens every log file by its name: after logrotate has moved it away, lines go to the new
+ * file instead of the rotated one (the loop does this on SIGHUP).
+ */
+export function reopenLogFiles(): void {
+  for (const dest of openFiles) dest.reopen();
+}
+
 export async function createLogger(options: LogOptions): Promise<Logger> {
   const opts = baseOptions(options);
   if (options.file) {
     // A file always gets JSON lines, whatever --pretty says: it is read by programs, and colour
     // codes or wrapped fields would break them.
-    return pino(
-      opts,
-      pino.destination({ dest: options.file, mkdir: true, append: true, sync: true }),
-    );
+    const dest = pino.destination({ dest: options.file, mkdir: true, append: true, sync: true });
+    openFiles.add(dest);
+    return pino(opts, dest);
   }
   if (options.pretty ?? process.stdout.isTTY) {
     // Loaded only for humans: cron runs should not pay for it.

@@ -11,7 +11,7 @@
  */
 import { loadConfig, type LoadedConfig } from '../config/load.js';
 import { ExitCode } from '../errors.js';
-import { quietIdleSummaries, type Logger } from '../log.js';
+import { quietIdleSummaries, reopenLogFiles, type Logger } from '../log.js';
 import { formatDuration } from './duration.js';
 import { terminalProgress } from './progress.js';
 import { openLog, report, runRecorded, type CommandFn, type CommonOptions } from './run.js';
@@ -65,9 +65,15 @@ class Stopper {
   stopped = false;
   private wake: (() => void) | undefined;
   private readonly handler = (signal: NodeJS.Signals) => this.onSignal(signal);
+  /** SIGHUP, logrotate's signal: write to log.file by its name again. */
+  private readonly reopen = () => {
+    reopenLogFiles();
+    this.log.info('log file reopened');
+  };
 
   constructor(private readonly log: Logger) {
     for (const s of STOP_SIGNALS) process.on(s, this.handler);
+    process.on('SIGHUP', this.reopen);
   }
 
   private onSignal(signal: NodeJS.Signals): void {
@@ -99,6 +105,7 @@ class Stopper {
 
   close(): void {
     for (const s of STOP_SIGNALS) process.off(s, this.handler);
+    process.off('SIGHUP', this.reopen);
   }
 }
 

@@ -6,7 +6,15 @@
  * loop with 0 after the step it interrupted; a lock held by a cron run makes the loop skip that
  * step, not fail; a failing step is logged and retried less often, and the loop goes on.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -43,6 +51,12 @@ function loop(args: string[]): RunningLoop {
 const started = (l: LogLine) => l.msg === 'loop started';
 const summaryOf = (step: string) => (l: LogLine) =>
   l.msg === 'summary' && l.step === step && Number(l.deltas) > 0;
+
+/** Polls `ok` until it holds; fails naming `what` after a minute (a wait, not a time limit). */
+async function until(ok: () => boolean, what: string): Promise<void> {
+  for (const end = Date.now() + 60_000; !ok(); await new Promise((r) => setTimeout(r, 50)))
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+}
 
 /** Rows in the step's summaries: a row extracted or applied twice would count twice. */
 function rowsIn(lines: LogLine[], step: string): number {
@@ -162,6 +176,28 @@ describe('run --every: signals, locks, failures', () => {
     expect(record()).toMatchObject({ exitCode: 0, deltas: 1 });
     expect(exitMetric()).toBe('0');
     rmSync(metrics, { recursive: true, force: true });
+  });
+
+  it('reopens log.file on SIGHUP, after logrotate has moved it away', async () => {
+    const j = job();
+    const log = join(j.dir, 'deltasync.log');
+    const withLog = join(j.dir, 'with-log.js');
+    writeFileSync(
+      withLog,
+      `import job from './job.js';\nexport default { ...job, log: { file: ${JSON.stringify(log)} } };\n`,
+    );
+    const l = loop(['-c', withLog, '--steps', 'extract', '--every', '200ms']);
+    const has = (file: string, text: string) =>
+      existsSync(file) && readFileSync(file, 'utf8').includes(text);
+    await until(() => has(log, '"loop started"'), 'the loop to start');
+    renameSync(log, `${log}.1`);
+    l.child.kill('SIGHUP');
+    await until(() => has(log, '"log file reopened"'), 'the new log file');
+    j.sourceExec("INSERT INTO items VALUES (1, 'a', 1, 1)");
+    await until(() => has(log, '"summary"'), 'the next summary in the new file');
+    expect(await l.stop()).toBe(0);
+    expect(readFileSync(`${log}.1`, 'utf8')).not.toContain('"summary"');
+    expect(readFileSync(log, 'utf8')).toContain('"loop stopped"');
   });
 
   it('exits 78 at start when a step cannot run with the config, 64 for a bad flag', () => {
