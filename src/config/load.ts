@@ -55,6 +55,7 @@ function resolvePaths(job: JobConfig, base: string): Omit<LoadedConfig, 'configF
       d.dir === undefined ? d : { ...d, dir: expandPath(d.dir, base) },
     ),
     log: { ...job.log, file: job.log.file && expandPath(job.log.file, base) },
+    metrics: job.metrics && { textfileDir: expandPath(job.metrics.textfileDir, base) },
     source: job.source && withLockTimeout(resolveSqliteFile(job.source, base), job),
     target: job.target && withLockTimeout(resolveSqliteFile(job.target, base), job),
   };

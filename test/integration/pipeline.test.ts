@@ -90,7 +90,8 @@ describe('extract → copy → load', () => {
     ]);
     expect(runBin('deltasync-copy', ['-c', job.config]).code).toBe(0);
     const text = runBin('deltasync', ['status', '-c', job.config]);
-    expect(text.stdout).toMatch(/^load\s+0\s+never\s+1 \(up to 5\)$/m);
+    // step, last logId, last success, last run, waiting, lag (none: nothing applied yet)
+    expect(text.stdout).toMatch(/^load\s+0\s+never\s+never\s+1 \(up to 5\)\s+-$/m);
   });
 });
 
