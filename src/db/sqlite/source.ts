@@ -35,17 +35,49 @@ export function sqliteColumns(db: SqliteDb, table: string): ColumnInfo[] | null 
   return rows.map((r) => ({ name: r.name, type: logicalTypeOf(r.type), nativeType: r.type }));
 }
 
-/** Streams a statement's rows as wire rows (better-sqlite3 iterates lazily). */
+/**
+ * A missing table or column is the operator's to fix (the config names it): a ConfigError, like
+ * every other engine's; anything else is passed on.
+ */
+export function translateError(err: unknown, table: string): unknown {
+  const message = (err as Error)?.message ?? '';
+  if (/^no such (table|column)/.test(message)) {
+    return new ConfigError(`SQLite table '${table}': ${message}`, {
+      hint: 'check the table and column names in the config against the database',
+    });
+  }
+  return err;
+}
+
+/**
+ * Streams a statement's rows as wire rows (better-sqlite3 iterates lazily). An iteration stays
+ * in `open` while it runs: the connection can do nothing else until it ends, so close() ends
+ * the abandoned ones first.
+ */
 export function* wireRows(
   db: SqliteDb,
   sql: string,
   params: unknown[],
   columns: ColumnInfo[],
+  table: string,
+  open?: Set<Iterator<unknown>>,
 ): Generator<WireRow> {
-  const stmt = db.prepare(sql).raw(true);
+  let rows: IterableIterator<unknown[]>;
+  try {
+    rows = db
+      .prepare(sql)
+      .raw(true)
+      .iterate(...params) as IterableIterator<unknown[]>;
+  } catch (err) {
+    throw translateError(err, table);
+  }
   const types = columns.map((c) => c.type);
-  for (const row of stmt.iterate(...params) as IterableIterator<unknown[]>) {
-    yield row.map((v, i) => toWire(v as never, types[i]!));
+  open?.add(rows);
+  try {
+    for (const row of rows) yield row.map((v, i) => toWire(v as never, types[i]!));
+  } finally {
+    open?.delete(rows);
+    rows.return?.();
   }
 }
 
@@ -63,6 +95,8 @@ function storedTime(value: WireValue): WireValue {
 class SqliteSource implements SourceReader {
   readonly engine = 'sqlite' as const;
   private inSnapshot = false;
+  /** Reads in progress (see wireRows). */
+  private readonly open = new Set<Iterator<unknown>>();
 
   constructor(
     private readonly db: SqliteDb,
@@ -128,9 +162,14 @@ class SqliteSource implements SourceReader {
 
   async maxLogId(table: string, logIdColumn: string): Promise<string | null> {
     this.snapshot();
-    const row = this.db
-      .prepare(`SELECT MAX(${quoteIdent(logIdColumn)}) AS m FROM ${quoteIdent(table)}`)
-      .get() as { m: bigint | number | null };
+    let row: { m: bigint | number | null };
+    try {
+      row = this.db
+        .prepare(`SELECT MAX(${quoteIdent(logIdColumn)}) AS m FROM ${quoteIdent(table)}`)
+        .get() as typeof row;
+    } catch (err) {
+      throw translateError(err, table);
+    }
     return row.m === null ? null : String(row.m);
   }
 
@@ -165,6 +204,8 @@ class SqliteSource implements SourceReader {
        WHERE ${log} > ? AND ${log} <= ? ORDER BY ${log}`,
       [BigInt(req.after), BigInt(req.upTo)],
       req.columns,
+      req.table,
+      this.open,
     );
   }
 
@@ -191,12 +232,14 @@ class SqliteSource implements SourceReader {
        WHERE ${conditions.join(' AND ')} ORDER BY ${ts}, ${list(req.key)}${limit}`,
       params,
       req.columns,
+      req.table,
+      this.open,
     );
   }
 
   async *readAll(req: ReadAllRequest): AsyncGenerator<WireRow> {
     this.snapshot();
-    yield* readAllRows(this.db, req);
+    yield* readAllRows(this.db, req, this.open);
   }
 
   async *readChangelog(req: ChangelogRequest): AsyncGenerator<ChangelogRow> {
@@ -241,7 +284,9 @@ class SqliteSource implements SourceReader {
     const row = this.db.prepare(`SELECT strftime('%Y-%m-%d %H:%M:%f', 'now') AS now`).get() as {
       now: string;
     };
-    return type === 'timestamptz' ? `${row.now.replace(' ', 'T')}Z` : row.now;
+    // strftime gives milliseconds; the wire's fractions have six digits (docs/format.md).
+    const now = `${row.now}000`;
+    return type === 'timestamptz' ? `${now.replace(' ', 'T')}Z` : now;
   }
 
   async captureDdl(req: CaptureRequest): Promise<CaptureDdl> {
@@ -292,6 +337,8 @@ class SqliteSource implements SourceReader {
   }
 
   async close(): Promise<void> {
+    for (const rows of this.open) rows.return?.();
+    this.open.clear();
     if (this.inSnapshot) this.db.exec('COMMIT');
     this.db.close();
   }
@@ -303,12 +350,18 @@ function keyParam(value: WireValue, column: ColumnInfo): unknown {
 }
 
 /** Every row of a table ordered by key: shared by the source (snapshot) and the target (verify). */
-export function* readAllRows(db: SqliteDb, req: ReadAllRequest): Generator<WireRow> {
+export function* readAllRows(
+  db: SqliteDb,
+  req: ReadAllRequest,
+  open?: Set<Iterator<unknown>>,
+): Generator<WireRow> {
   yield* wireRows(
     db,
     `SELECT ${list(req.columns.map((c) => c.name))} FROM ${quoteIdent(req.table)} ORDER BY ${list(req.key)}`,
     [],
     req.columns,
+    req.table,
+    open,
   );
 }
 

@@ -119,6 +119,12 @@ class SqliteTransaction implements TargetTransaction {
     const types = req.columns.map((c) => c.type);
     let count = 0;
     for await (const row of req.rows) {
+      if (row.length !== types.length) {
+        throw new DeltaError(
+          `table '${req.table}' row ${count + 1} of the delta has ${row.length} values for ${types.length} columns`,
+          { hint: 'the delta is damaged or was not written by deltasync; nothing was applied' },
+        );
+      }
       try {
         stmt.run(row.map((v, i) => fromWire(v, types[i]!)));
       } catch (err) {
