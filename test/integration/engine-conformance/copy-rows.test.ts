@@ -189,13 +189,13 @@ describe.each(ENGINES.map((e, i) => [e.name, e, WITH_COPY[i]!] as const))(
         ];
         const data = text([
           ['1', '-12.50', 't', '2024-01-01 10:00:00.5+00'],
-          ['2', '0.00', 'f', '1970-01-01 00:00:01+00'],
+          ['2', '0.00', 'f', '1970-01-01 00:00:01.000001+00'],
           ['3', null, null, null],
         ]);
         await copy({ table: 'typed', columns, keep: [0, 1, 2, 3], data: chunks(data, 3) });
         expect(await contents('typed')).toEqual([
           ['1', '-12.50', true, '2024-01-01T10:00:00.500000Z'],
-          ['2', '0.00', false, '1970-01-01T00:00:01.000000Z'],
+          ['2', '0.00', false, '1970-01-01T00:00:01.000001Z'],
           ['3', null, null, null],
         ]);
       });
