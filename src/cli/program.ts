@@ -41,8 +41,30 @@ export function stepCommand(name: 'extract' | 'copy' | 'load'): Command {
     load: 'apply the deltas waiting in the inbox to the replica, each in one transaction',
   }[name];
   const run = { extract, copy, load }[name];
-  return withCommon(new Command(name).description(describe)).action(async (opts: CommonOptions) => {
+  const cmd = withCommon(new Command(name).description(describe));
+  if (name === 'load') {
+    cmd.option(
+      '--dry-run',
+      'change nothing: say which deltas a load would apply, what is in them, and where it would stop',
+    );
+  }
+  return cmd.action(async (opts: CommonOptions & { dryRun?: boolean }) => {
+    if (opts.dryRun) return exitWith(await loadDryRunCommand(opts));
     exitWith(await runCommand(name, name, opts, async (ctx) => void (await run(ctx))));
+  });
+}
+
+/**
+ * `load --dry-run`: prints the report, then exits as the load would: with the error of the delta
+ * it would stop at (one line on stderr, 65 or 78), else 0. Named apart from `load` so that no
+ * run record or metric of a load is written for it.
+ */
+async function loadDryRunCommand(opts: CommonOptions): Promise<number> {
+  return runCommand('load --dry-run', 'load', opts, async (ctx) => {
+    const { loadDryRun, formatDryRun } = await import('../steps/load-dry-run.js');
+    const report = await loadDryRun(ctx);
+    process.stdout.write(`${formatDryRun(report)}\n`);
+    if (report.stop) throw report.stop.error;
   });
 }
 

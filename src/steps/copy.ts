@@ -38,8 +38,37 @@ export interface DestinationResult {
 
 export interface CopyResult {
   destinations: DestinationResult[];
+  /** The deltas copied to at least one destination, each counted once. */
   deltas: number;
+  /** Tables with rows or deletes in those deltas. */
+  tables: number;
+  /** Rows and deletes in those deltas, as their manifests count them. */
+  rows: number;
+  /** Bytes of their parts. */
   bytes: number;
+}
+
+/**
+ * What a set of deltas holds, each counted once however many destinations received it, so that
+ * copy's summary line reads like load's for the same deltas: tables with rows or deletes, rows
+ * plus deletes, and part bytes.
+ */
+export function deltaTotals(manifests: Manifest[]): {
+  tables: number;
+  rows: number;
+  bytes: number;
+} {
+  const tables = new Set<string>();
+  let rows = 0;
+  for (const m of manifests) {
+    for (const t of m.tables) {
+      const n = t.rows + (t.deletes?.rows ?? 0);
+      if (n > 0) tables.add(t.name);
+      rows += n;
+    }
+  }
+  const bytes = manifests.reduce((n, m) => n + partsOf(m).reduce((b, p) => b + p.bytes, 0), 0);
+  return { tables: tables.size, rows, bytes };
 }
 
 /** A delta of the outbox, read once per run and shared by every destination. */
@@ -220,8 +249,9 @@ async function copyToDestination(
       await faultPoint('copy:before-state');
       await writeState(config.stateDir, state);
       result.copied.push(delta.file);
-      result.rows += delta.manifest.tables.reduce((n, t) => n + t.rows, 0);
-      result.bytes += partsOf(delta.manifest).reduce((n, p) => n + p.bytes, 0);
+      const totals = deltaTotals([delta.manifest]);
+      result.rows += totals.rows;
+      result.bytes += totals.bytes;
       log.debug({ destination: destConfig.name, delta: delta.file }, 'delta copied');
     }
   } catch (err) {
@@ -241,9 +271,9 @@ async function copyOnce(ctx: StepContext): Promise<CopyResult> {
   const started = process.hrtime.bigint();
   const outbox = await openStore(config.outbox!);
   const results: DestinationResult[] = [];
+  // Manifests are read once per run, however many destinations need them.
+  const read = new Map<string, Promise<OutboxDelta>>();
   try {
-    // Manifests are read once per run, however many destinations need them.
-    const read = new Map<string, Promise<OutboxDelta>>();
     const deltaAt = (file: string) => {
       let p = read.get(file);
       if (!p) read.set(file, (p = readOutboxDelta(outbox, file, config.name)));
@@ -262,20 +292,21 @@ async function copyOnce(ctx: StepContext): Promise<CopyResult> {
   } finally {
     await outbox.close();
   }
-  const copied = new Set(results.flatMap((r) => r.copied));
-  const bytes = results.reduce((n, r) => n + r.bytes, 0);
+  // A delta sent to two destinations is one delta of the source: counted once, like load does.
+  const copied = [...new Set(results.flatMap((r) => r.copied))].sort();
+  const totals = deltaTotals(
+    await Promise.all(copied.map(async (file) => (await read.get(file)!).manifest)),
+  );
   logSummary(ctx.log, {
     step: 'copy',
-    delta: [...copied].sort().at(-1) ?? null,
-    deltas: copied.size,
-    tables: 0,
-    rows: results.reduce((n, r) => n + r.rows, 0),
-    bytes,
+    delta: copied.at(-1) ?? null,
+    deltas: copied.length,
+    ...totals,
     seconds: elapsedSeconds(started),
   });
   const failed = results.find((r) => r.error !== undefined);
   if (failed) throw failed.error;
-  return { destinations: results, deltas: copied.size, bytes };
+  return { destinations: results, deltas: copied.length, ...totals };
 }
 
 /** Runs copy under the job's copy lock. Throws the first destination's error after trying all. */

@@ -52,7 +52,7 @@ interface TablePlan {
  * Cheap checks before a transaction is opened: every part is there with the size it should have.
  * Stats run in parallel: on a remote store each is a round trip.
  */
-async function checkPartsPresent(
+export async function checkPartsPresent(
   inbox: DeltaStore,
   file: string,
   manifest: Manifest,
@@ -79,7 +79,7 @@ async function checkPartsPresent(
 }
 
 /** What load learns once per run about the replica: its tables' columns, and what it skips. */
-interface RunMemo {
+export interface RunMemo {
   columns: Map<string, Promise<ColumnInfo[] | null>>;
   /**
    * Delta columns the replica lacks and load skips (`load.missingColumns: 'skip'`), by table:
@@ -102,7 +102,7 @@ interface MissingColumn {
  * target lacks stops the load before this delta (78, with the ALTER TABLE to run), is added, or
  * is skipped, as `load.missingColumns` says.
  */
-async function planTable(
+export async function planTable(
   target: TargetWriter,
   table: ManifestTable,
   memo: RunMemo,
@@ -278,7 +278,7 @@ async function applyDelta(
  * the inbox marked `fullBase` (every table's whole content, so whatever came before it does not
  * matter), or -1 when there is none.
  */
-async function fullBaseStart(
+export async function fullBaseStart(
   entries: StoreManifest[],
   read: (entry: StoreManifest) => Promise<Manifest>,
 ): Promise<number> {
@@ -286,6 +286,30 @@ async function fullBaseStart(
     if ((await read(entries[i]!)).fullBase) return i;
   }
   return -1;
+}
+
+/**
+ * Why `manifest` cannot follow the applied logId (a gap, or an overlap), or undefined when it
+ * does. Shared with `load --dry-run`, which stops where a load would.
+ */
+export function chainBreak(
+  file: string,
+  manifest: Manifest,
+  applied: string,
+): DeltaError | undefined {
+  if (manifest.fromLogId === applied) return undefined;
+  const gap = compareLogIds(manifest.fromLogId, applied) > 0;
+  return new DeltaError(
+    gap
+      ? `gap: the delta after logId ${applied} is missing; the next one in the inbox, ${file}, starts at ${manifest.fromLogId}`
+      : `${file} starts at logId ${manifest.fromLogId}, before the applied logId ${applied}: it overlaps what was loaded`,
+    {
+      file,
+      hint: gap
+        ? 'wait for copy, or copy the missing delta by hand'
+        : 'remove the overlapping delta from the inbox',
+    },
+  );
 }
 
 async function loadOnce(ctx: StepContext): Promise<LoadResult> {
@@ -355,20 +379,8 @@ async function loadFrom(ctx: StepContext, inbox: DeltaStore, started: bigint): P
     }
     for (const entry of entries) {
       const manifest = await read(entry);
-      if (manifest.fromLogId !== applied) {
-        const gap = compareLogIds(manifest.fromLogId, applied) > 0;
-        throw new DeltaError(
-          gap
-            ? `gap: the delta after logId ${applied} is missing; the next one in the inbox, ${entry.file}, starts at ${manifest.fromLogId}`
-            : `${entry.file} starts at logId ${manifest.fromLogId}, before the applied logId ${applied}: it overlaps what was loaded`,
-          {
-            file: entry.file,
-            hint: gap
-              ? 'wait for copy, or copy the missing delta by hand'
-              : 'remove the overlapping delta from the inbox',
-          },
-        );
-      }
+      const broken = chainBreak(entry.file, manifest, applied);
+      if (broken) throw broken;
       await checkPartsPresent(inbox, entry.file, manifest);
       const mode = config.load.missingColumns;
       const plans: (TablePlan & { add: MissingColumn[] })[] = [];
