@@ -197,6 +197,12 @@ async function mssqlDb(server: TestServer, label: string): Promise<TestDb> {
   const { default: sql } = await import('mssql');
   const { poolConfig } = await import('../../../src/db/mssql/connection.js');
   const pool = await new sql.ConnectionPool(poolConfig(connection)).connect();
+  // As the SQL Server suites do: readers see the last committed version instead of waiting on
+  // writers, and the source reads each delta in one SNAPSHOT transaction (mssql/window.ts).
+  await pool
+    .request()
+    .batch(`ALTER DATABASE CURRENT SET READ_COMMITTED_SNAPSHOT ON WITH ROLLBACK IMMEDIATE`);
+  await pool.request().batch(`ALTER DATABASE CURRENT SET ALLOW_SNAPSHOT_ISOLATION ON`);
   return {
     engine: 'mssql',
     config: { client: 'mssql', connection },
@@ -218,9 +224,31 @@ async function mssqlDb(server: TestServer, label: string): Promise<TestDb> {
   };
 }
 
+/**
+ * `DELTASYNC_TEST_ENGINES=mssql,sqlite` runs the suite over those engines only (the SQL Server
+ * workflow has no PostgreSQL or MariaDB); unset, every engine.
+ */
+const WANTED = process.env.DELTASYNC_TEST_ENGINES?.split(',').map((e) => e.trim());
+
+function notWanted(engine: EngineId): TestServer {
+  const reason = `${engine} left out by DELTASYNC_TEST_ENGINES=${process.env.DELTASYNC_TEST_ENGINES}`;
+  return {
+    available: false,
+    reason,
+    fresh: () => Promise.reject(new Error(reason)),
+    cleanup: () => Promise.resolve(),
+  };
+}
+
+const server = (engine: EngineId, connect: () => Promise<TestServer>) =>
+  !WANTED || WANTED.includes(engine) ? connect() : Promise.resolve(notWanted(engine));
+
 /** Every engine, reachable or not: `describe.each(ENGINES)` and skip the unavailable ones. */
 export async function engines(): Promise<EngineUnderTest[]> {
-  const [pgs, mys, mss] = [await pgServer(), await mysqlServer(), await mssqlServer()];
+  const pgs = await server('pg', pgServer);
+  const mys = await server('mysql', mysqlServer);
+  const mss = await server('mssql', mssqlServer);
+  const sqliteWanted = !WANTED || WANTED.includes('sqlite');
   const withPath = (url: string, db: string) => {
     const u = new URL(url);
     u.pathname = `/${db}`;
@@ -256,8 +284,8 @@ export async function engines(): Promise<EngineUnderTest[]> {
     {
       id: 'sqlite',
       name: 'SQLite',
-      server: null,
-      available: true,
+      server: sqliteWanted ? null : notWanted('sqlite'),
+      available: sqliteWanted,
       dialect: sqliteDialect,
       fresh: sqliteDb,
       unreachable: null,
