@@ -4,13 +4,15 @@
  * transaction has copyRows (PostgreSQL COPY, MariaDB LOAD DATA); engines without it are listed as
  * skipped, and load decodes lines for their applyRows instead.
  *
- * The COPY text is written out by hand here, field by field, as the format defines it: an
- * oracle independent of the format layer's own encoder.
+ * The COPY text is written out by hand here, field by field, as the format defines it (an oracle
+ * independent of the format layer's encoder), and once by the format layer's own encodeRow (what
+ * extract writes must be what every engine reads back).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openTarget } from '../../../src/db/index.js';
-import type { ColumnInfo, CopyRowsRequest, TargetWriter } from '../../../src/db/types.js';
+import type { ColumnInfo, CopyRowsRequest, TargetWriter, WireRow } from '../../../src/db/types.js';
 import { DeltaError } from '../../../src/errors.js';
+import { encodeRow } from '../../../src/format/copy-text.js';
 import { cleanup, collect, engines, type EngineUnderTest, type TestDb } from './engines.js';
 
 const ENGINES = await engines();
@@ -198,6 +200,36 @@ describe.each(ENGINES.map((e, i) => [e.name, e, WITH_COPY[i]!] as const))(
           ['2', '0.00', false, '1970-01-01T00:00:01.000001Z'],
           ['3', null, null, null],
         ]);
+      });
+
+      it('reads back what the format layer writes (src/format/copy-text.ts)', async () => {
+        await db.exec(
+          `CREATE TABLE written (id ${d.bigint} PRIMARY KEY, body ${d.text}, price ${d.decimal},
+            ok ${d.bool}, seen ${d.timestamptz})${d.tableSuffix}`,
+        );
+        const columns: ColumnInfo[] = [
+          { name: 'id', type: 'bigint' },
+          { name: 'body', type: 'text' },
+          { name: 'price', type: 'decimal' },
+          { name: 'ok', type: 'bool' },
+          { name: 'seen', type: 'timestamptz' },
+        ];
+        const rows: WireRow[] = [
+          ['9223372036854775807', 'a\tb\\N\n\\\r😀', '-12.50', true, '2024-02-29T23:59:59.999999Z'],
+          ['-9223372036854775808', '\\N', '0.00', false, '1970-01-01T00:00:00.000001Z'],
+          ['1', '', null, null, null],
+        ];
+        const types = columns.map((c) => c.type);
+        const data = Buffer.from(rows.map((r) => encodeRow(r, types)).join(''));
+        const n = await copy({
+          table: 'written',
+          columns,
+          keep: [0, 1, 2, 3, 4],
+          data: chunks(data, 5),
+        });
+        expect(n).toBe(3);
+        const back = await collect(target.readAll({ table: 'written', columns, key: ['id'] }));
+        expect(back).toEqual([rows[1], rows[2], rows[0]]);
       });
 
       it('rolls everything back when the data throws at its end, with that error', async () => {
