@@ -18,7 +18,8 @@
  * plus what only some engines need (`window.ts`: exact change-log windows where the change log
  * carries a transaction stamp, PostgreSQL and SQL Server; `stage.ts`, `prune.ts`, ...).
  * Not yet everywhere: PostgreSQL's high-water code lives in its source.ts and its statement text
- * in read.ts and load.ts (no `high-water.ts` or `sql.ts` yet).
+ * in read.ts and load.ts (no `high-water.ts` or `sql.ts` yet). Engines whose windows come from a
+ * high-water mark (SQLite, SQL Server's logid mode) share `src/db/high-water.ts`.
  *
  * Engines know nothing about files: they only see wire rows (arrays of JSON-safe values, see
  * WireValue, defined by the format in src/format/wire.ts), COPY text bytes (copyRows) and column

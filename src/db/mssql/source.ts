@@ -9,7 +9,7 @@
  */
 import { ConfigError } from '../../errors.js';
 import { CHANGELOG_LOGID_COLUMN } from '../types.js';
-import { changelogWindowByHighWater, logIdWindowByHighWater } from '../window.js';
+import { changelogWindowByHighWater, logIdWindowByHighWater } from '../high-water.js';
 import type {
   PruneChangelogRequest,
   CaptureDdl,

@@ -23,7 +23,7 @@ import type {
   SourceReader,
   WireRow,
 } from '../types.js';
-import { changelogWindowByHighWater, logIdWindowByHighWater } from '../window.js';
+import { changelogWindowByHighWater, logIdWindowByHighWater } from '../high-water.js';
 import { captureDdl, triggerNames } from './capture.js';
 import { objectExists, referencedTables, sqliteColumns } from './catalog.js';
 import { openSqlite, quoteIdent, type SqliteDb } from './connection.js';
