@@ -50,6 +50,23 @@ describe.skipIf(!engine.available)(`PostgreSQL only ${engine.server?.reason ?? '
     }
   });
 
+  it('reads maxLogId in the open snapshot too (MariaDB: a new mark ends the snapshot instead)', async () => {
+    await db.exec(`CREATE TABLE snap (log_id bigint PRIMARY KEY)`);
+    await db.exec(`INSERT INTO snap SELECT g FROM generate_series(1, 100) g`);
+    const source = await openSource(db.config);
+    try {
+      await source.beginSnapshot();
+      const columns = await source.columns('snap');
+      const request = { table: 'snap', columns, logIdColumn: 'log_id', after: '0', upTo: '200' };
+      for await (const _row of source.readChanges(request)) break;
+      await db.exec(`INSERT INTO snap VALUES (101)`);
+      expect(await source.maxLogId('snap', 'log_id')).toBe('100');
+      expect(await collect(source.readChanges(request))).toHaveLength(100);
+    } finally {
+      await source.close();
+    }
+  });
+
   it('logid window: waits for every transaction open at the mark, xid or not', async () => {
     await db.exec(`CREATE TABLE hw (log_id bigserial PRIMARY KEY, v text)`);
     await db.exec(`INSERT INTO hw (v) VALUES ('a')`); // log_id 1
@@ -123,8 +140,12 @@ describe.skipIf(!engine.available)(`PostgreSQL only ${engine.server?.reason ?? '
         ['2', 'two', null],
       ]);
       expect(await db.rows(`SELECT id, xmin::text FROM synced ORDER BY id`)).toEqual(before);
-      // json keeps its text as written, whitespace and all.
-      expect(await db.rows(`SELECT doc::text FROM synced WHERE id = 1`)).toEqual([['{"a": 2}']]);
+      // json keeps its text as written, whitespace and escapes and all.
+      await apply([['3', 'x', '{"s": "a\\"b\\\\c\\n"}']]);
+      expect(await db.rows(`SELECT doc::text FROM synced WHERE id IN (1, 3) ORDER BY id`)).toEqual([
+        ['{"a": 2}'],
+        ['{"s": "a\\"b\\\\c\\n"}'],
+      ]);
     } finally {
       await target.close();
     }
