@@ -336,6 +336,11 @@ describe.each(['pg', 'mysql'] as const)('status and --check with a %s replica', 
       const missing = runBin('deltasync', ['status', '-c', join(p.dir, 'nope.js'), '--check']);
       expect(missing.code).toBe(3);
       expect(missing.stdout).toMatch(/^DELTASYNC UNKNOWN - config file .*nope\.js does not exist/);
+      const badLag = p.check('--max-lag', '5x');
+      expect(badLag.code).toBe(3);
+      expect(badLag.line).toBe(
+        "DELTASYNC UNKNOWN - --max-lag: '5x' is not a duration such as 90s, 15m or 2h",
+      );
       expect(existsSync(join(p.dir, 'state', 'e2e.status.last-run.json'))).toBe(false);
     } finally {
       await p.cleanup();
