@@ -317,6 +317,19 @@ describe.each(['pg', 'mysql'] as const)('status and --check with a %s replica', 
       p.cycle();
       expect(p.check().code).toBe(0);
       expect(load(p.json()).error).toBeUndefined();
+
+      // A config that does not even load (a password read from an unset variable) still leaves
+      // a failed record, so that monitoring sees cron's runs fail.
+      p.amend(
+        `target: { client: '${engine}', connection: { host: '127.0.0.1', user: 'root', password: process.env.DELTASYNC_TEST_UNSET_PASSWORD } }`,
+      );
+      expect(p.step('load')).toBe(78);
+      writeFileSync(p.config, good);
+      const unset = p.check();
+      expect(unset.code, unset.line).toBe(2);
+      expect(unset.line).toMatch(
+        /load failed \(exit 78\): .*target\.connection\.password: undefined/,
+      );
     } finally {
       await p.cleanup();
     }
