@@ -18,7 +18,15 @@ import {
   unknownLine,
 } from '../steps/status-check.js';
 import { loadConfig } from '../config/load.js';
-import { EXIT_USAGE, runCommand, type CommandContext, type CommonOptions } from './run.js';
+import { parseDurationMs } from './duration.js';
+import { LOOP_STEPS, parseSteps, runLoop, type LoopStep } from './loop.js';
+import {
+  EXIT_USAGE,
+  runCommand,
+  type CommandContext,
+  type CommandFn,
+  type CommonOptions,
+} from './run.js';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -72,7 +80,14 @@ export async function runStep(
   }
 }
 
-export function stepCommand(name: 'extract' | 'copy' | 'load'): Command {
+/** What `run --every` runs for each step: the same as the single commands. */
+const STEP_RUNNERS: Record<LoopStep, CommandFn> = {
+  extract: (ctx) => runStep('extract', ctx),
+  copy: (ctx) => runStep('copy', ctx),
+  load: (ctx) => runStep('load', ctx),
+};
+
+export function stepCommand(name: LoopStep): Command {
   const describe = {
     extract: 'write the next delta of the source changes into the outbox',
     copy: 'copy new deltas from the outbox to every destination, manifest last',
@@ -103,6 +118,38 @@ async function loadDryRunCommand(opts: CommonOptions): Promise<number> {
     process.stdout.write(`${formatDryRun(report)}\n`);
     if (report.stop) throw report.stop.error;
   });
+}
+
+function loopSteps(value: string): LoopStep[] {
+  try {
+    return parseSteps(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+function period(value: string): number {
+  const ms = parseDurationMs(value);
+  if (ms === undefined || ms < 1)
+    throw new InvalidArgumentError(`'${value}' is not a duration: give one like 500ms, 2s or 1m`);
+  return ms;
+}
+
+function runLoopCommand(): Command {
+  return withCommon(
+    new Command('run').description(
+      'loop: run the listed steps in order, then again every period, until SIGTERM or SIGINT',
+    ),
+  )
+    .requiredOption(
+      '--steps <list>',
+      `steps to run, comma-separated, in order (some of ${LOOP_STEPS.join(', ')})`,
+      loopSteps,
+    )
+    .requiredOption('--every <duration>', 'from one iteration to the next: 500ms, 2s, 1m', period)
+    .action(async (opts: CommonOptions & { steps: LoopStep[]; every: number }) => {
+      exitWith(await runLoop(opts, STEP_RUNNERS));
+    });
 }
 
 function statusCommand(): Command {
@@ -392,6 +439,7 @@ export function mainProgram(): Command {
     .addCommand(stepCommand('extract'))
     .addCommand(stepCommand('copy'))
     .addCommand(stepCommand('load'))
+    .addCommand(runLoopCommand())
     .addCommand(statusCommand())
     .addCommand(pruneCommand())
     .addCommand(simulateCommand())

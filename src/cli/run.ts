@@ -18,6 +18,7 @@ import {
 } from '../errors.js';
 import { ensureStateDir, loadStepName } from '../format/state.js';
 import { createLogger, type Logger } from '../log.js';
+import { terminalProgress, type Progress } from './progress.js';
 import {
   writeLastRun,
   type DestinationRun,
@@ -38,6 +39,8 @@ export interface CommonOptions {
 export interface CommandContext {
   config: LoadedConfig;
   log: Logger;
+  /** The terminal's progress line, when a person watches (see cli/progress.ts). */
+  progress?: Progress;
   /** What a successful run did, for its run record and metrics (recorded commands only). */
   summary(s: RunSummary): void;
 }
@@ -107,13 +110,22 @@ export async function report(
   return code;
 }
 
-/** The run's logger; a log file this user cannot write is a configuration mistake. */
-async function openLog(config: LoadedConfig, options: CommonOptions): Promise<Logger> {
+/**
+ * The run's logger, naming the job and `step` on every line; a log file this user cannot write is
+ * a configuration mistake.
+ */
+export async function openLog(
+  config: LoadedConfig,
+  options: CommonOptions,
+  step?: string,
+): Promise<Logger> {
   try {
     return await createLogger({
       file: config.log.file,
       level: options.verbose ? 'debug' : config.log.level,
       pretty: options.pretty,
+      job: config.name,
+      step,
     });
   } catch (err) {
     throw new ConfigError(
@@ -126,12 +138,14 @@ async function openLog(config: LoadedConfig, options: CommonOptions): Promise<Lo
   }
 }
 
+export type CommandFn = (ctx: CommandContext) => Promise<ExitCodeValue | void>;
+
 /** Loads config and logger, runs `fn`, and returns the exit code (never throws). */
 export async function runCommand(
   command: string,
   step: StepName,
   options: CommonOptions,
-  fn: (ctx: CommandContext) => Promise<ExitCodeValue | void>,
+  fn: CommandFn,
 ): Promise<number> {
   const recorded = (RECORDED_COMMANDS as readonly string[]).includes(command);
   const started = new Date();
@@ -139,18 +153,21 @@ export async function runCommand(
   let log: Logger | undefined;
   try {
     config = await loadConfig(options.config, step);
-    log = await openLog(config, options);
+    log = await openLog(config, options, step);
   } catch (err) {
     const code = await report(command, err, options.verbose ?? false, log);
     if (recorded)
       await recordFailedStart(command as RecordedCommand, options, config, started, code, err);
     return code;
   }
-  if (recorded) return runRecorded(command as RecordedCommand, { config, log }, options, fn);
+  const base = { config, log, progress: terminalProgress(command) };
   try {
-    return (await fn({ config, log, summary: () => undefined })) ?? ExitCode.OK;
+    if (recorded) return await runRecorded(command as RecordedCommand, base, options, fn);
+    return (await fn({ ...base, summary: () => undefined })) ?? ExitCode.OK;
   } catch (err) {
     return await report(command, err, options.verbose ?? false, log);
+  } finally {
+    base.progress?.done();
   }
 }
 
@@ -200,9 +217,9 @@ function summaryLine(s: RunSummary): string {
  */
 export async function runRecorded(
   command: RecordedCommand,
-  base: { config: LoadedConfig; log: Logger },
+  base: Omit<CommandContext, 'summary'>,
   options: Pick<CommonOptions, 'verbose'>,
-  fn: (ctx: CommandContext) => Promise<ExitCodeValue | void>,
+  fn: CommandFn,
 ): Promise<number> {
   const { config, log } = base;
   const started = new Date();

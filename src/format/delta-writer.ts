@@ -5,6 +5,11 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ColumnInfo, WireRow } from './wire.js';
+import { copyPartFileName } from './copy-part.js';
+import { PartFileWriter, type Compression } from './part-file.js';
+import { PartSeries, type CopyTextWritten } from './part-series.js';
+
+export type { CopyTextWritten } from './part-series.js';
 import { faultPoint } from '../faults.js';
 import { sign } from './signature.js';
 import { logIdPrefix } from './logid.js';
@@ -17,7 +22,6 @@ import {
   type ManifestPart,
   type ManifestTable,
 } from './manifest.js';
-import { PartWriter, partFileName, type Compression } from './part-codec.js';
 
 export interface DeltaWriterOptions {
   dir: string;
@@ -29,39 +33,6 @@ export interface DeltaWriterOptions {
   simulated?: boolean;
   /** When set, parts carry their SHA-256 and the manifest is signed (see signature.ts). */
   signingKey?: string;
-}
-
-/** A sequence of part files of one kind (rows or deletes) for one table. */
-class PartSeries {
-  readonly parts: ManifestPart[] = [];
-  private writer: PartWriter | undefined;
-
-  constructor(
-    private readonly delta: DeltaWriter,
-    private readonly fileName: (index: number) => string,
-  ) {}
-
-  get rows(): number {
-    return this.parts.reduce((n, p) => n + p.rows, 0) + (this.writer?.rows ?? 0);
-  }
-
-  async write(row: WireRow): Promise<void> {
-    this.writer ??= await this.delta.openPart(this.fileName(this.parts.length + 1));
-    await this.writer.write(row);
-    if (this.writer.rows >= this.delta.maxRowsPerPart) await this.close();
-  }
-
-  async close(): Promise<void> {
-    if (!this.writer) return;
-    const writer = this.writer;
-    this.writer = undefined;
-    this.parts.push(await this.delta.finishPart(writer));
-  }
-
-  async abort(): Promise<void> {
-    await this.writer?.abort();
-    this.writer = undefined;
-  }
 }
 
 /** Collects one table's upserts and deletes; `finish` adds it to the delta. */
@@ -80,15 +51,41 @@ export class TableWriter {
     private readonly base: boolean,
     private readonly columnsChanged: ManifestTable['columnsChanged'],
   ) {
-    this.upserts = new PartSeries(delta, (i) => partFileName(prefix, label, i, compression));
-    this.deletes = new PartSeries(delta, (i) =>
-      partFileName(prefix, label, i, compression, 'deletes'),
+    const keyTypes = key.map((k) => columns.find((c) => c.name === k)?.type ?? 'text');
+    this.upserts = new PartSeries(
+      delta,
+      (i) => copyPartFileName(prefix, label, i, compression),
+      columns.map((c) => c.type),
+    );
+    this.deletes = new PartSeries(
+      delta,
+      (i) => copyPartFileName(prefix, label, i, compression, 'deletes'),
+      keyTypes,
     );
   }
 
-  /** A row to insert or update, values in `columns` order. */
+  /** A row to insert or update, values in `columns` order (encoded by the codec). */
+  write(row: WireRow): Promise<void> {
+    return this.upserts.write(row);
+  }
+
+  /** The same as `write`. */
   upsert(row: WireRow): Promise<void> {
     return this.upserts.write(row);
+  }
+
+  /**
+   * Rows (or, with `kind` 'deletes', key lines) as canonical COPY text bytes, complete
+   * '\n'-terminated lines with chunk boundaries anywhere, in `columns` (or `key`) order. Split
+   * into parts on line boundaries; no row is parsed. Rows written by `write` before stay first.
+   */
+  writeCopyText(
+    data: AsyncIterable<Buffer>,
+    kind: 'rows' | 'deletes' = 'rows',
+  ): Promise<CopyTextWritten> {
+    if (kind === 'rows') return this.upserts.writeCopyText(data);
+    if (this.base) throw new Error(`table ${this.name} is written as a base: it has no deletes`);
+    return this.deletes.writeCopyText(data);
   }
 
   /** A row to delete, given by its key values in `key` order. A base table has none. */
@@ -112,7 +109,11 @@ export class TableWriter {
     const table: ManifestTable = {
       name: this.name,
       key: this.key,
-      columns: this.columns.map((c) => ({ name: c.name, type: c.type })),
+      columns: this.columns.map((c) => ({
+        name: c.name,
+        type: c.type,
+        ...(c.nativeType ? { nativeType: c.nativeType } : {}),
+      })),
       rows: this.upserts.parts.reduce((n, p) => n + p.rows, 0),
       parts: this.upserts.parts,
       ...(this.base ? { base: true } : {}),
@@ -201,14 +202,14 @@ export class DeltaWriter {
   }
 
   /** @internal */
-  async openPart(file: string): Promise<PartWriter> {
-    return PartWriter.create(this.options.dir, file, this.options.compression, {
+  async openPart(file: string): Promise<PartFileWriter> {
+    return PartFileWriter.create(this.options.dir, file, this.options.compression, {
       sha256: this.options.signingKey !== undefined,
     });
   }
 
   /** @internal */
-  async finishPart(writer: PartWriter): Promise<ManifestPart> {
+  async finishPart(writer: PartFileWriter): Promise<ManifestPart> {
     this.written.push(writer.file);
     const part = await writer.finish();
     await faultPoint('extract:after-part');

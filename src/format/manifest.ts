@@ -17,9 +17,10 @@ import { verifySignature } from './signature.js';
 export const FORMAT_NAME = 'deltasync-delta';
 /**
  * Bumped on any change a reader of the previous version would misread. A reader refuses
- * versions newer than its own rather than guess.
+ * versions newer than its own rather than guess. Version 1: NDJSON parts (`.ndjson[.gz]`), still
+ * read; version 2: COPY text parts (`.copy[.gz]`), written.
  */
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
 
 export const MANIFEST_SUFFIX = '.MANIFEST.json';
 
@@ -46,6 +47,11 @@ const partSchema = z.object({
 const columnSchema = z.object({
   name: z.string().min(1),
   type: z.enum(LOGICAL_TYPES),
+  /**
+   * The source's own type name. For a `text` column from PostgreSQL whose type other engines
+   * lack (arrays, enums, intervals, ...) the values are that type's PostgreSQL text.
+   */
+  nativeType: z.string().min(1).optional(),
 });
 
 const tableSchema = z.object({

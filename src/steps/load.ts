@@ -16,6 +16,7 @@ import {
   type ManifestTable,
 } from '../format/manifest.js';
 import { readPartFrom } from '../format/part-codec.js';
+import { readCopyBytes, readCopyRowsFrom } from '../format/copy-part.js';
 import { logSummary, type Logger } from '../log.js';
 import { openStore, readManifestIn, type DeltaStore, type StoreManifest } from '../store/index.js';
 import { publishAck, replicaName } from './ack.js';
@@ -24,11 +25,14 @@ import type { JobConfig } from '../config/schema.js';
 import { runAfterLoad } from './hook.js';
 import { pruneAfterStep } from './prune/index.js';
 import {
+  countedLines,
+  countedRows,
   elapsedSeconds,
   loadStep,
   readLoadState,
   withStepLock,
   writeLoadState,
+  type Progress,
   type StepContext,
 } from './common.js';
 
@@ -197,14 +201,24 @@ async function* project(
   for await (const row of rows) yield keep.map((i) => row[i]!);
 }
 
-/** A part's rows streamed from the store, its size and checksums verified as they pass. */
+/**
+ * A part's rows streamed from the store, decoded as its delta's format version writes them
+ * (1: NDJSON, 2: COPY text), its size and checksums verified as they pass. `columns`: the delta's
+ * columns for a rows part, the key columns for a delete part.
+ */
 async function* readPartIn(
   inbox: DeltaStore,
   part: ManifestPart,
   manifest: Manifest,
-  width: number,
+  columns: ColumnInfo[],
 ): AsyncGenerator<WireRow> {
-  yield* readPartFrom(await inbox.read(part.file), part, manifest.compression, width);
+  const stream = await inbox.read(part.file);
+  if (manifest.formatVersion === 1) {
+    yield* readPartFrom(stream, part, manifest.compression, columns.length);
+  } else {
+    const types = columns.map((c) => c.type);
+    yield* readCopyRowsFrom(stream, part, manifest.compression, types);
+  }
 }
 
 async function* readTable(
@@ -212,7 +226,52 @@ async function* readTable(
   manifest: Manifest,
   table: ManifestTable,
 ): AsyncGenerator<WireRow> {
-  for (const part of table.parts) yield* readPartIn(inbox, part, manifest, table.columns.length);
+  for (const part of table.parts) yield* readPartIn(inbox, part, manifest, table.columns);
+}
+
+/** A format-2 table's COPY text: its parts' verified bytes, in order, never parsed. */
+async function* copyTextOf(
+  inbox: DeltaStore,
+  manifest: Manifest,
+  table: ManifestTable,
+): AsyncGenerator<Buffer> {
+  for (const part of table.parts) {
+    yield* readCopyBytes(await inbox.read(part.file), part, manifest.compression);
+  }
+}
+
+/**
+ * A table's upserts: a format-2 delta goes to an engine that loads COPY text as bytes (`copyRows`)
+ * when it can; anything else is decoded to wire rows for `applyRows`.
+ */
+async function upsertTable(
+  tx: TargetTransaction,
+  inbox: DeltaStore,
+  manifest: Manifest,
+  plan: TablePlan,
+  progress?: Progress,
+): Promise<number> {
+  const { table } = plan;
+  if (manifest.formatVersion >= 2 && tx.copyRows) {
+    if (table.rows === 0) return 0;
+    return tx.copyRows({
+      table: table.name,
+      key: table.key,
+      columns: table.columns,
+      keep: plan.keep,
+      data: countedLines(copyTextOf(inbox, manifest, table), table, progress),
+    });
+  }
+  return tx.applyRows({
+    table: table.name,
+    key: table.key,
+    columns: plan.columns,
+    rows: countedRows(
+      project(readTable(inbox, manifest, table), plan.keep, table.columns.length),
+      table,
+      progress,
+    ),
+  });
 }
 
 /**
@@ -225,20 +284,11 @@ async function applyDelta(
   inbox: DeltaStore,
   manifest: Manifest,
   plans: TablePlan[],
+  progress?: Progress,
 ): Promise<Record<string, { rows: number; deletes: number }>> {
   const counts: Record<string, { rows: number; deletes: number }> = {};
   for (const plan of plans) {
-    const rows = project(
-      readTable(inbox, manifest, plan.table),
-      plan.keep,
-      plan.table.columns.length,
-    );
-    const n = await tx.applyRows({
-      table: plan.table.name,
-      key: plan.table.key,
-      columns: plan.columns,
-      rows,
-    });
+    const n = await upsertTable(tx, inbox, manifest, plan, progress);
     counts[plan.table.name] = { rows: n, deletes: 0 };
     await faultPoint('load:mid-apply');
   }
@@ -264,7 +314,7 @@ async function applyDelta(
     if (!deletes || deletes.parts.length === 0) continue;
     const key = plan.table.key.map((k) => plan.table.columns.find((c) => c.name === k)!);
     const keys = (async function* () {
-      for (const part of deletes.parts) yield* readPartIn(inbox, part, manifest, key.length);
+      for (const part of deletes.parts) yield* readPartIn(inbox, part, manifest, key);
     })();
     // Every delete row is read (and so checked) even though only the count matters here.
     await tx.deleteRows({ table: plan.table.name, key, rows: keys });
@@ -397,7 +447,7 @@ async function loadFrom(ctx: StepContext, inbox: DeltaStore, started: bigint): P
         if (target.ddlInTransaction)
           await addColumns(plans, (ddl) => tx.executeDdl(ddl), memo, target, log);
         await tx.relaxForeignKeys(plans.map((p) => p.table.name));
-        const counts = await applyDelta(tx, inbox, manifest, plans);
+        const counts = await applyDelta(tx, inbox, manifest, plans, ctx.progress);
         await tx.recordApplied({ job: config.name, logId: manifest.toLogId, delta: entry.file });
         await faultPoint('load:before-commit');
         return counts;

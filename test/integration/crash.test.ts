@@ -100,7 +100,7 @@ async function scenario(target: 'sqlite' | 'pg'): Promise<Scenario> {
 }
 
 const D16 = 'logId00000000000000000016';
-const partsOf16 = (n: number) => range(1, n).map((i) => `${D16}.items.000${i}.ndjson.gz`);
+const partsOf16 = (n: number) => range(1, n).map((i) => `${D16}.items.000${i}.copy.gz`);
 
 /** Delta files in a directory beyond the baseline delta, sorted. */
 function newFiles(dir: string): string[] {

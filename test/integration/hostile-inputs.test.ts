@@ -29,6 +29,8 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip, gunzipSync } from 'node:zlib';
 import xxhash from 'xxhash-wasm';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { decodeLine } from '../../src/format/copy-text.js';
+import type { LogicalType } from '../../src/format/wire.js';
 import { sqliteJob, summaryOf, type SqliteJob } from '../helpers/cli.js';
 import {
   SourceChanges,
@@ -53,7 +55,7 @@ const range = (from: number, to: number) =>
 let job: SqliteJob;
 let pristine: string;
 let recorded: SourceChanges;
-/** The rows of delta 4→10 as extract wrote them, one NDJSON line each (without the newline). */
+/** The rows of delta 4→10 as extract wrote them, one COPY text line each (without the newline). */
 let secondLines: string[];
 
 let source: SourceChanges;
@@ -173,10 +175,14 @@ const linesOf = (lines: string[]): CraftedPart => ({
  * Replaces delta 4→10 in the inbox with crafted parts: every size and checksum in the manifest is
  * right for the bytes written, so only what the parts hold can be wrong.
  */
-async function craftSecond(parts: CraftedPart[], compression: 'gzip' | 'none'): Promise<string[]> {
+async function craftSecond(
+  parts: CraftedPart[],
+  compression: 'gzip' | 'none',
+  formatVersion: 1 | 2 = 2,
+): Promise<string[]> {
   const m = readManifest();
   for (const p of m.tables[0].parts as { file: string }[]) rmSync(join(job.inbox, p.file));
-  const ext = compression === 'gzip' ? '.ndjson.gz' : '.ndjson';
+  const ext = (formatVersion === 1 ? '.ndjson' : '.copy') + (compression === 'gzip' ? '.gz' : '');
   const entries = [];
   for (const [i, part] of parts.entries()) {
     const file = `${D10}.items.000${i + 1}${ext}`;
@@ -188,6 +194,7 @@ async function craftSecond(parts: CraftedPart[], compression: 'gzip' | 'none'): 
     entries.push({ file, rows: part.rows, ...written });
   }
   m.compression = compression;
+  m.formatVersion = formatVersion;
   m.tables[0].parts = entries;
   m.tables[0].rows = parts.reduce((n, p) => n + p.rows, 0);
   writeManifest(m);
@@ -200,6 +207,15 @@ describe('crafting is sound', () => {
     completeCycle(job.config, 'crafted');
     await expectConverged(dirs, source, replica, '4', 'crafted delta');
   });
+
+  it('a format-1 delta (NDJSON parts, in flight during an upgrade) loads the same', async () => {
+    const types = readManifest().tables[0].columns.map((c: { type: LogicalType }) => c.type);
+    const json = secondLines.map((l) => JSON.stringify(decodeLine(l, types)));
+    expect(json[0]).toMatch(/^\["\d+",/);
+    await craftSecond([linesOf(json.slice(0, 3)), linesOf(json.slice(3))], 'gzip', 1);
+    completeCycle(job.config, 'format 1');
+    await expectConverged(dirs, source, replica, '4', 'format-1 delta');
+  });
 });
 
 describe('load refuses with 65, one line, and changes nothing', () => {
@@ -208,7 +224,7 @@ describe('load refuses with 65, one line, and changes nothing', () => {
     const path = join(job.inbox, first!);
     const bytes = readFileSync(path);
     // A digit of the first row's last value (its log_id): still a valid row of 4 values.
-    const at = bytes.indexOf(0x5d /* ] */) - 2;
+    const at = bytes.indexOf(0x0a /* \n */) - 1;
     expect(String.fromCharCode(bytes[at]!)).toMatch(/\d/);
     bytes[at] ^= 0x01;
     writeFileSync(path, bytes);
@@ -266,7 +282,7 @@ describe('load refuses with 65, one line, and changes nothing', () => {
     await expectRefused(MANIFEST, reason);
   });
 
-  it.each(['../x', '/etc/passwd', 'sub/dir', `${D10}.items.0001.ndjson.gz/../../x`])(
+  it.each(['../x', '/etc/passwd', 'sub/dir', `${D10}.items.0001.copy.gz/../../x`])(
     'a manifest naming a file outside its directory: %s',
     async (name) => {
       const m = readManifest();
@@ -317,20 +333,30 @@ describe('load refuses with 65, one line, and changes nothing', () => {
   });
 
   it('a future format version, with a message saying to upgrade', async () => {
-    writeManifest({ ...readManifest(), formatVersion: 2, somethingNew: { v: 2 } });
+    writeManifest({ ...readManifest(), formatVersion: 3, somethingNew: { v: 3 } });
     await expectRefused(
       MANIFEST,
-      /format version 2 is newer than this deltasync understands \(1\).*upgrade deltasync/,
+      /format version 3 is newer than this deltasync understands \(2\).*upgrade deltasync/,
     );
   });
 
   it('a row with the wrong number of columns (size and checksum right)', async () => {
-    const short = JSON.stringify((JSON.parse(secondLines[4]!) as unknown[]).slice(0, 3));
+    const short = secondLines[4]!.split('\t').slice(0, 3).join('\t');
     const [, second] = await craftSecond(
       [linesOf(secondLines.slice(0, 3)), linesOf([secondLines[3]!, short, secondLines[5]!])],
       'gzip',
     );
     await expectRefused(second!, /row 2 has 3 columns, the manifest declares 4/);
+  });
+
+  it('a value that is not of its declared type (size and checksum right)', async () => {
+    const fields = secondLines[4]!.split('\t');
+    fields[2] = 'many'; // qty, an int
+    const [, second] = await craftSecond(
+      [linesOf(secondLines.slice(0, 3)), linesOf([secondLines[3]!, fields.join('\t')])],
+      'gzip',
+    );
+    await expectRefused(second!, /row 2 column 3: 'many' is not a bigint/);
   });
 
   it('a line of 100 MB (size and checksum right): refused at 64 MiB, memory stays bounded', async () => {
@@ -342,9 +368,9 @@ describe('load refuses with 65, one line, and changes nothing', () => {
         {
           rows: 1,
           content: function* () {
-            yield Buffer.from('[11, "');
+            yield Buffer.from('11\t');
             for (let n = 0; n < LINE / chunk.length; n++) yield chunk;
-            yield Buffer.from('", 1, 11]\n');
+            yield Buffer.from('\t1\t11\n');
           },
         },
       ],

@@ -37,7 +37,7 @@ beforeEach(() => {
   const files = readdirSync(job.inbox).filter((f) => f.startsWith('logId00000000000000000010.'));
   second = {
     manifest: files.find((f) => f.endsWith('.MANIFEST.json'))!,
-    parts: files.filter((f) => f.endsWith('.ndjson.gz')).sort(),
+    parts: files.filter((f) => f.endsWith('.copy.gz')).sort(),
   };
   expect(second.parts.length).toBeGreaterThan(1);
 });
@@ -138,9 +138,9 @@ describe('extract after a crash', () => {
   it('removes parts of a delta that never got its manifest, and extracts again', () => {
     job.sourceExec("INSERT INTO items VALUES (30, 'x', 1, 30)");
     // A crashed extract left a part and a temp file of delta 30 but no manifest.
-    writeFileSync(join(job.outbox, 'logId00000000000000000030.items.0001.ndjson.gz'), 'partial');
+    writeFileSync(join(job.outbox, 'logId00000000000000000030.items.0001.copy.gz'), 'partial');
     writeFileSync(
-      join(job.outbox, '.logId00000000000000000030.items.0002.ndjson.gz.tmp-1-abcd'),
+      join(job.outbox, '.logId00000000000000000030.items.0002.copy.gz.tmp-1-abcd'),
       'partial',
     );
     const r = runBin('deltasync-extract', ['-c', job.config]);

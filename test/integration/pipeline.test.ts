@@ -176,7 +176,7 @@ describe('copy to several destinations', () => {
     job = sqliteJob();
     job.sourceExec("INSERT INTO items VALUES (1, 'a', 1, 5)");
     expect(runBin('deltasync-extract', ['-c', job.config]).code).toBe(0);
-    const part = readdirSync(job.outbox).find((f) => f.endsWith('.ndjson.gz'))!;
+    const part = readdirSync(job.outbox).find((f) => f.endsWith('.copy.gz'))!;
     const bytes = readFileSync(join(job.outbox, part));
     bytes[bytes.length - 5] ^= 0xff;
     writeFileSync(join(job.outbox, part), bytes);

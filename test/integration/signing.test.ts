@@ -69,7 +69,7 @@ describe('signed manifests', () => {
     const path = manifestPath(job);
     const m = JSON.parse(readFileSync(path, 'utf8'));
     const part = m.tables[0].parts[0];
-    const forged = gzipSync('[1,"evil",1,"5"]\n');
+    const forged = gzipSync('1\tevil\t1\t5\n');
     writeFileSync(join(job.inbox, part.file), forged);
     const { h64Raw } = await xxhash();
     Object.assign(part, {

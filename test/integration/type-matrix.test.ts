@@ -1,6 +1,7 @@
 /**
  * The cross-engine type matrix: for each source -> target pair, a table covering every hard value
- * is read with openSource(…).readChanges, passed through JSON as the part files do, applied with
+ * is read with openSource(…).readChanges, passed through the COPY text codec as the part files
+ * do (docs/format.md), applied with
  * openTarget(…).transaction(tx => tx.applyRows(…)), and read back with the target engine's own
  * text rendering, value by value.
  *
@@ -25,6 +26,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openSource, openTarget } from '../../src/db/index.js';
+import { decodeLine, encodeRow } from '../../src/format/copy-text.js';
 import type { DbConfig, WireRow, WireValue } from '../../src/db/types.js';
 import { mysqlServer, pgServer } from '../helpers/databases.js';
 
@@ -370,8 +372,10 @@ describe.each(PAIRS)('type matrix %s -> %s', (sourceEngine, targetEngine) => {
       const upTo = (await reader.maxLogId(from, 'log_id'))!;
       wire = [];
       const request = { table: from, columns: delta, logIdColumn: 'log_id', after: '0', upTo };
+      const types = delta.map((c) => c.type);
       for await (const row of reader.readChanges(request)) {
-        wire.push(JSON.parse(JSON.stringify(row)) as WireRow); // what a part file does
+        // What a part file does: one line of COPY text, and back.
+        wire.push(decodeLine(encodeRow(row, types).slice(0, -1), types));
       }
     } finally {
       await reader.close();

@@ -5,7 +5,8 @@ import type { ColumnInfo, WireRow } from '../../src/db/types.js';
 import { listManifests } from '../../src/format/delta-dir.js';
 import { DeltaWriter, type DeltaWriterOptions } from '../../src/format/delta-writer.js';
 import { FORMAT_NAME, FORMAT_VERSION, readManifest } from '../../src/format/manifest.js';
-import { readPart, type Compression } from '../../src/format/part-codec.js';
+import { readCopyRows } from '../../src/format/copy-part.js';
+import type { Compression } from '../../src/format/part-file.js';
 import { listDir, testdir } from '../helpers/tmp.js';
 
 const PREFIX = 'logId00000000000000000200';
@@ -45,7 +46,8 @@ async function readDelta(dir: string, compression: Compression): Promise<WireRow
   for (const t of m.tables) {
     const rows: WireRow[] = [];
     for (const p of t.parts) {
-      for await (const row of readPart(dir, p, compression, t.columns.length)) rows.push(row);
+      const types = t.columns.map((c) => c.type);
+      for await (const row of readCopyRows(dir, p, compression, types)) rows.push(row);
     }
     tables.push(rows);
   }
@@ -60,7 +62,7 @@ describe('DeltaWriter', () => {
       const writer = new DeltaWriter(options(dir, { compression }));
       const rows = rowsOf(25);
       const table = await writer.writeTable('orders', ['id'], COLUMNS, stream(rows));
-      const ext = compression === 'gzip' ? '.ndjson.gz' : '.ndjson';
+      const ext = compression === 'gzip' ? '.copy.gz' : '.copy';
       expect(table.parts.map((p) => [p.file, p.rows])).toEqual([
         [`${PREFIX}.orders.0001${ext}`, 10],
         [`${PREFIX}.orders.0002${ext}`, 10],
@@ -88,10 +90,10 @@ describe('DeltaWriter', () => {
     const plain = await writer.writeTable('sales_orders', ['id'], COLUMNS, stream(rowsOf(12, 50)));
     const names = [...dotted.parts, ...plain.parts].map((p) => p.file);
     expect(new Set(names).size).toBe(3);
-    expect(dotted.parts.map((p) => p.file)).toEqual([`${PREFIX}.sales_orders.0001.ndjson.gz`]);
+    expect(dotted.parts.map((p) => p.file)).toEqual([`${PREFIX}.sales_orders.0001.copy.gz`]);
     expect(plain.parts.map((p) => p.file)).toEqual([
-      `${PREFIX}.sales_orders-2.0001.ndjson.gz`,
-      `${PREFIX}.sales_orders-2.0002.ndjson.gz`,
+      `${PREFIX}.sales_orders-2.0001.copy.gz`,
+      `${PREFIX}.sales_orders-2.0002.copy.gz`,
     ]);
     await writer.finish();
     expect(await readDelta(dir, 'gzip')).toEqual([rowsOf(3), rowsOf(12, 50)]);
@@ -105,7 +107,7 @@ describe('DeltaWriter', () => {
       name: 'orders',
       key: ['id'],
       columns: [
-        { name: 'id', type: 'int' },
+        { name: 'id', type: 'int', nativeType: 'integer' },
         { name: 'name', type: 'text' },
       ],
       rows: 0,
@@ -185,8 +187,8 @@ describe('DeltaWriter', () => {
     ).rejects.toThrow('source connection lost');
     // Part 1 of orders was finished; part 2 was in progress and is gone (no temporary file).
     expect(await listDir(dir)).toEqual([
-      `${PREFIX}.customers.0001.ndjson.gz`,
-      `${PREFIX}.orders.0001.ndjson.gz`,
+      `${PREFIX}.customers.0001.copy.gz`,
+      `${PREFIX}.orders.0001.copy.gz`,
     ]);
     await writer.abort();
     expect(await listDir(dir)).toEqual([]);

@@ -148,13 +148,27 @@ describe('round trip', () => {
     expect(JSON.parse(text)).toEqual(validManifest());
   });
 
-  it('reads a static fixture of a valid manifest', async () => {
+  it('reads a static fixture of a valid manifest (format 1, written before format 2)', async () => {
     const m = await readManifest(join(FIXTURES, 'valid', FILE), 'acme');
+    expect(m.formatVersion).toBe(1);
     expect(m.toLogId).toBe('200');
     expect(m.tables.map((t) => [t.name, t.rows, t.parts.length])).toEqual([
       ['customers', 3, 1],
       ['orders', 0, 0],
     ]);
+  });
+
+  it('keeps a column nativeType (format 2: the PostgreSQL type of text-carried values)', () => {
+    const m = withChange((x) => {
+      x.tables[0]!.columns[1] = { name: 'name', type: 'text', nativeType: 'integer[]' };
+    });
+    expect(FORMAT_VERSION).toBe(2);
+    const back = parseManifest(JSON.stringify(m), FILE);
+    expect(back.tables[0]!.columns[1]).toEqual({
+      name: 'name',
+      type: 'text',
+      nativeType: 'integer[]',
+    });
   });
 
   it('compares logIds numerically: 9 -> 10 is a valid step', () => {

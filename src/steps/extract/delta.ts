@@ -112,6 +112,7 @@ export async function extractDelta(
           base,
           columnsChanged: req.columnsChanged.get(p.config.name),
         });
+        ctx.progress?.table(p.config.name, undefined, () => tw.rows);
         const outcome = await m.write(p, tw, toLogId);
         await tw.finish();
         written = writer.rowCount;
