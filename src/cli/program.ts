@@ -12,7 +12,7 @@ import { simulate } from '../steps/simulate.js';
 import { formatStatus, status } from '../steps/status.js';
 import {
   CheckCode,
-  DEFAULT_MAX_LAG_SECONDS,
+  DEFAULT_MAX_LAG,
   checkStatus,
   parseDuration,
   unknownLine,
@@ -162,11 +162,13 @@ function statusCommand(): Command {
       'print one line and exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios/Icinga plugin)',
     )
     .addOption(
-      new Option('--max-lag <duration>', '--check: WARNING above this lag, CRITICAL above twice it')
-        .argParser(duration)
-        .default(DEFAULT_MAX_LAG_SECONDS, '15m'),
+      // Read by statusCheck, not commander: a bad value must still give a plugin's UNKNOWN (3).
+      new Option(
+        '--max-lag <duration>',
+        '--check: WARNING above this lag, CRITICAL above twice it (90s, 15m, 2h)',
+      ).default(DEFAULT_MAX_LAG),
     )
-    .action(async (opts: CommonOptions & { json?: boolean; check?: boolean; maxLag: number }) => {
+    .action(async (opts: CommonOptions & { json?: boolean; check?: boolean; maxLag: string }) => {
       if (opts.check) return exitWith(await statusCheck(opts));
       exitWith(
         await runCommand('status', 'status', opts, async ({ config }) => {
@@ -179,20 +181,17 @@ function statusCommand(): Command {
     });
 }
 
-function duration(value: string): number {
-  const seconds = parseDuration(value);
-  if (seconds === null) throw new InvalidArgumentError('must be a duration such as 90s, 15m or 2h');
-  return seconds;
-}
-
 /**
  * `status --check`: one line on stdout and a plugin exit code, whatever happens; a status that
  * cannot run at all (a bad config, say) is UNKNOWN, never one of the sysexits codes.
  */
-async function statusCheck(opts: CommonOptions & { maxLag: number }): Promise<number> {
+async function statusCheck(opts: CommonOptions & { maxLag: string }): Promise<number> {
   try {
+    const maxLag = parseDuration(opts.maxLag);
+    if (maxLag === null)
+      throw new ConfigError(`--max-lag: '${opts.maxLag}' is not a duration such as 90s, 15m or 2h`);
     const config = await loadConfig(opts.config, 'status');
-    const result = checkStatus(await status(config), opts.maxLag);
+    const result = checkStatus(await status(config), maxLag);
     process.stdout.write(`${result.line}\n`);
     return result.code;
   } catch (err) {

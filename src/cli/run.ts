@@ -2,10 +2,10 @@
  * The one place where errors become exit codes and one-line messages. Every bin goes through
  * `runCommand`: it loads the config, sets up logging, runs the step, and exits. The steps that
  * do work leave their run record and metrics here too (`runRecorded`), failures included; a
- * config that cannot be loaded leaves none, having no job name or state directory to trust.
+ * config that cannot be loaded leaves one when its job name can still be read from it.
  */
 import { access, constants } from 'node:fs/promises';
-import { loadConfig, type LoadedConfig } from '../config/load.js';
+import { loadConfig, recordPlaceOf, type LoadedConfig, type RecordPlace } from '../config/load.js';
 import type { StepName } from '../config/schema.js';
 import {
   ConfigError,
@@ -16,10 +16,9 @@ import {
   exitCodeOf,
   type ExitCodeValue,
 } from '../errors.js';
-import { ensureStateDir } from '../format/state.js';
+import { ensureStateDir, loadStepName } from '../format/state.js';
 import { createLogger, type Logger } from '../log.js';
 import { terminalProgress, type Progress } from './progress.js';
-import { loadStep } from '../steps/common.js';
 import {
   writeLastRun,
   type DestinationRun,
@@ -62,11 +61,6 @@ export interface RunSummary {
  */
 export const RECORDED_COMMANDS = ['extract', 'copy', 'load', 'prune', 'resync', 'verify'] as const;
 export type RecordedCommand = (typeof RECORDED_COMMANDS)[number];
-
-/** The record's step name: load's names its replica, as its state file does. */
-export function recordStep(command: RecordedCommand, config: LoadedConfig): string {
-  return command === 'load' ? loadStep(config) : command;
-}
 
 /** better-sqlite3's codes for "another process holds the database file's lock". */
 const SQLITE_LOCK_CODES = new Set(['SQLITE_BUSY', 'SQLITE_LOCKED', 'SQLITE_BUSY_SNAPSHOT']);
@@ -153,24 +147,60 @@ export async function runCommand(
   options: CommonOptions,
   fn: CommandFn,
 ): Promise<number> {
+  const recorded = (RECORDED_COMMANDS as readonly string[]).includes(command);
+  const started = new Date();
+  let config: LoadedConfig | undefined;
   let log: Logger | undefined;
-  let config: LoadedConfig;
   try {
     config = await loadConfig(options.config, step);
     log = await openLog(config, options, step);
   } catch (err) {
-    return await report(command, err, options.verbose ?? false, log);
+    const code = await report(command, err, options.verbose ?? false, log);
+    if (recorded)
+      await recordFailedStart(command as RecordedCommand, options, config, started, code, err);
+    return code;
   }
   const base = { config, log, progress: terminalProgress(command) };
   try {
-    if ((RECORDED_COMMANDS as readonly string[]).includes(command))
-      return await runRecorded(command as RecordedCommand, base, options, fn);
+    if (recorded) return await runRecorded(command as RecordedCommand, base, options, fn);
     return (await fn({ ...base, summary: () => undefined })) ?? ExitCode.OK;
   } catch (err) {
     return await report(command, err, options.verbose ?? false, log);
   } finally {
     base.progress?.done();
   }
+}
+
+/**
+ * A config that did not load (an unset password, a bad key, an unwritable log file) still leaves
+ * a failed run record when its job name can be read: cron's runs fail, and monitoring must say so.
+ */
+async function recordFailedStart(
+  command: RecordedCommand,
+  options: CommonOptions,
+  config: LoadedConfig | undefined,
+  started: Date,
+  code: number,
+  err: unknown,
+): Promise<void> {
+  const place = config
+    ? {
+        name: config.name,
+        stateDir: config.stateDir,
+        replica: config.replica,
+        textfileDir: config.metrics?.textfileDir,
+      }
+    : await recordPlaceOf(options.config).catch(() => null);
+  if (!place) return;
+  await saveRun(command, place, undefined, {
+    started: started.toISOString(),
+    finished: new Date().toISOString(),
+    exitCode: code,
+    message: describeError(err).split('\n')[0]!,
+    deltas: 0,
+    rows: 0,
+    bytes: 0,
+  });
 }
 
 function summaryLine(s: RunSummary): string {
@@ -207,48 +237,62 @@ export async function runRecorded(
     message = describeError(failure);
   }
   if (failure instanceof LockHeldError) return code;
-  await saveRun(command, config, log, {
-    started: started.toISOString(),
-    finished: new Date().toISOString(),
-    exitCode: code,
-    message: message.split('\n')[0]!,
-    deltas: summary.deltas ?? 0,
-    rows: summary.rows ?? 0,
-    bytes: summary.bytes ?? 0,
-    ...(summary.destinations ? { destinations: summary.destinations } : {}),
-  });
+  const place = {
+    name: config.name,
+    stateDir: config.stateDir,
+    replica: config.replica,
+    textfileDir: config.metrics?.textfileDir,
+  };
+  await saveRun(
+    command,
+    place,
+    log,
+    {
+      started: started.toISOString(),
+      finished: new Date().toISOString(),
+      exitCode: code,
+      message: message.split('\n')[0]!,
+      deltas: summary.deltas ?? 0,
+      rows: summary.rows ?? 0,
+      bytes: summary.bytes ?? 0,
+      ...(summary.destinations ? { destinations: summary.destinations } : {}),
+    },
+    config,
+  );
   return code;
 }
 
 /**
  * Writes the run record and the metrics file. Neither may turn a run's outcome into another: a
- * failure here is logged, and the exit code stays the step's.
+ * failure here is logged, and the exit code stays the step's. With the loaded `config`, the
+ * metrics of extract, copy and load also say where the step stands (lag, waiting, retained).
  */
 async function saveRun(
   command: RecordedCommand,
-  config: LoadedConfig,
-  log: Logger,
+  place: RecordPlace,
+  log: Logger | undefined,
   outcome: RunOutcome,
+  config?: LoadedConfig,
 ): Promise<void> {
-  const step = recordStep(command, config);
+  const step = command === 'load' ? loadStepName(place.replica) : command;
   let record: LastRun;
   try {
-    await ensureStateDir(config.stateDir);
-    record = await writeLastRun(config.stateDir, config.name, step, outcome);
+    await ensureStateDir(place.stateDir);
+    record = await writeLastRun(place.stateDir, place.name, step, outcome);
   } catch (err) {
-    log.warn({ err: describeError(err) }, 'run record not written');
+    log?.warn({ err: describeError(err) }, 'run record not written');
     return;
   }
-  if (!config.metrics) return;
+  if (!place.textfileDir) return;
   try {
     const only = command === 'extract' || command === 'copy' || command === 'load' ? command : null;
     // Loaded here only: most runs have no metrics, and status brings the database drivers.
     const { status } = await import('../steps/status.js');
     const { writeMetrics } = await import('../steps/metrics.js');
-    const positions = only ? (await status(config, { only })).steps : [];
-    await writeMetrics(config.metrics.textfileDir, record, command, positions);
+    const positions = only && config ? (await status(config, { only })).steps : [];
+    await writeMetrics(place.textfileDir, record, command, positions);
   } catch (err) {
-    log.warn({ err: describeError(err) }, 'metrics file not written');
+    log?.warn({ err: describeError(err) }, 'metrics file not written');
   }
 }
 

@@ -15,6 +15,7 @@ export type CheckCodeValue = (typeof CheckCode)[keyof typeof CheckCode];
 const NAMES = ['OK', 'WARNING', 'CRITICAL', 'UNKNOWN'] as const;
 
 /** `--max-lag` when none is given: three 5-minute cron cycles. */
+export const DEFAULT_MAX_LAG = '15m';
 export const DEFAULT_MAX_LAG_SECONDS = 15 * 60;
 
 const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 };

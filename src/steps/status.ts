@@ -355,7 +355,7 @@ function idleOrStalled(s: StepStatus, heartbeat: number | undefined): string | u
   if (s.lagSeconds === undefined || s.waiting) return undefined;
   if (heartbeat === undefined)
     return s.lagSeconds > 60
-      ? 'no new delta: the source is idle, or extract or copy has stalled (delta.heartbeatSeconds tells them apart)'
+      ? 'no new delta: the source is idle, or extract or copy has stalled; delta.heartbeatSeconds tells them apart'
       : undefined;
   // Heartbeats keep an idle job's lag under about one heartbeat plus a cron interval or two.
   return s.lagSeconds > 2 * heartbeat + 120

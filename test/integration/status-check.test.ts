@@ -317,6 +317,19 @@ describe.each(['pg', 'mysql'] as const)('status and --check with a %s replica', 
       p.cycle();
       expect(p.check().code).toBe(0);
       expect(load(p.json()).error).toBeUndefined();
+
+      // A config that does not even load (a password read from an unset variable) still leaves
+      // a failed record, so that monitoring sees cron's runs fail.
+      p.amend(
+        `target: { client: '${engine}', connection: { host: '127.0.0.1', user: 'root', password: process.env.DELTASYNC_TEST_UNSET_PASSWORD } }`,
+      );
+      expect(p.step('load')).toBe(78);
+      writeFileSync(p.config, good);
+      const unset = p.check();
+      expect(unset.code, unset.line).toBe(2);
+      expect(unset.line).toMatch(
+        /load failed \(exit 78\): .*target\.connection\.password: undefined/,
+      );
     } finally {
       await p.cleanup();
     }
@@ -336,6 +349,11 @@ describe.each(['pg', 'mysql'] as const)('status and --check with a %s replica', 
       const missing = runBin('deltasync', ['status', '-c', join(p.dir, 'nope.js'), '--check']);
       expect(missing.code).toBe(3);
       expect(missing.stdout).toMatch(/^DELTASYNC UNKNOWN - config file .*nope\.js does not exist/);
+      const badLag = p.check('--max-lag', '5x');
+      expect(badLag.code).toBe(3);
+      expect(badLag.line).toBe(
+        "DELTASYNC UNKNOWN - --max-lag: '5x' is not a duration such as 90s, 15m or 2h",
+      );
       expect(existsSync(join(p.dir, 'state', 'e2e.status.last-run.json'))).toBe(false);
     } finally {
       await p.cleanup();
