@@ -4,13 +4,29 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { ConfigError, ExitCode, PrivilegeError } from '../errors.js';
+import { ConfigError, ExitCode, PrivilegeError, describeError } from '../errors.js';
 import { copy } from '../steps/copy.js';
 import { extract } from '../steps/extract/index.js';
 import { load } from '../steps/load.js';
 import { simulate } from '../steps/simulate.js';
 import { formatStatus, status } from '../steps/status.js';
-import { EXIT_USAGE, runCommand, type CommonOptions } from './run.js';
+import {
+  CheckCode,
+  DEFAULT_MAX_LAG,
+  checkStatus,
+  parseDuration,
+  unknownLine,
+} from '../steps/status-check.js';
+import { loadConfig } from '../config/load.js';
+import { parseDurationMs } from './duration.js';
+import { LOOP_STEPS, parseSteps, runLoop, type LoopStep } from './loop.js';
+import {
+  EXIT_USAGE,
+  runCommand,
+  type CommandContext,
+  type CommandFn,
+  type CommonOptions,
+} from './run.js';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -34,13 +50,49 @@ function exitWith(code: number): void {
   process.exitCode = code;
 }
 
-export function stepCommand(name: 'extract' | 'copy' | 'load'): Command {
+/**
+ * Runs one cron step and tells its run record what it did: the per-step path that the single
+ * commands and every iteration of a loop share (with `runRecorded` around it).
+ */
+export async function runStep(
+  name: 'extract' | 'copy' | 'load',
+  ctx: CommandContext,
+): Promise<void> {
+  if (name === 'extract') {
+    const r = await extract(ctx);
+    ctx.summary({ deltas: r.deltas.length, rows: r.rows, bytes: r.bytes });
+  } else if (name === 'copy') {
+    const r = await copy(ctx);
+    ctx.summary({
+      deltas: r.deltas,
+      rows: r.destinations.reduce((n, d) => n + d.rows, 0),
+      bytes: r.bytes,
+      destinations: r.destinations.map((d) => ({
+        name: d.name,
+        deltas: d.copied.length,
+        rows: d.rows,
+        bytes: d.bytes,
+      })),
+    });
+  } else {
+    const r = await load(ctx);
+    ctx.summary({ deltas: r.applied.length, rows: r.rows, bytes: r.bytes });
+  }
+}
+
+/** What `run --every` runs for each step: the same as the single commands. */
+const STEP_RUNNERS: Record<LoopStep, CommandFn> = {
+  extract: (ctx) => runStep('extract', ctx),
+  copy: (ctx) => runStep('copy', ctx),
+  load: (ctx) => runStep('load', ctx),
+};
+
+export function stepCommand(name: LoopStep): Command {
   const describe = {
     extract: 'write the next delta of the source changes into the outbox',
     copy: 'copy new deltas from the outbox to every destination, manifest last',
     load: 'apply the deltas waiting in the inbox to the replica, each in one transaction',
   }[name];
-  const run = { extract, copy, load }[name];
   const cmd = withCommon(new Command(name).description(describe));
   if (name === 'load') {
     cmd.option(
@@ -50,7 +102,7 @@ export function stepCommand(name: 'extract' | 'copy' | 'load'): Command {
   }
   return cmd.action(async (opts: CommonOptions & { dryRun?: boolean }) => {
     if (opts.dryRun) return exitWith(await loadDryRunCommand(opts));
-    exitWith(await runCommand(name, name, opts, async (ctx) => void (await run(ctx))));
+    exitWith(await runCommand(name, name, opts, (ctx) => runStep(name, ctx)));
   });
 }
 
@@ -68,12 +120,56 @@ async function loadDryRunCommand(opts: CommonOptions): Promise<number> {
   });
 }
 
+function loopSteps(value: string): LoopStep[] {
+  try {
+    return parseSteps(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+function period(value: string): number {
+  const ms = parseDurationMs(value);
+  if (ms === undefined || ms < 1)
+    throw new InvalidArgumentError(`'${value}' is not a duration: give one like 500ms, 2s or 1m`);
+  return ms;
+}
+
+function runLoopCommand(): Command {
+  return withCommon(
+    new Command('run').description(
+      'loop: run the listed steps in order, then again every period, until SIGTERM or SIGINT',
+    ),
+  )
+    .requiredOption(
+      '--steps <list>',
+      `steps to run, comma-separated, in order (some of ${LOOP_STEPS.join(', ')})`,
+      loopSteps,
+    )
+    .requiredOption('--every <duration>', 'from one iteration to the next: 500ms, 2s, 1m', period)
+    .action(async (opts: CommonOptions & { steps: LoopStep[]; every: number }) => {
+      exitWith(await runLoop(opts, STEP_RUNNERS));
+    });
+}
+
 function statusCommand(): Command {
   return withCommon(
     new Command('status').description('how far each step has got, and what is waiting'),
   )
     .option('--json', 'print JSON')
-    .action(async (opts: CommonOptions & { json?: boolean }) => {
+    .option(
+      '--check',
+      'print one line and exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios/Icinga plugin)',
+    )
+    .addOption(
+      // Read by statusCheck, not commander: a bad value must still give a plugin's UNKNOWN (3).
+      new Option(
+        '--max-lag <duration>',
+        '--check: WARNING above this lag, CRITICAL above twice it (90s, 15m, 2h)',
+      ).default(DEFAULT_MAX_LAG),
+    )
+    .action(async (opts: CommonOptions & { json?: boolean; check?: boolean; maxLag: string }) => {
+      if (opts.check) return exitWith(await statusCheck(opts));
       exitWith(
         await runCommand('status', 'status', opts, async ({ config }) => {
           const s = await status(config);
@@ -85,6 +181,25 @@ function statusCommand(): Command {
     });
 }
 
+/**
+ * `status --check`: one line on stdout and a plugin exit code, whatever happens; a status that
+ * cannot run at all (a bad config, say) is UNKNOWN, never one of the sysexits codes.
+ */
+async function statusCheck(opts: CommonOptions & { maxLag: string }): Promise<number> {
+  try {
+    const maxLag = parseDuration(opts.maxLag);
+    if (maxLag === null)
+      throw new ConfigError(`--max-lag: '${opts.maxLag}' is not a duration such as 90s, 15m or 2h`);
+    const config = await loadConfig(opts.config, 'status');
+    const result = checkStatus(await status(config), maxLag);
+    process.stdout.write(`${result.line}\n`);
+    return result.code;
+  } catch (err) {
+    process.stdout.write(`${unknownLine(describeError(err))}\n`);
+    return CheckCode.UNKNOWN;
+  }
+}
+
 function pruneCommand(): Command {
   return withCommon(
     new Command('prune').description(
@@ -94,7 +209,8 @@ function pruneCommand(): Command {
     .option('--dry-run', 'remove nothing: list what would go and why the rest stays')
     .action(async (opts: CommonOptions & { dryRun?: boolean }) => {
       exitWith(
-        await runCommand('prune', 'prune', opts, async (ctx) => {
+        // A dry run changes nothing, so it leaves no run record either.
+        await runCommand(opts.dryRun ? 'prune --dry-run' : 'prune', 'prune', opts, async (ctx) => {
           const { prune, prunesSomething, formatPruneReport } =
             await import('../steps/prune/index.js');
           if (!prunesSomething(ctx.config)) {
@@ -103,6 +219,12 @@ function pruneCommand(): Command {
             );
           }
           const report = await prune(ctx, { dryRun: opts.dryRun ?? false });
+          const removed = report.locations.reduce((n, l) => n + l.removed.length, 0);
+          ctx.summary({
+            deltas: removed,
+            bytes: report.locations.reduce((n, l) => n + l.removedBytes, 0),
+            message: `done: ${opts.dryRun ? 'would remove' : 'removed'} ${removed} deltas`,
+          });
           if (opts.dryRun || process.stdout.isTTY)
             process.stdout.write(`${formatPruneReport(report)}\n`);
         }),
@@ -217,7 +339,8 @@ function resyncCommand(): Command {
       exitWith(
         await runCommand('resync', 'extract', opts, async (ctx) => {
           const { resync } = await import('../steps/resync.js');
-          await resync(ctx, opts.table);
+          const r = await resync(ctx, opts.table);
+          ctx.summary({ deltas: r.deltas.length, rows: r.rows, bytes: r.bytes });
         }),
       );
     });
@@ -262,7 +385,7 @@ function verifyCommand(): Command {
         },
       ) => {
         exitWith(
-          await runCommand('verify', 'verify', opts, async ({ config }) => {
+          await runCommand('verify', 'verify', opts, async ({ config, summary }) => {
             const { verify, formatReport } = await import('../steps/verify/index.js');
             if (opts.since !== undefined && !/^(0|[1-9][0-9]*)$/.test(opts.since)) {
               throw new ConfigError(`--since: '${opts.since}' is not a logId`);
@@ -276,6 +399,11 @@ function verifyCommand(): Command {
             process.stdout.write(
               opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatReport(report)}\n`,
             );
+            summary({
+              message: report.equal
+                ? 'done: the replica equals the source'
+                : 'the replica differs from the source',
+            });
             return report.equal ? ExitCode.OK : EXIT_VERIFY_DIFFERS;
           }),
         );
@@ -311,6 +439,7 @@ export function mainProgram(): Command {
     .addCommand(stepCommand('extract'))
     .addCommand(stepCommand('copy'))
     .addCommand(stepCommand('load'))
+    .addCommand(runLoopCommand())
     .addCommand(statusCommand())
     .addCommand(pruneCommand())
     .addCommand(simulateCommand())

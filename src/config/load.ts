@@ -55,6 +55,7 @@ function resolvePaths(job: JobConfig, base: string): Omit<LoadedConfig, 'configF
       d.dir === undefined ? d : { ...d, dir: expandPath(d.dir, base) },
     ),
     log: { ...job.log, file: job.log.file && expandPath(job.log.file, base) },
+    metrics: job.metrics && { textfileDir: expandPath(job.metrics.textfileDir, base) },
     source: job.source && withLockTimeout(resolveSqliteFile(job.source, base), job),
     target: job.target && withLockTimeout(resolveSqliteFile(job.target, base), job),
   };
@@ -162,4 +163,48 @@ export async function loadConfig(
   const job = resolvePaths(parsed.data, dirname(path));
   if (env.DELTASYNC_STATE_DIR) job.stateDir = expandPath(env.DELTASYNC_STATE_DIR, process.cwd());
   return { ...job, configFile: path };
+}
+
+/** Where a run's record and metrics go (see recordPlaceOf). */
+export interface RecordPlace {
+  name: string;
+  stateDir: string;
+  replica: string;
+  textfileDir?: string;
+}
+
+const NAME = /^[A-Za-z0-9_-]+$/;
+
+/**
+ * Where a config that failed to load (an unset password, an invalid key) would keep its run
+ * record: its job name, state directory, replica and metrics directory, read leniently from the
+ * module, so that monitoring sees the failing runs. Null when the module cannot be imported or
+ * has no usable name: such a run leaves no record.
+ */
+export async function recordPlaceOf(file: string, env = process.env): Promise<RecordPlace | null> {
+  const path = resolve(file);
+  if (!existsSync(path)) return null;
+  let raw: unknown;
+  try {
+    raw = await importModule(path);
+    if (typeof raw === 'function') raw = await (raw as () => unknown)();
+  } catch {
+    return null;
+  }
+  const job = (raw ?? {}) as Partial<Record<'name' | 'stateDir' | 'replica', unknown>> & {
+    metrics?: { textfileDir?: unknown };
+  };
+  if (typeof job.name !== 'string' || !NAME.test(job.name)) return null;
+  const base = dirname(path);
+  const stateDir = env.DELTASYNC_STATE_DIR
+    ? expandPath(env.DELTASYNC_STATE_DIR, process.cwd())
+    : expandPath(typeof job.stateDir === 'string' ? job.stateDir : '~/var/run/deltasync', base);
+  const place: RecordPlace = {
+    name: job.name,
+    stateDir,
+    replica: typeof job.replica === 'string' && NAME.test(job.replica) ? job.replica : 'default',
+  };
+  const dir = job.metrics?.textfileDir;
+  if (typeof dir === 'string' && dir.length > 0) place.textfileDir = expandPath(dir, base);
+  return place;
 }

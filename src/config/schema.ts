@@ -153,6 +153,11 @@ export const jobSchema = z
         compression: z.enum(['gzip', 'none']).default('gzip'),
         /** A backlog larger than this becomes several deltas (snapshot tables are not counted). */
         maxRowsPerDelta: z.number().int().positive().optional(),
+        /**
+         * Extract writes an empty delta after this long without changes, so that the replica
+         * side (status, metrics) can tell an idle source from a stalled pipeline.
+         */
+        heartbeatSeconds: z.number().positive().optional(),
       })
       .strict()
       .prefault({}),
@@ -219,6 +224,14 @@ export const jobSchema = z
          */
         changelog: z.boolean().default(false),
       })
+      .strict()
+      .optional(),
+    /**
+     * Prometheus metrics: every run of every step writes `<textfileDir>/deltasync_<job>_<step>.prom`
+     * (node_exporter's textfile collector convention; README "### Monitoring").
+     */
+    metrics: z
+      .object({ textfileDir: z.string().min(1) })
       .strict()
       .optional(),
     log: z

@@ -1,15 +1,30 @@
 /**
  * The contract between the steps and the database engines.
  *
- * An engine folder (`src/db/<engine>/`) holds the same files for every engine:
- *   - `types.ts`   native type name -> LogicalType, and wire value <-> driver value conversions
- *   - `source.ts`  a SourceReader: reflect a table, read its changes as a stream of wire rows
- *   - `target.ts`  a TargetWriter: reflect a table, apply wire rows inside one transaction
- *   - `index.ts`   the EngineModule that `src/db/index.ts` loads lazily
+ * An engine folder (`src/db/<engine>/`) holds the same files for the same concepts, so adding an
+ * engine is copying a shape (the contract below is checked for every engine by
+ * test/integration/engine-conformance/):
+ *   - `index.ts`       the EngineModule that `src/db/index.ts` loads lazily
+ *   - `connection.ts`  opening a connection; driver errors -> ConfigError / UnavailableError
+ *   - `types.ts`       native type name -> LogicalType, wire value <-> driver value conversions
+ *   - `catalog.ts`     reflecting a table's columns (and keys, references) from the catalog
+ *   - `sql.ts`         the statement text, built by pure functions that unit tests pin
+ *   - `read.ts`        streaming rows out as wire rows, with flat memory
+ *   - `load.ts`        getting rows into a table: the upsert by key, deletes
+ *   - `high-water.ts`  the stable high-water mark of logid mode
+ *   - `capture.ts`     change-log and trigger DDL (`deltasync capture`)
+ *   - `source.ts`      the SourceReader, composing the above
+ *   - `target.ts`      the TargetWriter and TargetTransaction, composing the above
+ * plus what only some engines need (`window.ts`: exact change-log windows where the change log
+ * carries a transaction stamp, PostgreSQL and SQL Server; `stage.ts`, `prune.ts`, ...).
+ * Not yet everywhere: PostgreSQL's high-water code lives in its source.ts and its statement text
+ * in read.ts and load.ts (no `high-water.ts` or `sql.ts` yet). Engines whose windows come from a
+ * high-water mark (SQLite, SQL Server's logid mode) share `src/db/high-water.ts`.
  *
  * Engines know nothing about files: they only see wire rows (arrays of JSON-safe values, see
- * WireValue, defined by the format in src/format/wire.ts) and column lists. The delta format knows nothing about databases. The steps in
- * `src/steps/` compose the two.
+ * WireValue, defined by the format in src/format/wire.ts), COPY text bytes (copyRows) and column
+ * lists. The delta format knows nothing about databases. The steps in `src/steps/` compose the
+ * two.
  */
 
 export {

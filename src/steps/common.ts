@@ -18,6 +18,55 @@ import type { Logger } from '../log.js';
 export interface StepContext {
   config: LoadedConfig;
   log: Logger;
+  /** A live progress line, set only when a person watches a terminal (see cli/progress.ts). */
+  progress?: Progress;
+}
+
+/** What a step reports as it goes; every call is cheap (the line is drawn on a timer). */
+export interface Progress {
+  /**
+   * A table starts; `total` is its row count when known (load knows it from the manifest).
+   * `done`, when given, is read at each redraw instead of counting `rows` calls.
+   */
+  table(name: string, total?: number, done?: () => number): void;
+  /** `count` more rows of the current table are done. */
+  rows(count: number): void;
+  /** The step is over: the line goes away. */
+  done(): void;
+}
+
+/** `rows` as they are, counted on `progress` as `table` when someone watches (see Progress). */
+export function countedRows<T>(
+  rows: AsyncIterable<T>,
+  table: { name: string; rows?: number },
+  progress: Progress | undefined,
+): AsyncIterable<T> {
+  if (!progress) return rows;
+  progress.table(table.name, table.rows);
+  return (async function* () {
+    for await (const row of rows) {
+      yield row;
+      progress.rows(1);
+    }
+  })();
+}
+
+/** COPY text as it is, its lines counted on `progress` as `table` when someone watches. */
+export function countedLines(
+  data: AsyncIterable<Buffer>,
+  table: { name: string; rows?: number },
+  progress: Progress | undefined,
+): AsyncIterable<Buffer> {
+  if (!progress) return data;
+  progress.table(table.name, table.rows);
+  return (async function* () {
+    for await (const chunk of data) {
+      yield chunk;
+      let lines = 0;
+      for (let at = chunk.indexOf(10); at !== -1; at = chunk.indexOf(10, at + 1)) lines++;
+      progress.rows(lines);
+    }
+  })();
 }
 
 /**

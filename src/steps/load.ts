@@ -25,11 +25,14 @@ import type { JobConfig } from '../config/schema.js';
 import { runAfterLoad } from './hook.js';
 import { pruneAfterStep } from './prune/index.js';
 import {
+  countedLines,
+  countedRows,
   elapsedSeconds,
   loadStep,
   readLoadState,
   withStepLock,
   writeLoadState,
+  type Progress,
   type StepContext,
 } from './common.js';
 
@@ -246,6 +249,7 @@ async function upsertTable(
   inbox: DeltaStore,
   manifest: Manifest,
   plan: TablePlan,
+  progress?: Progress,
 ): Promise<number> {
   const { table } = plan;
   if (manifest.formatVersion >= 2 && tx.copyRows) {
@@ -255,14 +259,18 @@ async function upsertTable(
       key: table.key,
       columns: table.columns,
       keep: plan.keep,
-      data: copyTextOf(inbox, manifest, table),
+      data: countedLines(copyTextOf(inbox, manifest, table), table, progress),
     });
   }
   return tx.applyRows({
     table: table.name,
     key: table.key,
     columns: plan.columns,
-    rows: project(readTable(inbox, manifest, table), plan.keep, table.columns.length),
+    rows: countedRows(
+      project(readTable(inbox, manifest, table), plan.keep, table.columns.length),
+      table,
+      progress,
+    ),
   });
 }
 
@@ -276,10 +284,11 @@ async function applyDelta(
   inbox: DeltaStore,
   manifest: Manifest,
   plans: TablePlan[],
+  progress?: Progress,
 ): Promise<Record<string, { rows: number; deletes: number }>> {
   const counts: Record<string, { rows: number; deletes: number }> = {};
   for (const plan of plans) {
-    const n = await upsertTable(tx, inbox, manifest, plan);
+    const n = await upsertTable(tx, inbox, manifest, plan, progress);
     counts[plan.table.name] = { rows: n, deletes: 0 };
     await faultPoint('load:mid-apply');
   }
@@ -438,7 +447,7 @@ async function loadFrom(ctx: StepContext, inbox: DeltaStore, started: bigint): P
         if (target.ddlInTransaction)
           await addColumns(plans, (ddl) => tx.executeDdl(ddl), memo, target, log);
         await tx.relaxForeignKeys(plans.map((p) => p.table.name));
-        const counts = await applyDelta(tx, inbox, manifest, plans);
+        const counts = await applyDelta(tx, inbox, manifest, plans, ctx.progress);
         await tx.recordApplied({ job: config.name, logId: manifest.toLogId, delta: entry.file });
         await faultPoint('load:before-commit');
         return counts;

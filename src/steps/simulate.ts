@@ -5,6 +5,7 @@
  */
 import type { ColumnInfo, LogicalType, WireRow, WireValue } from '../db/types.js';
 import { DeltaWriter } from '../format/delta-writer.js';
+import { partsOf } from '../format/manifest.js';
 import { readState, writeState } from '../format/state.js';
 import type { TableConfig } from '../config/schema.js';
 import { logSummary } from '../log.js';
@@ -70,8 +71,13 @@ async function* syntheticRows(
 ): AsyncGenerator<WireRow> {
   for (let i = 1; i <= count; i++) {
     const logId = from + BigInt(i);
+    // The logId column carries the logId itself, as its declared type says (an int is a number).
     yield columns.map((c) =>
-      c.name === t.logIdColumn ? logId.toString() : syntheticValue(c.type, logId, logId),
+      c.name !== t.logIdColumn
+        ? syntheticValue(c.type, logId, logId)
+        : c.type === 'int'
+          ? Number(logId)
+          : logId.toString(),
     );
   }
 }
@@ -100,6 +106,7 @@ async function simulateInto(
   let last = (await recoverOutbox(config, log, outbox, state)).logId;
   const written: string[] = [];
   let rows = 0;
+  let bytes = 0;
   for (let i = 0; i < options.count; i++) {
     const from = BigInt(last);
     const to = (from + LOGID_STEP).toString();
@@ -126,7 +133,8 @@ async function simulateInto(
           )
         ).rows;
       }
-      const { file } = await writer.finish();
+      const { file, manifest } = await writer.finish();
+      bytes += partsOf(manifest).reduce((n, p) => n + p.bytes, 0);
       await outbox.publish(file);
       await writeState(config.stateDir, {
         job: config.name,
@@ -148,7 +156,7 @@ async function simulateInto(
     deltas: written.length,
     tables: config.tables!.length,
     rows,
-    bytes: 0,
+    bytes,
     seconds: elapsedSeconds(started),
   });
   return written;

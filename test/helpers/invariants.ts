@@ -112,11 +112,16 @@ export function tempFiles(dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir).filter((f) => f.includes('.tmp-')) : [];
 }
 
-/** Every file of a directory (not recursive) with its bytes, to compare before and after. */
+/**
+ * Every file of a directory (not recursive) with its bytes, to compare before and after. Run
+ * records (`*.last-run.json`) are left out: every run rewrites them, failures included.
+ */
 export function snapshotDir(dir: string): Record<string, string> {
   const out: Record<string, string> = {};
   if (!existsSync(dir)) return out;
-  for (const f of readdirSync(dir).sort()) out[f] = readFileSync(join(dir, f)).toString('base64');
+  for (const f of readdirSync(dir).sort()) {
+    if (!f.endsWith('.last-run.json')) out[f] = readFileSync(join(dir, f)).toString('base64');
+  }
   return out;
 }
 

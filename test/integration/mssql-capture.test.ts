@@ -4,7 +4,7 @@
  * databases with (sa in the usual container), which also has VIEW SERVER STATE; otherwise the
  * suite is reported as skipped, with the reason in its name.
  */
-import type { HighWaterSource } from '../../src/db/window.js';
+import type { HighWaterSource } from '../../src/db/high-water.js';
 import sql from 'mssql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openSource, openTarget } from '../../src/db/index.js';

@@ -90,7 +90,8 @@ describe('extract → copy → load', () => {
     ]);
     expect(runBin('deltasync-copy', ['-c', job.config]).code).toBe(0);
     const text = runBin('deltasync', ['status', '-c', job.config]);
-    expect(text.stdout).toMatch(/^load\s+0\s+never\s+1 \(up to 5\)$/m);
+    // step, last logId, last success, last run, waiting, lag (none: nothing applied yet)
+    expect(text.stdout).toMatch(/^load\s+0\s+never\s+never\s+1 \(up to 5\)\s+-$/m);
   });
 });
 
@@ -133,6 +134,45 @@ describe('simulated deltas', () => {
     expect(runBin('deltasync-copy', ['-c', job.config]).code).toBe(0);
     expect(runBin('deltasync-load', ['-c', job.config]).code).toBe(0);
     expect(job.targetRows()).toHaveLength(10);
+  });
+
+  it('a logId column declared int gets numbers, and the summary counts the bytes written', () => {
+    job = sqliteJob({
+      source: undefined,
+      tables: [
+        {
+          name: 'items',
+          key: ['id'],
+          logIdColumn: 'log_id',
+          columns: [
+            { name: 'id', type: 'bigint' },
+            { name: 'name', type: 'text' },
+            { name: 'qty', type: 'int' },
+            { name: 'log_id', type: 'int' },
+          ],
+        },
+      ],
+    });
+    const sim = runBin('deltasync', ['simulate', '-c', job.config, '--rows', '3']);
+    expect(sim.code).toBe(0);
+    const manifest = JSON.parse(
+      readFileSync(
+        join(
+          job.outbox,
+          readdirSync(job.outbox).find((f) => f.endsWith('.MANIFEST.json'))!,
+        ),
+        'utf8',
+      ),
+    );
+    const bytes = manifest.tables[0].parts.reduce(
+      (n: number, p: { bytes: number }) => n + p.bytes,
+      0,
+    );
+    expect(bytes).toBeGreaterThan(0);
+    expect(summaryOf(sim.stdout)).toMatchObject({ rows: 3, bytes });
+    expect(runBin('deltasync-copy', ['-c', job.config]).code).toBe(0);
+    expect(runBin('deltasync-load', ['-c', job.config]).code).toBe(0);
+    expect(job.targetRows()).toHaveLength(3);
   });
 });
 

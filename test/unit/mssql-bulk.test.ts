@@ -4,7 +4,7 @@ import tedious from 'tedious';
 import { describe, expect, it } from 'vitest';
 import { DeltaError } from '../../src/errors.js';
 import type { ColumnInfo, WireRow } from '../../src/db/types.js';
-import { planApply } from '../../src/db/mssql/merge.js';
+import { planApply } from '../../src/db/mssql/load.js';
 import { toWireRows } from '../../src/db/mssql/source.js';
 import { tableName } from '../../src/db/mssql/sql.js';
 import { bulkTable, driverType, stageInBatches } from '../../src/db/mssql/target.js';

@@ -7,7 +7,7 @@ import {
   planDelete,
   stagingColumns,
   stagingTableName,
-} from '../../src/db/mssql/merge.js';
+} from '../../src/db/mssql/load.js';
 import { tableName } from '../../src/db/mssql/sql.js';
 import { column } from '../helpers/mssql.js';
 

@@ -3,7 +3,7 @@ import {
   relaxForeignKeysSql,
   restoreForeignKeysSql,
   uniqueKeySql,
-} from '../../src/db/mssql/merge.js';
+} from '../../src/db/mssql/load.js';
 import { tableName } from '../../src/db/mssql/sql.js';
 
 describe('SQL Server: relaxing foreign keys inside a delta', () => {

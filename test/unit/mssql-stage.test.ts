@@ -4,7 +4,7 @@
  * mapping of the constraint errors the MERGE can still run into. SQL pinned, no server.
  */
 import { describe, expect, it } from 'vitest';
-import { planApply, SEQ_COLUMN } from '../../src/db/mssql/merge.js';
+import { planApply, SEQ_COLUMN } from '../../src/db/mssql/load.js';
 import { tableName } from '../../src/db/mssql/sql.js';
 import {
   fitCheckError,

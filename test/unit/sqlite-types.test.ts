@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { canonicalInstant, fromWire, logicalTypeOf, toWire } from '../../src/db/sqlite/types.js';
-import { upsertSql } from '../../src/db/sqlite/target.js';
+import { upsertSql } from '../../src/db/sqlite/sql.js';
 
 describe('SQLite declared types', () => {
   it.each([

@@ -18,7 +18,7 @@
  */
 import { ConfigError } from '../../errors.js';
 import type { KeysetCursor, LogicalType, WireValue } from '../types.js';
-import { keyMatch } from './merge.js';
+import { keyMatch } from './load.js';
 import type { Query, QueryParam, TableName } from './sql.js';
 import { driverWriter, quoteIdent, stagingFor, type MssqlColumn } from './types.js';
 

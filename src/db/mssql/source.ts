@@ -9,7 +9,7 @@
  */
 import { ConfigError } from '../../errors.js';
 import { CHANGELOG_LOGID_COLUMN } from '../types.js';
-import { changelogWindowByHighWater, logIdWindowByHighWater } from '../window.js';
+import { changelogWindowByHighWater, logIdWindowByHighWater } from '../high-water.js';
 import type {
   PruneChangelogRequest,
   CaptureDdl,
@@ -68,11 +68,11 @@ import {
   type Query,
   type TableName,
 } from './sql.js';
-import { streamRows, toWireRows } from './stream.js';
+import { streamRows, toWireRows } from './read.js';
 import { publicColumn, quoteIdent, wireRead, type MssqlColumn, type WireReader } from './types.js';
 
 export { bind };
-export { toWireRows } from './stream.js';
+export { toWireRows } from './read.js';
 
 /** A column to read: the SQL that renders it and the reader that makes it a wire value. */
 interface ColumnRead {

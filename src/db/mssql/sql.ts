@@ -1,7 +1,7 @@
 /**
  * The SQL the SQL Server adapter sends to read a source and keep the bookkeeping table, as pure
  * functions of table and column descriptions, so that unit tests can check every statement
- * without a server. The SQL that writes rows is in `merge.ts`.
+ * without a server. The SQL that writes rows is in `load.ts`.
  */
 import { ConfigError } from '../../errors.js';
 import { APPLIED_TABLE } from '../types.js';

@@ -33,7 +33,7 @@ import {
   SEQ_COLUMN,
   stagingTableName,
   type StagingColumn,
-} from './merge.js';
+} from './load.js';
 import {
   appliedLogIdSql,
   prepareSql,
@@ -43,7 +43,7 @@ import {
   type TableName,
 } from './sql.js';
 import { fitCheckError, fitCheckSql, refusedRowError } from './stage.js';
-import { streamRows, toWireRows } from './stream.js';
+import { streamRows, toWireRows } from './read.js';
 import { publicColumn, quoteIdent, wireRead, type MssqlColumn } from './types.js';
 
 export { driverType };

@@ -20,7 +20,7 @@
 import { createHash } from 'node:crypto';
 import { ConfigError } from '../../errors.js';
 import type { CaptureDdl, CaptureRequest, ColumnInfo, LogicalType, WireValue } from '../types.js';
-import { splitTable } from './connection.js';
+import { splitTable } from './catalog.js';
 import {
   quoteIdent,
   quoteTable,

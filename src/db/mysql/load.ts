@@ -34,6 +34,8 @@ export interface ApplyPlan {
    * would round, truncate or refuse it (see misfitCondition), or null when it cannot.
    */
   misfits: (string | null)[];
+  /** Per column, the part of `misfits` the server lets through quietly (see stageColumn). */
+  quiet: (string | null)[];
   /** Per column, whether the target column is NOT NULL. */
   notNull: boolean[];
   /** The key columns. */
@@ -124,13 +126,15 @@ export async function applyByInsert(
 /** Rows are sent in chunks of about this many characters… */
 const INFILE_CHUNK_CHARS = 256 * 1024;
 /** …and no packet is larger than this, however long one row is. */
-const INFILE_MAX_PACKET = 1024 * 1024;
-const STAGE = quoteIdent('deltasync_stage');
+export const INFILE_MAX_PACKET = 1024 * 1024;
+export const STAGE = quoteIdent('deltasync_stage');
 /** Orders the staged rows, so that the last of several rows with one key wins. */
 const SEQ = quoteIdent('deltasync_seq');
 
 /** Resolves when the socket can take more, or has closed (the query then fails on its own). */
-function drained(socket: NodeJS.WritableStream & { writableNeedDrain?: boolean }): Promise<void> {
+export function drained(
+  socket: NodeJS.WritableStream & { writableNeedDrain?: boolean },
+): Promise<void> {
   if (!socket.writableNeedDrain) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
@@ -226,8 +230,11 @@ async function stageByInfile(
 }
 
 /** MariaDB/MySQL errors of a value or a constraint the target refused. */
-const DATA_ERRNOS = new Set([
+export const DATA_ERRNOS = new Set([
   1048, // column cannot be null
+  1261, // a line has too few fields (LOAD DATA)
+  1262, // a line has too many fields (LOAD DATA)
+  1263, // NULL for a NOT NULL column (LOAD DATA)
   1062, // duplicate entry
   1264, // out of range
   1265, // data truncated
@@ -358,6 +365,27 @@ export async function applyStaged(
   strategy: LoadStrategy,
   stageEngine = 'InnoDB',
 ): Promise<number> {
+  return applyStagedWith(
+    session,
+    plan,
+    () =>
+      strategy === 'infile'
+        ? stageByInfile(session, plan, rows)
+        : applyByInsert(session, { ...plan, table: STAGE, onDuplicate: '' }, rows),
+    stageEngine,
+  );
+}
+
+/**
+ * The same, with the stage (STAGE, the plan's columns in its own types plus SEQ) filled by
+ * `fill`, which returns the number of rows: format 2 fills it from COPY text (copy.ts).
+ */
+export async function applyStagedWith(
+  session: Session,
+  plan: ApplyPlan,
+  fill: () => Promise<number>,
+  stageEngine = 'InnoDB',
+): Promise<number> {
   const names = plan.columns.map((c) => quoteIdent(c.name));
   const definitions = names.map((n, i) => `${n} ${plan.stageTypes[i]} NULL`);
   await run(session, `DROP TEMPORARY TABLE IF EXISTS ${STAGE}`);
@@ -366,10 +394,7 @@ export async function applyStaged(
     `CREATE TEMPORARY TABLE ${STAGE} (${SEQ} BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, ${definitions.join(', ')}) ENGINE=${stageEngine}`,
   );
   try {
-    const count =
-      strategy === 'infile'
-        ? await stageByInfile(session, plan, rows)
-        : await applyByInsert(session, { ...plan, table: STAGE, onDuplicate: '' }, rows);
+    const count = await fill();
     const misfit = await findMisfit(session, plan, false);
     if (misfit) throw misfit;
     await refuseUniqueClash(session, plan);

@@ -10,7 +10,8 @@ import type { Readable } from 'node:stream';
 import type { TypeCast } from 'mysql2';
 import { ConfigError, DeltasyncError } from '../../errors.js';
 import type { ColumnInfo, LogicalType, WireRow } from '../types.js';
-import { reflectColumns, translateError, type Session } from './connection.js';
+import { nativeColumns } from './catalog.js';
+import { translateError, type Session } from './connection.js';
 import {
   logicalTypeOf,
   quoteIdent,
@@ -33,24 +34,6 @@ export interface ReadPlan {
   hasGeometry: boolean;
   /** The table's columns by name, as reflected. */
   native: Map<string, NativeColumn>;
-}
-
-/** The table's columns, or a ConfigError naming the table and where it was looked for. */
-export async function nativeColumns(
-  session: Session,
-  table: string,
-  side: 'source' | 'replica',
-): Promise<NativeColumn[]> {
-  const native = await reflectColumns(session, table);
-  if (native.length === 0) {
-    throw new ConfigError(`table ${table} does not exist in MariaDB/MySQL ${session.where}`, {
-      hint:
-        side === 'source'
-          ? 'create it or fix the table name in the job config'
-          : 'create it on the replica or fix the table name in the job config',
-    });
-  }
-  return native;
 }
 
 /** The expression that reads a column exactly (FLOAT prints 6 digits; `+ 0e0` sends a DOUBLE). */

@@ -41,7 +41,8 @@ import {
   type CaptureContext,
   type InstalledTrigger,
 } from './capture.js';
-import { closeSession, openSession, run, splitTable, type Session } from './connection.js';
+import { splitTable } from './catalog.js';
+import { closeSession, openSession, run, type Session } from './connection.js';
 import { deleteIdsSql, pruneBound, pruneCandidatesSql } from './prune.js';
 import {
   advanceGaps,
@@ -54,7 +55,8 @@ import {
   type IdRange,
 } from './gaps.js';
 import { freshRunningWriters, stableHighWater, type HighWaterState } from './high-water.js';
-import { nativeColumns, readPlan, RowStreams, wireRowConverter, type ReadPlan } from './read.js';
+import { nativeColumns } from './catalog.js';
+import { readPlan, RowStreams, wireRowConverter, type ReadPlan } from './read.js';
 import {
   changesSql,
   holesSql,

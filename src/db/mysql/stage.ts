@@ -79,30 +79,37 @@ const TIME_LOGICAL = new Set<LogicalType>(['timestamp', 'timestamptz']);
  * true when the target column would not hold it unchanged (exported for tests). A target type
  * we do not know (ENUM, SET, BIT, YEAR, geometry…) is staged as itself and not checked: only
  * it can parse the value.
+ *
+ * `quiet`: the part of `misfit` the server lets through with at most a note when the value is
+ * written straight into the target in strict mode (it rounds a decimal's scale or into an integer
+ * column, and cuts fractional seconds); the rest it refuses with an error.
  */
 export function stageColumn(
   column: ColumnInfo,
   target: { dataType: string; columnType: string },
-): { stageType: string; misfit: string | null } {
+): { stageType: string; misfit: string | null; quiet: string | null } {
   const { dataType } = target;
   const columnType = target.columnType.toLowerCase();
-  if (!KNOWN_TARGET_TYPES.has(dataType)) return { stageType: target.columnType, misfit: null };
+  if (!KNOWN_TARGET_TYPES.has(dataType)) {
+    return { stageType: target.columnType, misfit: null, quiet: null };
+  }
   const stageType = STAGE_TYPES[column.type];
   const q = `s.${quoteIdent(column.name)}`;
   const unsigned = columnType.includes('unsigned');
   const args = /\((\d+)(?:,(\d+))?\)/.exec(columnType);
   const conds: string[] = [];
+  const quiet: string[] = [];
   if (NUMERIC_LOGICAL.has(column.type)) {
     const range = INTEGER_RANGES[dataType];
     if (range) {
       const [min, max, umax] = range;
       if (!(dataType === 'bigint' && !unsigned && column.type === 'int'))
         conds.push(`${q} < ${unsigned ? '0' : min} OR ${q} > ${unsigned ? umax : max}`);
-      if (column.type === 'decimal' || column.type === 'float') conds.push(`${q} <> FLOOR(${q})`);
+      if (column.type === 'decimal' || column.type === 'float') quiet.push(`${q} <> FLOOR(${q})`);
     } else if (dataType === 'decimal') {
       const precision = args?.[1] ?? '10';
       const scale = args?.[2] ?? '0';
-      conds.push(`CAST(${q} AS DECIMAL(${precision},${scale})) <> ${q}`);
+      quiet.push(`CAST(${q} AS DECIMAL(${precision},${scale})) <> ${q}`);
       if (unsigned) conds.push(`${q} < 0`);
     }
     // FLOAT is not checked: a float32 read as its shortest decimal text never equals the
@@ -110,13 +117,13 @@ export function stageColumn(
   } else if (TIME_LOGICAL.has(column.type) || column.type === 'time') {
     const fsp = Number(args?.[1] ?? '0');
     if (dataType === 'datetime' || dataType === 'timestamp') {
-      if (fsp < 6) conds.push(`CAST(${q} AS DATETIME(${fsp})) <> ${q}`);
+      if (fsp < 6) quiet.push(`CAST(${q} AS DATETIME(${fsp})) <> ${q}`);
       if (dataType === 'timestamp')
         conds.push(`${q} < '1970-01-01 00:00:01' OR ${q} > '2038-01-19 03:14:07.999999'`);
     } else if (dataType === 'time' && fsp < 6) {
-      conds.push(`CAST(${q} AS TIME(${fsp})) <> ${q}`);
+      quiet.push(`CAST(${q} AS TIME(${fsp})) <> ${q}`);
     } else if (dataType === 'date') {
-      conds.push(`CAST(${q} AS DATE) <> ${q}`);
+      quiet.push(`CAST(${q} AS DATE) <> ${q}`);
     }
   } else if (dataType === 'char' || dataType === 'varchar') {
     if (args) conds.push(`CHAR_LENGTH(${q}) > ${args[1]}`);
@@ -125,6 +132,7 @@ export function stageColumn(
   } else if (LOB_BYTES[dataType] !== undefined) {
     conds.push(`LENGTH(${q}) > ${LOB_BYTES[dataType]}`);
   }
-  if (conds.length === 0) return { stageType, misfit: null };
-  return { stageType, misfit: `(${q} IS NOT NULL AND (${conds.join(' OR ')}))` };
+  const condition = (list: string[]) =>
+    list.length === 0 ? null : `(${q} IS NOT NULL AND (${list.join(' OR ')}))`;
+  return { stageType, misfit: condition([...conds, ...quiet]), quiet: condition(quiet) };
 }

@@ -11,6 +11,7 @@ import {
   type AppliedRecord,
   type ApplyRowsRequest,
   type ColumnInfo,
+  type CopyRowsRequest,
   type DbConfig,
   type DeleteRowsRequest,
   type ReadAllRequest,
@@ -27,7 +28,15 @@ import {
   translateError,
   type Session,
 } from './connection.js';
-import { applyStaged, onDuplicateClause, type ApplyPlan, type LoadStrategy } from './load.js';
+import { copyLoadSql, loadCopyText } from './copy.js';
+import {
+  applyStaged,
+  applyStagedWith,
+  onDuplicateClause,
+  STAGE,
+  type ApplyPlan,
+  type LoadStrategy,
+} from './load.js';
 import { readPlan, RowStreams, wireRowConverter } from './read.js';
 import { stageColumn } from './stage.js';
 import { deleteSql, readAllSql } from './sql.js';
@@ -161,6 +170,9 @@ export class MysqlTarget implements TargetWriter {
           relaxForeignKeys: async () =>
             void (await run(this.session, 'SET SESSION foreign_key_checks = 0')),
           applyRows: (request) => this.applyRows(request),
+          // Without local_infile (the insert strategy) load decodes the lines for applyRows.
+          copyRows:
+            this.loadStrategy === 'infile' ? (request) => this.copyRows(request) : undefined,
           executeDdl: () => {
             throw new DeltasyncError('MySQL target: DDL would commit the delta half-way');
           },
@@ -363,6 +375,33 @@ export class MysqlTarget implements TargetWriter {
     return applyStaged(this.session, plan, request.rows, this.loadStrategy);
   }
 
+  /**
+   * Format 2: COPY text through LOAD DATA LOCAL INFILE (copy.ts). Straight into the table,
+   * checked in the statement, when it is empty and has no unique index besides the key (which
+   * REPLACE would resolve by deleting a row); through the stage and its checks otherwise, like
+   * applyRows.
+   */
+  private async copyRows(request: CopyRowsRequest): Promise<number> {
+    const { table, key, columns, keep, data } = request;
+    const plan = await this.plan({ table, key, columns: keep.map((i) => columns[i]!) });
+    const direct =
+      plan.otherUniques.length === 0 &&
+      (await run<unknown[]>(this.session, `SELECT 1 FROM ${plan.table} LIMIT 1`, [], table))
+        .length === 0;
+    if (direct) {
+      return loadCopyText(
+        this.session,
+        plan,
+        copyLoadSql(plan.table, columns, keep, plan, true),
+        data,
+        keep,
+      );
+    }
+    return applyStagedWith(this.session, plan, () =>
+      loadCopyText(this.session, plan, copyLoadSql(STAGE, columns, keep, plan, false), data),
+    );
+  }
+
   /** The table's unique indexes (the primary key too) and its NOT NULL columns. */
   private async constraints(
     table: string,
@@ -392,7 +431,9 @@ export class MysqlTarget implements TargetWriter {
   }
 
   /** Checks the request against the target table and prepares the encoders. */
-  private async plan(request: ApplyRowsRequest): Promise<ApplyPlan> {
+  private async plan(
+    request: Pick<ApplyRowsRequest, 'table' | 'key' | 'columns'>,
+  ): Promise<ApplyPlan> {
     const { table, key, columns } = request;
     const native = await reflectColumns(this.session, table);
     if (native.length === 0) {
@@ -423,6 +464,7 @@ export class MysqlTarget implements TargetWriter {
     const stageTypes: string[] = [];
     const targetTypes: string[] = [];
     const misfits: (string | null)[] = [];
+    const quiet: (string | null)[] = [];
     const encoders = columns.map((column) => {
       const target = byName.get(column.name);
       if (!target) {
@@ -434,6 +476,7 @@ export class MysqlTarget implements TargetWriter {
       const staged = stageColumn(column, target);
       stageTypes.push(staged.stageType);
       misfits.push(staged.misfit);
+      quiet.push(staged.quiet);
       targetTypes.push(target.columnType);
       return writeEncoder(column, target.dataType);
     });
@@ -444,6 +487,7 @@ export class MysqlTarget implements TargetWriter {
       stageTypes,
       targetTypes,
       misfits,
+      quiet,
       notNull: columns.map((c) => notNull.has(c.name)),
       key,
       otherUniques: uniques.filter((u) => [...u.columns].sort().join('\0') !== keySet),

@@ -1,4 +1,7 @@
-/** Reading changes from SQLite. All reads of one extract run share one read transaction. */
+/**
+ * Reading changes from SQLite. All reads of one extract run share one read transaction: a
+ * deferred BEGIN in WAL mode pins one snapshot, so the tables of a delta agree with each other.
+ */
 import { ConfigError } from '../../errors.js';
 import type {
   PruneChangelogRequest,
@@ -19,50 +22,23 @@ import type {
   ReadKeysetRequest,
   SourceReader,
   WireRow,
-  WireValue,
 } from '../types.js';
-import { changelogWindowByHighWater, logIdWindowByHighWater } from '../window.js';
+import { changelogWindowByHighWater, logIdWindowByHighWater } from '../high-water.js';
 import { captureDdl, triggerNames } from './capture.js';
+import { objectExists, referencedTables, sqliteColumns } from './catalog.js';
 import { openSqlite, quoteIdent, type SqliteDb } from './connection.js';
-import { keyTextToWire, logicalTypeOf, toWire } from './types.js';
+import { maxLogId, nthLogId, stableHighWater } from './high-water.js';
+import { keyParam, readAllRows, storedTime, wireRows } from './read.js';
+import { changelogSql, keysetSql, readChangesSql } from './sql.js';
+import { keyTextToWire } from './types.js';
 
-export function sqliteColumns(db: SqliteDb, table: string): ColumnInfo[] | null {
-  const rows = db.prepare(`SELECT name, type FROM pragma_table_info(?)`).all(table) as {
-    name: string;
-    type: string;
-  }[];
-  if (rows.length === 0) return null;
-  return rows.map((r) => ({ name: r.name, type: logicalTypeOf(r.type), nativeType: r.type }));
-}
-
-/** Streams a statement's rows as wire rows (better-sqlite3 iterates lazily). */
-export function* wireRows(
-  db: SqliteDb,
-  sql: string,
-  params: unknown[],
-  columns: ColumnInfo[],
-): Generator<WireRow> {
-  const stmt = db.prepare(sql).raw(true);
-  const types = columns.map((c) => c.type);
-  for (const row of stmt.iterate(...params) as IterableIterator<unknown[]>) {
-    yield row.map((v, i) => toWire(v as never, types[i]!));
-  }
-}
-
-const list = (names: string[]) => names.map(quoteIdent).join(', ');
-
-/**
- * SQLite keeps times as text; a cursor's wire timestamp is compared with the stored text, so it
- * goes back to the common stored form `YYYY-MM-DD HH:MM:SS[.fff]` (see the README: SQLite
- * timestamp mode needs the column written in that form, UTC for timestamptz).
- */
-function storedTime(value: WireValue): WireValue {
-  return typeof value === 'string' ? value.replace('T', ' ').replace(/Z$/, '') : value;
-}
+const names = (columns: ColumnInfo[]) => columns.map((c) => c.name);
 
 class SqliteSource implements SourceReader {
   readonly engine = 'sqlite' as const;
   private inSnapshot = false;
+  /** Reads in progress (see wireRows). */
+  private readonly open = new Set<Iterator<unknown>>();
 
   constructor(
     private readonly db: SqliteDb,
@@ -108,9 +84,7 @@ class SqliteSource implements SourceReader {
 
   /** SQLite triggers cannot be disabled: each must exist, with the change log. */
   async checkCapture(req: CaptureRequest): Promise<void> {
-    const exists = (type: string, name: string) =>
-      this.db.prepare('SELECT 1 FROM sqlite_master WHERE type = ? AND name = ?').get(type, name) !==
-      undefined;
+    const exists = (type: string, name: string) => objectExists(this.db, type, name);
     const apply = 'run deltasync capture --apply';
     if (!exists('table', req.changelog)) {
       throw new ConfigError(`change log '${req.changelog}' does not exist: ${apply}`);
@@ -128,99 +102,63 @@ class SqliteSource implements SourceReader {
 
   async maxLogId(table: string, logIdColumn: string): Promise<string | null> {
     this.snapshot();
-    const row = this.db
-      .prepare(`SELECT MAX(${quoteIdent(logIdColumn)}) AS m FROM ${quoteIdent(table)}`)
-      .get() as { m: bigint | number | null };
-    return row.m === null ? null : String(row.m);
+    return maxLogId(this.db, table, logIdColumn);
   }
 
   async stableHighWater(req: HighWaterRequest): Promise<string | null> {
-    let high: bigint | null = null;
-    for (const t of req.tables) {
-      const m = await this.maxLogId(t.table, t.logIdColumn);
-      if (m !== null && (high === null || BigInt(m) > high)) high = BigInt(m);
-    }
-    return high === null ? null : high.toString();
+    this.snapshot();
+    return stableHighWater(this.db, req);
   }
 
   async nthLogId(req: NthLogIdRequest): Promise<string | null> {
     this.snapshot();
-    const parts = req.tables.map(
-      (t) =>
-        `SELECT ${quoteIdent(t.logIdColumn)} AS l FROM ${quoteIdent(t.table)} WHERE ${quoteIdent(t.logIdColumn)} > ? AND ${quoteIdent(t.logIdColumn)} <= ?`,
-    );
-    const params = req.tables.flatMap((t) => [BigInt(t.after), BigInt(req.upTo)]);
-    const row = this.db
-      .prepare(`SELECT l FROM (${parts.join(' UNION ALL ')}) ORDER BY l LIMIT 1 OFFSET ?`)
-      .get(...params, req.n - 1) as { l: bigint } | undefined;
-    return row ? String(row.l) : null;
+    return nthLogId(this.db, req);
   }
 
   async *readChanges(req: ReadChangesRequest): AsyncGenerator<WireRow> {
     this.snapshot();
-    const log = quoteIdent(req.logIdColumn);
     yield* wireRows(
       this.db,
-      `SELECT ${list(req.columns.map((c) => c.name))} FROM ${quoteIdent(req.table)}
-       WHERE ${log} > ? AND ${log} <= ? ORDER BY ${log}`,
+      readChangesSql(req.table, names(req.columns), req.logIdColumn),
       [BigInt(req.after), BigInt(req.upTo)],
       req.columns,
+      req.table,
+      this.open,
     );
   }
 
   async *readKeyset(req: ReadKeysetRequest): AsyncGenerator<WireRow> {
     this.snapshot();
-    const ts = quoteIdent(req.tsColumn);
     const keyTypes = req.key.map((k) => req.columns.find((c) => c.name === k)!);
-    const conditions = [`${ts} <= ?`];
     const params: unknown[] = [storedTime(req.upTo)];
-    if (req.after && req.after.key.length > 0) {
-      conditions.push(`(${ts}, ${list(req.key)}) > (?${', ?'.repeat(req.key.length)})`);
-      params.push(
-        storedTime(req.after.ts),
-        ...req.after.key.map((v, i) => keyParam(v, keyTypes[i]!)),
-      );
-    } else if (req.after) {
-      conditions.push(`${ts} >= ?`);
-      params.push(storedTime(req.after.ts));
+    const after = !req.after ? 'none' : req.after.key.length > 0 ? 'ts-and-key' : 'ts';
+    if (req.after) params.push(storedTime(req.after.ts));
+    if (after === 'ts-and-key') {
+      params.push(...req.after!.key.map((v, i) => keyParam(v, keyTypes[i]!)));
     }
-    const limit = req.limit === undefined ? '' : ` LIMIT ${Number(req.limit)}`;
-    yield* wireRows(
-      this.db,
-      `SELECT ${list(req.columns.map((c) => c.name))} FROM ${quoteIdent(req.table)}
-       WHERE ${conditions.join(' AND ')} ORDER BY ${ts}, ${list(req.key)}${limit}`,
-      params,
-      req.columns,
-    );
+    const sql = keysetSql({ ...req, columns: names(req.columns), after });
+    yield* wireRows(this.db, sql, params, req.columns, req.table, this.open);
   }
 
   async *readAll(req: ReadAllRequest): AsyncGenerator<WireRow> {
     this.snapshot();
-    yield* readAllRows(this.db, req);
+    yield* readAllRows(this.db, req, this.open);
   }
 
   async *readChangelog(req: ChangelogRequest): AsyncGenerator<ChangelogRow> {
     this.snapshot();
     const keyColumns = req.key.map((k) => req.columns.find((c) => c.name === k)!);
-    // Integer/numeric key columns compare with the change log's text by SQLite's affinity rules.
-    const join = req.key
-      .map((k, i) => `t.${quoteIdent(k)} = json_extract(c.key_values, '$[${i}]')`)
-      .join(' AND ');
-    const sql = `WITH c AS (
-        SELECT key_values, MAX(log_id) AS last FROM ${quoteIdent(req.changelog)}
-        WHERE table_name = ? AND log_id > ? AND log_id <= ? GROUP BY key_values)
-      SELECT c.key_values, t.${quoteIdent(req.key[0]!)} IS NOT NULL AS found,
-        ${req.columns.map((col) => `t.${quoteIdent(col.name)}`).join(', ')}
-      FROM c LEFT JOIN ${quoteIdent(req.table)} t ON ${join} ORDER BY c.last`;
-    const stmt = this.db.prepare(sql).raw(true);
-    const types = req.columns.map((c) => c.type);
-    for (const r of stmt.iterate(
-      req.table,
-      BigInt(req.after),
-      BigInt(req.upTo),
-    ) as IterableIterator<unknown[]>) {
-      if (Number(r[1]) === 1) {
-        yield { op: 'upsert', row: r.slice(2).map((v, i) => toWire(v as never, types[i]!)) };
+    // Each row: key_values, found, then the table's columns (typed by a leading text pair).
+    const columns: ColumnInfo[] = [
+      { name: 'key_values', type: 'text' },
+      { name: 'found', type: 'bigint' },
+      ...req.columns,
+    ];
+    const sql = changelogSql(req.changelog, req.table, names(req.columns), req.key);
+    const params = [req.table, BigInt(req.after), BigInt(req.upTo)];
+    for (const r of wireRows(this.db, sql, params, columns, req.table, this.open)) {
+      if (r[1] === '1') {
+        yield { op: 'upsert', row: r.slice(2) };
       } else {
         const texts = JSON.parse(r[0] as string) as (string | null)[];
         yield { op: 'delete', key: texts.map((t, i) => keyTextToWire(t, keyColumns[i]!.type)) };
@@ -229,19 +167,16 @@ class SqliteSource implements SourceReader {
   }
 
   async referencedTables(table: string): Promise<string[]> {
-    const rows = this.db
-      .prepare('SELECT DISTINCT "table" AS t FROM pragma_foreign_key_list(?)')
-      .all(table) as {
-      t: string;
-    }[];
-    return rows.map((r) => r.t);
+    return referencedTables(this.db, table);
   }
 
   async serverTime(type: 'timestamp' | 'timestamptz'): Promise<string> {
     const row = this.db.prepare(`SELECT strftime('%Y-%m-%d %H:%M:%f', 'now') AS now`).get() as {
       now: string;
     };
-    return type === 'timestamptz' ? `${row.now.replace(' ', 'T')}Z` : row.now;
+    // strftime gives milliseconds; the wire's fractions have six digits (docs/format.md).
+    const now = `${row.now}000`;
+    return type === 'timestamptz' ? `${now.replace(' ', 'T')}Z` : now;
   }
 
   async captureDdl(req: CaptureRequest): Promise<CaptureDdl> {
@@ -292,24 +227,11 @@ class SqliteSource implements SourceReader {
   }
 
   async close(): Promise<void> {
+    for (const rows of this.open) rows.return?.();
+    this.open.clear();
     if (this.inSnapshot) this.db.exec('COMMIT');
     this.db.close();
   }
-}
-
-function keyParam(value: WireValue, column: ColumnInfo): unknown {
-  if (value === null) return null;
-  return column.type === 'bigint' ? BigInt(value as string) : value;
-}
-
-/** Every row of a table ordered by key: shared by the source (snapshot) and the target (verify). */
-export function* readAllRows(db: SqliteDb, req: ReadAllRequest): Generator<WireRow> {
-  yield* wireRows(
-    db,
-    `SELECT ${list(req.columns.map((c) => c.name))} FROM ${quoteIdent(req.table)} ORDER BY ${list(req.key)}`,
-    [],
-    req.columns,
-  );
 }
 
 export async function openSqliteSource(config: DbConfig): Promise<SourceReader> {

@@ -49,6 +49,8 @@ export interface DeltaRequest {
   columnsChanged: ReadonlyMap<string, ColumnsChanged>;
   /** Where the delta is written, then published. */
   outbox: Outbox;
+  /** `delta.heartbeatSeconds` has passed since the last delta: write one even when empty. */
+  heartbeat?: boolean;
 }
 
 export async function extractDelta(
@@ -110,6 +112,7 @@ export async function extractDelta(
           base,
           columnsChanged: req.columnsChanged.get(p.config.name),
         });
+        ctx.progress?.table(p.config.name, undefined, () => tw.rows);
         const outcome = await m.write(p, tw, toLogId);
         await tw.finish();
         written = writer.rowCount;
@@ -122,7 +125,7 @@ export async function extractDelta(
     }
     // The manifest lists tables parents first, whatever order they were written in.
     writer.orderTables(plans.map((p) => p.shaper.target));
-    if (writer.rowCount === 0 && !writer.hasBase) {
+    if (writer.rowCount === 0 && !writer.hasBase && !req.heartbeat) {
       await writer.abort();
       return await keepCursors(ctx, state, cursors);
     }

@@ -14,7 +14,8 @@ import type { TableConfig } from '../../config/schema.js';
 import { openSource } from '../../db/index.js';
 import type { SourceReader } from '../../db/types.js';
 import { ConfigError } from '../../errors.js';
-import { readState } from '../../format/state.js';
+import { readState, type StepState } from '../../format/state.js';
+import { readManifestIn } from '../../store/index.js';
 import { logSummary } from '../../log.js';
 import { elapsedSeconds, withStepLock, type StepContext } from '../common.js';
 import { pruneChangelog } from '../prune/changelog.js';
@@ -52,6 +53,22 @@ async function planTables(source: SourceReader, ctx: StepContext): Promise<Table
     plans.push({ config: t, shaper: new Shaper(t, columns), source: columns });
   }
   return plans;
+}
+
+/**
+ * Whether `delta.heartbeatSeconds` have passed since the last delta was created (or none was
+ * ever written, or it is gone from the outbox): then this run writes a delta even without
+ * changes, so that the replica side can tell an idle source from a stalled pipeline.
+ */
+async function heartbeatDue(ctx: StepContext, state: StepState, outbox: Outbox): Promise<boolean> {
+  const every = ctx.config.delta.heartbeatSeconds;
+  if (every === undefined) return false;
+  if (!state.delta) return true;
+  const created = await readManifestIn(outbox.store, state.delta, ctx.config.name).then(
+    (m) => Date.parse(m.createdAt),
+    () => Number.NaN,
+  );
+  return !(Date.now() - created < every * 1000);
 }
 
 /** What a run writes beyond the usual: `deltasync resync` names tables to write as a base. */
@@ -109,6 +126,7 @@ async function extractInto(
     const columns = await columnChanges(config.stateDir, config.name, plans, log);
     let columnsChanged = columns.changes;
     base = new Set([...base, ...columnsChanged.keys()]);
+    let heartbeat = await heartbeatDue(ctx, state, outbox);
     for (;;) {
       const outcome = await extractDelta(ctx, source, {
         plans,
@@ -116,7 +134,11 @@ async function extractInto(
         base,
         columnsChanged,
         outbox,
+        heartbeat,
       });
+      if (heartbeat && outcome.file && outcome.rows === 0)
+        log.info({ delta: outcome.file }, 'heartbeat: empty delta after delta.heartbeatSeconds');
+      heartbeat = false;
       // A resync's or a column change's base goes out once, in the first delta.
       base = new Set();
       columnsChanged = new Map();

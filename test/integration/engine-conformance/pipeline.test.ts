@@ -1,15 +1,15 @@
 /**
- * The whole pipeline through the real bins between real servers: PostgreSQL and MariaDB as
- * sources and targets (and SQLite as a source), inserts then updates, plus the target-side
- * reflection rules (missing table or key: 78; extra source column: skipped; the replica's own
- * columns: untouched) and an unreachable target (69).
+ * The whole pipeline through the real bins, engine to engine: every pair of PostgreSQL, MariaDB
+ * and SQLite, inserts then updates, the replica's own columns untouched; then, PostgreSQL only,
+ * the target-side reflection rules (missing table or key: 78; extra source column: stops or is
+ * skipped) and an unreachable target (69).
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { runBin, summaryOf } from '../helpers/cli.js';
-import { openDb, servers, type Db, type Engine } from '../helpers/engines.js';
+import { runBin, summaryOf } from '../../helpers/cli.js';
+import { openDb, servers, type Db, type Engine } from '../../helpers/engines.js';
 
 const dbs = await servers();
 afterAll(() => dbs.cleanup());
@@ -62,20 +62,36 @@ function writeJob(source: Db, target: Db): { config: string; dir: string } {
   return { config, dir };
 }
 
+/**
+ * extract, copy, load; again while nothing arrived, at most 5 times: on a MariaDB source the
+ * stable mark waits for every read-write transaction of the server (INNODB_TRX lists them all),
+ * and other test files' long loads into the same server may hold it back past maxWaitSeconds.
+ * Held-back rows ship on a later run (README, capture modes); they must all arrive, once.
+ */
 function cycle(config: string): { rows: number } {
   let rows = 0;
-  for (const bin of ['deltasync-extract', 'deltasync-copy', 'deltasync-load']) {
-    const r = runBin(bin, ['-c', config]);
-    expect(r.code, `${bin}: ${r.stderr}`).toBe(0);
-    if (bin === 'deltasync-load') rows = Number(summaryOf(r.stdout)?.rows);
+  for (let run = 0; run < 5 && rows === 0; run++) {
+    for (const bin of ['deltasync-extract', 'deltasync-copy', 'deltasync-load']) {
+      const r = runBin(bin, ['-c', config]);
+      expect(r.code, `${bin}: ${r.stderr}`).toBe(0);
+      if (bin === 'deltasync-load') rows = Number(summaryOf(r.stdout)?.rows ?? 0);
+    }
   }
   return { rows };
 }
 
 function normalise(rows: unknown[][]): string[][] {
-  // SQLite keeps the timestamp text as written; render every engine's as "YYYY-MM-DD HH:MM:SS.ffffff".
+  // SQLite keeps the timestamp text as it arrived (a whole second may come without a fraction);
+  // render every engine's as "YYYY-MM-DD HH:MM:SS[.ffffff]", no fraction for a whole second.
   return rows.map((r) =>
-    r.map((v) => (v === null ? 'NULL' : String(v).replace('T', ' ').replace(/Z$/, ''))),
+    r.map((v) =>
+      v === null
+        ? 'NULL'
+        : String(v)
+            .replace('T', ' ')
+            .replace(/Z$/, '')
+            .replace(/^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.0{6}$/, '$1'),
+    ),
   );
 }
 
@@ -86,6 +102,9 @@ const PAIRS: [Engine, Engine][] = [
   ['mysql', 'mysql'],
   ['sqlite', 'pg'],
   ['sqlite', 'mysql'],
+  ['pg', 'sqlite'],
+  ['mysql', 'sqlite'],
+  ['sqlite', 'sqlite'],
 ];
 
 const needs = (e: Engine) => dbs.available(e);
@@ -135,7 +154,7 @@ describe.each(PAIRS)('%s → %s through the bins', (from, to) => {
   );
 });
 
-describe.skipIf(!pgs.available)('target reflection (PostgreSQL)', () => {
+describe.skipIf(!pgs.available)('PostgreSQL only: target reflection through load', () => {
   async function setup(targetDdl: string) {
     const source = await open('pg', 'reflsrc');
     const target = await open('pg', 'refldst');

@@ -1,0 +1,30 @@
+/** Reading SQLite's catalog: a table's columns and the tables it references. */
+import type { ColumnInfo } from '../types.js';
+import type { SqliteDb } from './connection.js';
+import { logicalTypeOf } from './types.js';
+
+/** The table's columns with their logical types, or null when it does not exist. */
+export function sqliteColumns(db: SqliteDb, table: string): ColumnInfo[] | null {
+  const rows = db.prepare(`SELECT name, type FROM pragma_table_info(?)`).all(table) as {
+    name: string;
+    type: string;
+  }[];
+  if (rows.length === 0) return null;
+  return rows.map((r) => ({ name: r.name, type: logicalTypeOf(r.type), nativeType: r.type }));
+}
+
+/** The tables `table` references through foreign keys. */
+export function referencedTables(db: SqliteDb, table: string): string[] {
+  const rows = db
+    .prepare('SELECT DISTINCT "table" AS t FROM pragma_foreign_key_list(?)')
+    .all(table) as { t: string }[];
+  return rows.map((r) => r.t);
+}
+
+/** Whether a table, trigger or index of that name exists. */
+export function objectExists(db: SqliteDb, type: string, name: string): boolean {
+  return (
+    db.prepare('SELECT 1 FROM sqlite_master WHERE type = ? AND name = ?').get(type, name) !==
+    undefined
+  );
+}
