@@ -35,6 +35,14 @@ async function hasCopyRows(engine: EngineUnderTest): Promise<boolean> {
 }
 const WITH_COPY = await Promise.all(ENGINES.map(hasCopyRows));
 
+// The engines with a fast path must keep it: losing copyRows would silently skip every case below
+// and fall back to decoding lines (slower, and no longer what this suite checks).
+it.each(
+  ENGINES.filter((e) => e.available && (e.id === 'pg' || e.id === 'mysql')).map((e) => e.name),
+)('%s offers copyRows', (name) => {
+  expect(WITH_COPY[ENGINES.findIndex((e) => e.name === name)]).toBe(true);
+});
+
 /** One field of a COPY text line: NULL is \N; backslash and the control characters escaped. */
 function field(value: string | null): string {
   if (value === null) return '\\N';
