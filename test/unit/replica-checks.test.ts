@@ -34,6 +34,25 @@ describe('PostgreSQL: staging in the delta type, and the checks', () => {
     expect(pg('json', 'jsonb').check).toBe('parse');
   });
 
+  it('checks nothing when the delta names exactly the target type (a PostgreSQL source)', () => {
+    const same = (type: LogicalType, native: string, typname: string) =>
+      pgStage('c', type, { nativeType: native, typname, fallback: false }, native).check;
+    expect(same('decimal', 'numeric(10,2)', 'numeric')).toBe('none');
+    expect(same('timestamp', 'timestamp(0) without time zone', 'timestamp')).toBe('none');
+    expect(same('text', 'character varying(5)', 'varchar')).toBe('none');
+    expect(same('int', 'integer', 'int4')).toBe('none');
+    // A narrower or differently spelled source type is still checked.
+    const from = (source: string) =>
+      pgStage(
+        'c',
+        'decimal',
+        { nativeType: 'numeric(10,2)', typname: 'numeric', fallback: false },
+        source,
+      ).check;
+    expect(from('numeric(12,4)')).toBe('roundtrip');
+    expect(from('decimal(10,2)')).toBe('roundtrip');
+  });
+
   it('stages a type it does not know as the target type, unchecked', () => {
     expect(pg('text', 'mood', 'mood', true)).toEqual({
       name: 'c',

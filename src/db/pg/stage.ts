@@ -54,16 +54,28 @@ const UNCHECKED: Record<string, string[]> = {
   'double precision': ['real'],
 };
 
-/** How a delta column of logical type `type` is staged for a target column (see StageColumn). */
+/**
+ * How a delta column of logical type `type` is staged for a target column (see StageColumn).
+ * `sourceType` is the delta's `nativeType` for the column: when it names exactly the target's
+ * type (format_type() text, typmod included: a PostgreSQL source with the replica's schema),
+ * every value came out of a column of that very type and fits unchanged, so nothing is checked
+ * (the check would cost a second pass over every row of the common case). Another engine's type
+ * name that happens to read the same ('text', 'date', 'bigint') means a domain that fits too.
+ */
 export function stageColumn(
   name: string,
   type: LogicalType,
   target: { nativeType?: string; typname: string; fallback: boolean },
+  sourceType?: string,
 ): StageColumn {
   const targetType = target.nativeType ?? target.typname;
   if (target.fallback) return { name, stageType: targetType, targetType, check: 'none' };
   const stageType = STAGE_TYPES[type];
-  if (UNCHECKED[stageType]?.includes(targetType) || stageType === targetType)
+  if (
+    UNCHECKED[stageType]?.includes(targetType) ||
+    stageType === targetType ||
+    sourceType === targetType
+  )
     return { name, stageType, targetType, check: 'none' };
   const json = target.typname === 'json' || target.typname === 'jsonb';
   return { name, stageType, targetType, check: json ? 'parse' : 'roundtrip' };

@@ -290,7 +290,9 @@ class PgTarget implements TargetWriter {
         { hint: 'add one (not partial, not deferrable), or fix the key in the job configuration' },
       );
     }
-    const written = kept.map((c, i) => stageColumn(c.name, c.type, targetColumns[i]!));
+    const written = kept.map((c, i) =>
+      stageColumn(c.name, c.type, targetColumns[i]!, c.nativeType),
+    );
     const byName = new Map(written.map((c) => [c.name, c]));
     // A skipped column is staged as text (any COPY field parses as text) and never read.
     const stageColumns = columns.map(
