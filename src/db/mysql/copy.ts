@@ -247,7 +247,7 @@ export async function loadCopyText(
     // The data's own error (a bad checksum, say) is the one the caller must see.
     const cause = session.lostWith ?? err;
     if (cause instanceof DeltasyncError || session.lostWith) {
-      throw translateError(cause, session.where, plan.tableName);
+      throw translateError(cause, session.where, plan.tableName, session);
     }
     const errno = (cause as { errno?: number }).errno;
     if (errno !== undefined && DATA_ERRNOS.has(errno)) {
@@ -258,7 +258,7 @@ export async function loadCopyText(
         : null;
       throw misfit ?? refusal(plan, message, cause);
     }
-    throw translateError(cause, session.where, plan.tableName);
+    throw translateError(cause, session.where, plan.tableName, session);
   } finally {
     source?.destroy();
   }

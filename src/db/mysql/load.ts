@@ -219,7 +219,7 @@ async function stageByInfile(
     });
   } catch (err) {
     // The rows' own error (a bad checksum, say) is the one the caller must see.
-    throw translateError(session.lostWith ?? err, session.where, plan.tableName);
+    throw translateError(session.lostWith ?? err, session.where, plan.tableName, session);
   } finally {
     source?.destroy();
   }
