@@ -95,6 +95,26 @@ describe('extract → copy → load', () => {
   });
 });
 
+/** A job with no source database: one `items` table whose logId column has the given type. */
+function simulatedItemsJob(logIdType: 'int' | 'bigint') {
+  return sqliteJob({
+    source: undefined,
+    tables: [
+      {
+        name: 'items',
+        key: ['id'],
+        logIdColumn: 'log_id',
+        columns: [
+          { name: 'id', type: 'bigint' },
+          { name: 'name', type: 'text' },
+          { name: 'qty', type: 'int' },
+          { name: 'log_id', type: logIdType },
+        ],
+      },
+    ],
+  });
+}
+
 describe('simulated deltas', () => {
   it('empty simulated deltas go through copy and load with no source database', () => {
     job = sqliteJob({ source: undefined });
@@ -112,22 +132,7 @@ describe('simulated deltas', () => {
   });
 
   it('synthetic rows land in the replica', () => {
-    job = sqliteJob({
-      source: undefined,
-      tables: [
-        {
-          name: 'items',
-          key: ['id'],
-          logIdColumn: 'log_id',
-          columns: [
-            { name: 'id', type: 'bigint' },
-            { name: 'name', type: 'text' },
-            { name: 'qty', type: 'int' },
-            { name: 'log_id', type: 'bigint' },
-          ],
-        },
-      ],
-    });
+    job = simulatedItemsJob('bigint');
     expect(
       runBin('deltasync', ['simulate', '-c', job.config, '--count', '2', '--rows', '5']).code,
     ).toBe(0);
@@ -137,22 +142,7 @@ describe('simulated deltas', () => {
   });
 
   it('a logId column declared int gets numbers, and the summary counts the bytes written', () => {
-    job = sqliteJob({
-      source: undefined,
-      tables: [
-        {
-          name: 'items',
-          key: ['id'],
-          logIdColumn: 'log_id',
-          columns: [
-            { name: 'id', type: 'bigint' },
-            { name: 'name', type: 'text' },
-            { name: 'qty', type: 'int' },
-            { name: 'log_id', type: 'int' },
-          ],
-        },
-      ],
-    });
+    job = simulatedItemsJob('int');
     const sim = runBin('deltasync', ['simulate', '-c', job.config, '--rows', '3']);
     expect(sim.code).toBe(0);
     const manifest = JSON.parse(
