@@ -19,9 +19,16 @@ import { APPLIED_TABLE, type TargetWriter } from '../db/types.js';
 import { ConfigError, DeltaError, DeltasyncError } from '../errors.js';
 import { partsOf, type Manifest, type ManifestTable } from '../format/manifest.js';
 import { silentLogger } from '../log.js';
-import { openStore, readManifestIn, type DeltaStore, type StoreManifest } from '../store/index.js';
+import { openStore, type DeltaStore, type StoreManifest } from '../store/index.js';
 import { readLoadState, type StepContext } from './common.js';
-import { chainBreak, checkPartsPresent, fullBaseStart, planTable, type RunMemo } from './load.js';
+import {
+  chainBreak,
+  checkPartsPresent,
+  fullBaseStart,
+  manifestReader,
+  planTable,
+  type RunMemo,
+} from './load.js';
 
 type MissingColumnsMode = JobConfig['load']['missingColumns'];
 
@@ -171,11 +178,7 @@ async function walk(
     deltas: [],
     afterLoad: config.afterLoad !== undefined,
   };
-  const signingKeys = config.signingKey
-    ? [config.signingKey, ...(config.previousSigningKeys ?? [])]
-    : undefined;
-  const read = (entry: StoreManifest) =>
-    readManifestIn(inbox, entry.file, { job: config.name, signingKeys });
+  const read = manifestReader(config, inbox);
   let entries = await inbox.listManifests(applied);
   // The delta being read, and the part of it planned so far: where a load would stop.
   let current: StoreManifest | undefined;

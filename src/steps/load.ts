@@ -362,6 +362,20 @@ export function chainBreak(
   );
 }
 
+/**
+ * Reads an inbox manifest as load must: of this job, and signed by the current or a previous key
+ * when the job signs (shared with `load --dry-run`, which must refuse exactly what load refuses).
+ */
+export function manifestReader(
+  config: Pick<JobConfig, 'name' | 'signingKey' | 'previousSigningKeys'>,
+  inbox: DeltaStore,
+): (entry: StoreManifest) => ReturnType<typeof readManifestIn> {
+  const signingKeys = config.signingKey
+    ? [config.signingKey, ...(config.previousSigningKeys ?? [])]
+    : undefined;
+  return (entry) => readManifestIn(inbox, entry.file, { job: config.name, signingKeys });
+}
+
 async function loadOnce(ctx: StepContext): Promise<LoadResult> {
   const started = process.hrtime.bigint();
   const inbox = await openStore(ctx.config.inbox!);
@@ -408,11 +422,7 @@ async function loadFrom(ctx: StepContext, inbox: DeltaStore, started: bigint): P
       skipped: new Map(Object.entries(state.skippedColumns ?? {}).map(([t, c]) => [t, new Set(c)])),
       warned: new Set(),
     };
-    const signingKeys = config.signingKey
-      ? [config.signingKey, ...(config.previousSigningKeys ?? [])]
-      : undefined;
-    const read = (entry: StoreManifest) =>
-      readManifestIn(inbox, entry.file, { job: config.name, signingKeys });
+    const read = manifestReader(config, inbox);
     let entries = await inbox.listManifests(applied);
     // What the target recorded: the transaction checks it did not move under us.
     let recorded = applied;
