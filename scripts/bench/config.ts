@@ -5,14 +5,18 @@
 import { writeFile } from 'node:fs/promises';
 import { TABLE } from './table.js';
 
+/** A store given as a URL with its options beside it, as configs take SFTP and S3 stores. */
+export type StoreUrlSpec = { url: string } & Record<string, unknown>;
+
 export interface BenchJob {
   name: string;
   stateDir: string;
   source?: { client: string; connection: string };
-  target: { client: string; connection: string };
+  target?: { client: string; connection: string };
   outbox: string;
-  destinations: { name: string; dir: string }[];
-  inbox: string;
+  /** A directory (`{ name, dir }`), or a store URL with its options (`{ name, url, ... }`). */
+  destinations?: ({ name: string; dir: string } | ({ name: string } & StoreUrlSpec))[];
+  inbox?: string | StoreUrlSpec;
   tables: { name: string; key: string[]; mode: 'logid'; logIdColumn: string }[];
   delta: { maxRowsPerPart: number; compression: 'gzip' | 'none' };
 }

@@ -176,3 +176,93 @@ export function formatReport(r: BenchReport): string {
   if (failed.length > 0) out.push(`FAILED CHECK: ${failed.join('; ')}`);
   return out.join('\n');
 }
+
+/** One store's figures in the store bench: copying a delta there, and loading it from there. */
+export interface StoreCase {
+  store: string;
+  /** Where the delta went (the store's URL), or null when the store was skipped. */
+  where: string | null;
+  /** Why the store was skipped (its service is not running); the steps are then missing. */
+  skipped?: string;
+  /** The error that stopped this store's copy, load or check. */
+  failed?: string;
+  copy?: StepResult;
+  load?: StepResult;
+  /** The replica loaded from this store has the source's rows and values. */
+  same?: boolean;
+}
+
+export interface StoreReport {
+  rows: number;
+  columns: number;
+  maxRowsPerPart: number;
+  postgres: string;
+  cores: number;
+  setup: { fillSeconds: number };
+  /** The one extract all stores share, into a local outbox. */
+  extract: StepResult;
+  /** Bytes of the delta's parts (what each copy moves and each load reads). */
+  bytes: number;
+  stores: StoreCase[];
+  ok: boolean;
+}
+
+function mbPerSecond(bytes: number, seconds: number): string {
+  return seconds > 0 ? (bytes / 1048576 / seconds).toFixed(1) : '–';
+}
+
+/** The store bench's report as a table for a terminal. */
+export function formatStoreReport(r: StoreReport): string {
+  const out: string[] = [];
+  const size = r.bytes / 1048576;
+  out.push(
+    `deltasync store bench: ${int.format(r.rows)} rows x ${r.columns} columns, ${int.format(r.maxRowsPerPart)} rows per part, ` +
+      `a ${size.toFixed(1)} MiB delta; PostgreSQL ${r.postgres}; ${r.cores} cores`,
+    `setup (not timed below): source filled in ${secs(r.setup.fillSeconds)} s; ` +
+      `extract into a local outbox ${secs(r.extract.seconds)} s (peak RSS ${mb(r.extract.peakRssMb)})`,
+    '',
+  );
+  // seconds: wall clock from spawn to exit, as cron sees it; MB/s: the delta's MiB over that.
+  const rows: string[][] = [
+    [
+      'store',
+      'copy s',
+      'copy MB/s',
+      'copy RSS',
+      'load s',
+      'load MB/s',
+      'load rows/s',
+      'load RSS',
+      'MB',
+      'replica',
+    ],
+  ];
+  for (const s of r.stores) {
+    if (s.failed !== undefined || !s.copy || !s.load) {
+      const why = s.failed !== undefined ? `FAILED: ${s.failed}` : `skipped: ${s.skipped ?? '?'}`;
+      rows.push([s.store, '', '', '', '', '', '', '', '', why]);
+      continue;
+    }
+    rows.push([
+      s.store,
+      secs(s.copy.seconds),
+      mbPerSecond(r.bytes, s.copy.seconds),
+      mb(s.copy.peakRssMb),
+      secs(s.load.seconds),
+      mbPerSecond(r.bytes, s.load.seconds),
+      rate(r.rows, s.load.seconds),
+      mb(s.load.peakRssMb),
+      size.toFixed(1),
+      s.same ? '= source' : 'DIFFERS',
+    ]);
+  }
+  out.push(table(rows, [1, 2, 3, 4, 5, 6, 7, 8]), '');
+  for (const s of r.stores) if (s.where) out.push(`${s.store}: ${s.where}`);
+  out.push(
+    '',
+    r.ok
+      ? 'OK: every store measured has a replica equal to the source'
+      : 'FAILED: a store failed or its replica differs from the source',
+  );
+  return out.join('\n');
+}

@@ -1,0 +1,247 @@
+/**
+ * The per-store benchmark (issue 10): what copying and loading one large delta costs through each
+ * kind of store. One PostgreSQL source table is extracted once into a local outbox; then, for a
+ * directory, an SFTP server and an S3 gateway in turn, the real `deltasync-copy` pushes that delta
+ * there and the real `deltasync-load` pulls it from there into a fresh PostgreSQL replica, which
+ * must then equal the source.
+ *
+ * SFTP and S3 are the CI services (scripts/ci-sshd.sh, scripts/ci-radosgw.sh): both on loopback,
+ * so the figures are the store code's and the servers' cost, not a network's. A store whose
+ * service is not running is skipped with a line saying so.
+ *
+ * Usage: npm run bench:stores -- [--rows N] [--part-rows N] [--stores dir,sftp,s3] [--json] [--keep]
+ *
+ * Everything it creates (databases, temp dirs, the SFTP directory, the S3 objects and bucket) is
+ * removed at the end, on failure and on Ctrl-C too, unless --keep. Progress goes to stderr; the
+ * figures to stdout. Exit code 1 when a replica differs from its source or anything fails.
+ */
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { BENCH_TABLES, writeJobConfig, type BenchJob } from './bench/config.js';
+import {
+  createPgDatabase,
+  createPgTable,
+  pgCheckpoint,
+  pgFingerprint,
+  pgQuery,
+  pgServerVersion,
+} from './bench/pg.js';
+import { killRunning } from './bench/process.js';
+import { Releasers } from './bench/releasers.js';
+import { formatStoreReport, type StoreCase, type StoreReport } from './bench/report.js';
+import { runStep, type StepName, type StepResult } from './bench/run-step.js';
+import { setUpStore, STORE_KINDS, type StoreKind } from './bench/stores.js';
+import { COLUMNS, PG_SOURCE_INDEX, pgFillSql, TABLE } from './bench/table.js';
+
+/** dist/scripts/bench-stores.js -> the repository root, where bin/ lives. */
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+const PG_ADMIN_URL =
+  process.env.DELTASYNC_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+interface Options {
+  rows: number;
+  partRows: number;
+  stores: StoreKind[];
+  json: boolean;
+  keep: boolean;
+}
+
+const USAGE = `usage: npm run bench:stores -- [--rows N] [--part-rows N] [--stores dir,sftp,s3] [--json] [--keep]
+  --rows N        source rows (default 1000000)
+  --part-rows N   delta.maxRowsPerPart (default 200000)
+  --stores LIST   which stores, comma-separated (default dir,sftp,s3)
+  --json          print the figures as one JSON object
+  --keep          keep the databases, temp dirs and store locations for inspection
+env: DELTASYNC_BENCH_PG_URL (admin connection), DELTASYNC_CI_DIR (the CI services' env files)`;
+
+class UsageError extends Error {}
+
+function positiveInt(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value.replace(/_/g, ''));
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new UsageError(`${flag} must be a positive integer, got '${value}'`);
+  return n;
+}
+
+function storeList(value: string | undefined): StoreKind[] {
+  if (value === undefined) return STORE_KINDS;
+  const kinds = value.split(',').map((s) => s.trim());
+  const unknown = kinds.filter((k) => !(STORE_KINDS as string[]).includes(k));
+  if (unknown.length > 0 || kinds.length === 0)
+    throw new UsageError(`--stores takes ${STORE_KINDS.join(', ')}; got '${value}'`);
+  return kinds as StoreKind[];
+}
+
+function parseOptions(argv: string[]): Options | null {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      rows: { type: 'string' },
+      'part-rows': { type: 'string' },
+      stores: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      keep: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) return null;
+  return {
+    rows: positiveInt('--rows', values.rows, 1_000_000),
+    partRows: positiveInt('--part-rows', values['part-rows'], 200_000),
+    stores: storeList(values.stores),
+    json: values.json,
+    keep: values.keep,
+  };
+}
+
+function progress(message: string): void {
+  process.stderr.write(`bench:stores: ${message}\n`);
+}
+
+async function timedStep(step: StepName, config: string, label: string): Promise<StepResult> {
+  const result = await runStep(REPO_ROOT, step, config);
+  const rss = result.peakRssMb === null ? '' : `, peak RSS ${result.peakRssMb.toFixed(0)} MB`;
+  progress(
+    `${label} ${step}: ${result.seconds.toFixed(2)} s, ${result.summary.rows ?? '?'} rows${rss}`,
+  );
+  return result;
+}
+
+/** Copies the outbox's delta to one store and loads it from there into a fresh replica. */
+async function benchStore(
+  kind: StoreKind,
+  base: BenchJob,
+  sourceUrl: string,
+  tmp: string,
+  releasers: Releasers,
+): Promise<StoreCase> {
+  const store = await setUpStore(kind, releasers);
+  if ('skip' in store) {
+    progress(`${kind}: SKIPPED: ${store.skip}`);
+    return { store: kind, where: null, skipped: store.skip };
+  }
+  const result: StoreCase = { store: kind, where: store.spec.url };
+  try {
+    const replicaUrl = await createPgDatabase(PG_ADMIN_URL, `dst_${kind}`, releasers);
+    await createPgTable(replicaUrl);
+    // Its own state dir: copy starts from nothing at this destination, load from nothing.
+    const stateDir = join(tmp, `state-${kind}`);
+    await mkdir(stateDir);
+    const config = await writeJobConfig(join(tmp, `bench-${kind}.mjs`), {
+      ...base,
+      stateDir,
+      target: { client: 'pg', connection: replicaUrl },
+      destinations: [{ name: kind, ...store.spec }],
+      inbox: store.spec,
+    });
+    await pgCheckpoint(PG_ADMIN_URL);
+    result.copy = await timedStep('copy', config, kind);
+    await pgCheckpoint(PG_ADMIN_URL);
+    result.load = await timedStep('load', config, kind);
+    const [want, got] = await Promise.all([pgFingerprint(sourceUrl), pgFingerprint(replicaUrl)]);
+    result.same = want === got;
+    progress(
+      `${kind}: replica ${result.same ? 'equals the source' : `DIFFERS: source ${want}, replica ${got}`}`,
+    );
+  } catch (err) {
+    result.failed = (err as Error).message;
+    progress(`${kind}: FAILED: ${result.failed}`);
+  }
+  return result;
+}
+
+async function bench(options: Options, releasers: Releasers): Promise<StoreReport> {
+  const tmp = await mkdtemp(join(tmpdir(), 'dsbench-stores-'));
+  releasers.add(`temp dir ${tmp}`, () => rm(tmp, { recursive: true, force: true }));
+
+  const postgres = await pgServerVersion(PG_ADMIN_URL);
+  const sourceUrl = await createPgDatabase(PG_ADMIN_URL, 'src', releasers);
+  await createPgTable(sourceUrl);
+  progress(`filling the source with ${options.rows} rows`);
+  const fillStart = process.hrtime.bigint();
+  await pgQuery(sourceUrl, pgFillSql(options.rows), PG_SOURCE_INDEX, `VACUUM ANALYZE ${TABLE}`);
+  const fillSeconds = Number(process.hrtime.bigint() - fillStart) / 1e9;
+
+  const base: BenchJob = {
+    name: 'bench',
+    stateDir: join(tmp, 'state-extract'),
+    source: { client: 'pg', connection: sourceUrl },
+    outbox: join(tmp, 'outbox'),
+    tables: BENCH_TABLES,
+    delta: { maxRowsPerPart: options.partRows, compression: 'gzip' },
+  };
+  await Promise.all([mkdir(base.stateDir), mkdir(base.outbox)]);
+  const extractConfig = await writeJobConfig(join(tmp, 'bench-extract.mjs'), base);
+  await pgCheckpoint(PG_ADMIN_URL);
+  const extract = await timedStep('extract', extractConfig, 'outbox');
+  const bytes = extract.summary.bytes ?? 0;
+
+  const stores: StoreCase[] = [];
+  for (const kind of options.stores) {
+    stores.push(await benchStore(kind, base, sourceUrl, tmp, releasers));
+  }
+  return {
+    rows: options.rows,
+    columns: COLUMNS.length,
+    maxRowsPerPart: options.partRows,
+    postgres,
+    cores: availableParallelism(),
+    setup: { fillSeconds },
+    extract,
+    bytes,
+    stores,
+    ok: stores.every((s) => s.skipped !== undefined || s.same === true),
+  };
+}
+
+async function main(): Promise<number> {
+  let options: Options | null;
+  try {
+    options = parseOptions(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`bench:stores: ${(err as Error).message}\n${USAGE}\n`);
+    return 64;
+  }
+  if (!options) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+
+  const releasers = new Releasers();
+  // One cleanup, shared by the normal end and a signal arriving mid-run (as in bench.ts).
+  let releasing: Promise<void> | undefined;
+  const release = (): Promise<void> =>
+    (releasing ??= options.keep
+      ? Promise.resolve(progress(`--keep: left in place: ${releasers.pending().join('; ')}`))
+      : releasers.releaseAll((what, err) =>
+          progress(`could not remove ${what}: ${(err as Error).message}`),
+        ));
+  const onSignal = (signal: NodeJS.Signals): void => {
+    progress(`${signal}: stopping and cleaning up`);
+    killRunning();
+    void release().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  try {
+    const report = await bench(options, releasers);
+    process.stdout.write(
+      options.json ? `${JSON.stringify(report, null, 2)}\n` : `\n${formatStoreReport(report)}\n`,
+    );
+    return report.ok ? 0 : 1;
+  } catch (err) {
+    process.stderr.write(`bench:stores: FAILED: ${(err as Error).message}\n`);
+    return 1;
+  } finally {
+    await release();
+  }
+}
+
+process.exitCode = await main();
