@@ -222,18 +222,17 @@ export function formatStoreReport(r: StoreReport): string {
       `extract into a local outbox ${secs(r.extract.seconds)} s (peak RSS ${mb(r.extract.peakRssMb)})`,
     '',
   );
-  // seconds: wall clock from spawn to exit, as cron sees it; MB/s: the delta's MiB over that.
   const rows: string[][] = [
     [
       'store',
       'copy s',
-      'copy MB/s',
+      'copy MiB/s',
       'copy RSS',
       'load s',
-      'load MB/s',
+      'load MiB/s',
       'load rows/s',
       'load RSS',
-      'MB',
+      'MiB',
       'replica',
     ],
   ];
@@ -257,6 +256,9 @@ export function formatStoreReport(r: StoreReport): string {
     ]);
   }
   out.push(table(rows, [1, 2, 3, 4, 5, 6, 7, 8]), '');
+  out.push(
+    "seconds: wall clock from spawn to exit, as cron sees it (Node start-up included); MiB/s: the delta's parts over that; --json adds each step's own seconds and Node CPU",
+  );
   for (const s of r.stores) if (s.where) out.push(`${s.store}: ${s.where}`);
   out.push(
     '',
