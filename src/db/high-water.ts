@@ -7,6 +7,7 @@
 import type {
   ChangelogWindow,
   ChangelogWindowRequest,
+  HighWaterMark,
   HighWaterRequest,
   LogIdWindow,
   LogIdWindowRequest,
@@ -23,7 +24,7 @@ const compareLogIds = (a: string, b: string) => {
 
 /** What an engine gives for a high-water window. */
 export interface HighWaterSource {
-  stableHighWater(request: HighWaterRequest): Promise<string | null>;
+  stableHighWater(request: HighWaterRequest): Promise<HighWaterMark>;
   nthLogId(request: NthLogIdRequest): Promise<string | null>;
 }
 
@@ -32,13 +33,11 @@ export async function logIdWindowByHighWater(
   req: LogIdWindowRequest,
 ): Promise<LogIdWindow> {
   if (req.tables.length === 0) return { upTo: null, limited: false };
-  const high = await source.stableHighWater({
+  const { high, heldBy } = await source.stableHighWater({
     tables: req.tables.map(({ table, logIdColumn }) => ({ table, logIdColumn })),
     maxWaitSeconds: req.maxWaitSeconds,
   });
-  if (high === null) {
-    return { upTo: null, limited: false, heldBy: 'transactions still running (or empty tables)' };
-  }
+  if (high === null) return { upTo: null, limited: false, ...(heldBy ? { heldBy } : {}) };
   if (!req.tables.some((t) => compareLogIds(t.after, high) < 0)) {
     return { upTo: null, limited: false };
   }
@@ -56,7 +55,7 @@ export async function changelogWindowByHighWater(
   const table = { table: req.changelog, logIdColumn: CHANGELOG_LOGID_COLUMN };
   if (req.after === null) {
     // Never read: the tables are seeded from this snapshot; the log starts at its mark.
-    const mark = await source.stableHighWater({
+    const { high: mark } = await source.stableHighWater({
       tables: [table],
       maxWaitSeconds: req.maxWaitSeconds,
     });
@@ -68,7 +67,7 @@ export async function changelogWindowByHighWater(
     throw new Error(`change-log cursor '${after}' was not made by this engine`);
   }
   const none = { after, cursor: after, highLogId: null, limited: false };
-  const high = await source.stableHighWater({
+  const { high } = await source.stableHighWater({
     tables: [table],
     maxWaitSeconds: req.maxWaitSeconds,
   });

@@ -62,6 +62,16 @@ export interface ReadChangesRequest {
 
 /** The logId columns extract takes a high-water mark over (logid mode: the tables; changelog: the log). */
 /** Engine-internal since exact capture (see LogIdWindowRequest); kept for the shared helper. */
+/**
+ * A stable high-water mark. `high` is null both when the tables hold no logId yet and when
+ * transactions still running kept the mark from being taken: `heldBy` tells the second apart
+ * (which transactions, for the log), so an empty table is not reported as held back.
+ */
+export interface HighWaterMark {
+  high: string | null;
+  heldBy?: string;
+}
+
 export interface HighWaterRequest {
   tables: { table: string; logIdColumn: string }[];
   /** How long to wait for transactions still running before giving up (then return null). */

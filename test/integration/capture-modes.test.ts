@@ -327,6 +327,37 @@ describe.each(['pg', 'mysql'] as const)(
   },
 );
 
+describe.each(ENGINES)('%s: an empty logid table', (engine) => {
+  it.skipIf(!dbs.available(engine))(
+    'is caught up, not "held back": extract says nothing about running transactions, then ships the first row',
+    async () => {
+      const p = await pair(engine, 'empty');
+      const T = TYPES[engine];
+      const job = writeJob(
+        p.source,
+        p.target,
+        `capture: { maxWaitSeconds: 1 },
+         tables: [{ name: 'quiet', key: ['log_id'], mode: 'logid', logIdColumn: 'log_id' }]`,
+      );
+      try {
+        await both(p, `CREATE TABLE quiet (log_id ${T.id} PRIMARY KEY, note ${T.text})${T.suffix}`);
+        const idle = run('deltasync-extract', job);
+        expect(idle.stdout + idle.stderr).not.toContain('held back');
+        expect(summaryOf(idle.stdout)?.deltas).toBe(0);
+        await p.source.exec(`INSERT INTO quiet VALUES (1, 'first')`);
+        expect(cycle(job)).toEqual({ extracted: 1, loaded: 1 });
+        expect(await p.target.rows(`SELECT ${txt(engine, 'log_id')}, note FROM quiet`)).toEqual([
+          ['1', 'first'],
+        ]);
+      } finally {
+        await p.source.close();
+        await p.target.close();
+        job.cleanup();
+      }
+    },
+  );
+});
+
 /** A second connection to the same source database, for a transaction held open. */
 async function openSlowWriter(
   engine: 'pg' | 'mysql',

@@ -85,11 +85,13 @@ describe.skipIf(!server.available)(
             upTo,
           }),
         );
-      const high = () =>
-        source.stableHighWater!({
-          tables: [{ table: 'deltasync_changelog', logIdColumn: 'log_id' }],
-          maxWaitSeconds: 1,
-        });
+      const high = async () =>
+        (
+          await source.stableHighWater!({
+            tables: [{ table: 'deltasync_changelog', logIdColumn: 'log_id' }],
+            maxWaitSeconds: 1,
+          })
+        ).high;
 
       beforeAll(async () => {
         await exec(`CREATE TABLE dbo.stock (
@@ -346,14 +348,18 @@ describe.skipIf(!server.available)(
             tables: [{ table: 'ident', logIdColumn: 'id' }],
             maxWaitSeconds: 1,
           });
-        expect(await mark()).toBe('1');
+        expect(await mark()).toEqual({ high: '1' });
         const open = new sql.Transaction(admin);
         await open.begin();
         let committed: string;
         try {
           await new sql.Request(open).query('INSERT INTO dbo.ident (v) VALUES (2)'); // takes id 2
           await exec('INSERT INTO dbo.ident (v) VALUES (3)'); // takes id 3, commits first
-          expect(await mark()).toBeNull(); // waited for the writer, then gave up
+          // Waited for the writer, then gave up, naming it (an empty table has no heldBy).
+          expect(await mark()).toEqual({
+            high: null,
+            heldBy: expect.stringMatching(/^SQL Server transactions \d/),
+          });
           // ... because the writer is still open: its transaction is still active on the server.
           const [still] = (
             await new sql.Request(open).query(
@@ -364,7 +370,7 @@ describe.skipIf(!server.available)(
         } finally {
           await open.commit();
         }
-        committed = (await mark())!;
+        committed = (await mark()).high!;
         expect(committed).toBe('3');
         const rows = await collect(
           source.readChanges({

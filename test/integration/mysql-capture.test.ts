@@ -125,10 +125,12 @@ describe.skipIf(!server.available)('MySQL/MariaDB capture members', () => {
              ('gone', '2026-01-01 02:00:00', x'01', b'0', 'three')`,
         );
         expect(
-          await source.stableHighWater({
-            tables: [{ table: changelog, logIdColumn: 'log_id' }],
-            maxWaitSeconds: 30,
-          }),
+          (
+            await source.stableHighWater({
+              tables: [{ table: changelog, logIdColumn: 'log_id' }],
+              maxWaitSeconds: 30,
+            })
+          ).high,
         ).toBe('3');
         expect(await read('0', '3')).toEqual([
           { op: 'upsert', row: ['Abc', '2026-03-29T01:30:00.250000Z', tag('00ff'), true, 'one'] },
@@ -152,10 +154,12 @@ describe.skipIf(!server.available)('MySQL/MariaDB capture members', () => {
         ['D', ['gone', '2026-01-01 00:00:00.000000', '01', '0']],
       ]);
 
-      const high = await source.stableHighWater({
-        tables: [{ table: changelog, logIdColumn: 'log_id' }],
-        maxWaitSeconds: 30,
-      });
+      const high = (
+        await source.stableHighWater({
+          tables: [{ table: changelog, logIdColumn: 'log_id' }],
+          maxWaitSeconds: 30,
+        })
+      ).high;
       expect(high).toBe('7');
       expect(await read('3', high!)).toEqual([
         { op: 'upsert', row: ['Abc', '2026-03-29T01:30:00.250000Z', tag('00ff'), true, 'ONE'] },
@@ -176,10 +180,12 @@ describe.skipIf(!server.available)('MySQL/MariaDB capture members', () => {
         { name: 'v', type: 'int' },
       ];
       // A new high-water mark, so that the reads see what was written since the last ones.
-      const m = (await source.stableHighWater({
-        tables: [{ table: changelog, logIdColumn: 'log_id' }],
-        maxWaitSeconds: 30,
-      }))!;
+      const m = (
+        await source.stableHighWater({
+          tables: [{ table: changelog, logIdColumn: 'log_id' }],
+          maxWaitSeconds: 30,
+        })
+      ).high!;
       expect(m).toBe('10');
       expect(await read('7', m, 'simple', cols, ['id'])).toEqual([
         { op: 'upsert', row: ['18446744073709551615', 1] },
@@ -358,10 +364,12 @@ describe.skipIf(!server.available)('MySQL/MariaDB capture members', () => {
 
     it('is null for empty tables', async () => {
       expect(
-        await source.stableHighWater({
-          tables: [{ table: 'quiet', logIdColumn: 'log_id' }],
-          maxWaitSeconds: 1,
-        }),
+        (
+          await source.stableHighWater({
+            tables: [{ table: 'quiet', logIdColumn: 'log_id' }],
+            maxWaitSeconds: 1,
+          })
+        ).high,
       ).toBeNull();
     });
 
@@ -373,17 +381,19 @@ describe.skipIf(!server.available)('MySQL/MariaDB capture members', () => {
         // must not be mistaken for a view taken after the next mark's maximum.
         await exec('INSERT INTO quiet VALUES (1)');
         const quiet = [{ table: 'quiet', logIdColumn: 'log_id' }];
-        expect(await source.stableHighWater({ tables: quiet, maxWaitSeconds: 30 })).toBe('1');
+        expect((await source.stableHighWater({ tables: quiet, maxWaitSeconds: 30 })).high).toBe(
+          '1',
+        );
         await a.query('START TRANSACTION');
         await a.query("INSERT INTO orders (who) VALUES ('A')"); // takes logId 1, stays open
         await b.query("INSERT INTO orders (who) VALUES ('B')"); // takes logId 2, commits
-        const high = await source.stableHighWater({ tables, maxWaitSeconds: 1 });
+        const high = (await source.stableHighWater({ tables, maxWaitSeconds: 1 })).high;
         // It gave up because A is still open, not for another reason: A is still running now.
         expect(high).toBeNull();
         expect(await running(a)).toBe(true);
 
         await a.query('COMMIT');
-        expect(await source.stableHighWater({ tables, maxWaitSeconds: 30 })).toBe('2');
+        expect((await source.stableHighWater({ tables, maxWaitSeconds: 30 })).high).toBe('2');
         expect(
           await collect(
             source.readChanges({
@@ -415,7 +425,7 @@ describe.skipIf(!server.available)('MySQL/MariaDB capture members', () => {
           commitSent = true;
           void a.query('COMMIT');
         }, 700);
-        const high = await source.stableHighWater({ tables, maxWaitSeconds: 30 });
+        const high = (await source.stableHighWater({ tables, maxWaitSeconds: 30 })).high;
         clearTimeout(commit);
         // It returned the mark over the late row, and only after that row's COMMIT was sent.
         expect(high).toBe('4');
@@ -444,7 +454,7 @@ describe.skipIf(!server.available)('MySQL/MariaDB capture members', () => {
         await reader.query('START TRANSACTION');
         await reader.query('SELECT COUNT(*) FROM orders');
         // Had it waited for the reader it would have given up (null): the reader is still open.
-        expect(await source.stableHighWater({ tables, maxWaitSeconds: 5 })).toBe('4');
+        expect((await source.stableHighWater({ tables, maxWaitSeconds: 5 })).high).toBe('4');
         expect(await running(reader)).toBe(true);
       } finally {
         await reader.end();
@@ -466,7 +476,7 @@ describe.skipIf(!server.available)('MySQL/MariaDB capture members', () => {
       await exec("INSERT INTO orders (who) VALUES ('fresh')");
       // Same delta, same snapshot.
       expect(await read()).toHaveLength(4);
-      expect(await source.stableHighWater({ tables, maxWaitSeconds: 30 })).toBe('5');
+      expect((await source.stableHighWater({ tables, maxWaitSeconds: 30 })).high).toBe('5');
       expect(await read()).toHaveLength(5);
       await exec("INSERT INTO orders (who) VALUES ('again')");
       expect(await source.maxLogId('orders', 'log_id')).toBe('6');
@@ -494,8 +504,8 @@ describe.skipIf(!server.available)('MySQL/MariaDB capture members', () => {
           await a.query('START TRANSACTION');
           await a.query("INSERT INTO orders (who) VALUES ('open')");
           // Without INNODB_TRX the open transaction cannot be seen: the plain maximum.
-          expect(await limited.stableHighWater({ tables, maxWaitSeconds: 1 })).toBe('6');
-          expect(await limited.stableHighWater({ tables, maxWaitSeconds: 1 })).toBe('6');
+          expect((await limited.stableHighWater({ tables, maxWaitSeconds: 1 })).high).toBe('6');
+          expect((await limited.stableHighWater({ tables, maxWaitSeconds: 1 })).high).toBe('6');
           expect(warnings).toHaveLength(1);
           expect(warnings[0]).toMatch(/PROCESS/);
           // Nor may this user install triggers: a ConfigError says what to grant.

@@ -90,37 +90,42 @@ function fakeServer(script: {
 }
 
 describe('stableHighWater', () => {
-  it('is null when every table is empty, and asks nothing more', async () => {
+  it('is null when every table is empty (not held back), and asks nothing more', async () => {
     const s = fakeServer({ max: { m0: null, m1: null } });
-    expect(await stableHighWater([orders, lines], 1, s.deps)).toBeNull();
+    expect(await stableHighWater([orders, lines], 1, s.deps)).toEqual({ high: null });
     expect(s.statements).toHaveLength(1);
   });
 
   it('rowversion: the maximum, capped below the lowest rowversion an open transaction holds', async () => {
     const s = fakeServer({ max: { m0: '9007199254740995', stable_rv: '9007199254740993' } });
-    expect(await stableHighWater([log], 30, s.deps)).toBe('9007199254740993');
+    expect(await stableHighWater([log], 30, s.deps)).toEqual({ high: '9007199254740993' });
     // exact, with no privilege and no waiting
     expect(s.statements).toHaveLength(1);
     const idle = fakeServer({ max: { m0: '500', stable_rv: '812' } });
-    expect(await stableHighWater([log], 30, idle.deps)).toBe('500');
+    expect(await stableHighWater([log], 30, idle.deps)).toEqual({ high: '500' });
   });
 
   it('other logIds: the maximum at once when no other transaction is writing', async () => {
     const s = fakeServer({ max: { m0: '41', m1: '18446744073709551615' }, writers: [] });
-    expect(await stableHighWater([orders, lines], 30, s.deps)).toBe('18446744073709551615');
+    expect(await stableHighWater([orders, lines], 30, s.deps)).toEqual({
+      high: '18446744073709551615',
+    });
     expect(s.statements).toHaveLength(2);
   });
 
   it('other logIds: waits for the writers seen after the maximum, polling', async () => {
     const s = fakeServer({ max: { m0: '41' }, writers: ['7', '9'], running: [2, 1, 0] });
-    expect(await stableHighWater([orders], 30, s.deps)).toBe('41');
+    expect(await stableHighWater([orders], 30, s.deps)).toEqual({ high: '41' });
     expect(s.statements.filter((t) => t.includes('dm_tran_active_transactions'))).toHaveLength(3);
     expect(s.elapsed()).toBe(2 * POLL_MS);
   });
 
-  it('other logIds: null when a writer is still running after maxWaitSeconds', async () => {
+  it('other logIds: null, held by the writer, when it is still running after maxWaitSeconds', async () => {
     const s = fakeServer({ max: { m0: '41' }, writers: ['7'], running: [1] });
-    expect(await stableHighWater([orders], 1, s.deps)).toBeNull();
+    expect(await stableHighWater([orders], 1, s.deps)).toEqual({
+      high: null,
+      heldBy: 'SQL Server transactions 7',
+    });
     expect(s.elapsed()).toBe(1000);
   });
 
@@ -129,7 +134,7 @@ describe('stableHighWater', () => {
       number: 300,
     });
     const s = fakeServer({ max: { m0: '41' }, writers: denied });
-    expect(await stableHighWater([orders], 30, s.deps)).toBe('41');
+    expect(await stableHighWater([orders], 30, s.deps)).toEqual({ high: '41' });
     expect(s.warnings).toHaveLength(1);
     expect(s.warnings[0]).toContain('dbo.orders');
     expect(s.warnings[0]).toContain('GRANT VIEW SERVER STATE');
@@ -146,7 +151,7 @@ describe('stableHighWater', () => {
       writers: ['3'],
       running: [0],
     });
-    expect(await stableHighWater([orders, log], 30, s.deps)).toBe('60');
+    expect(await stableHighWater([orders, log], 30, s.deps)).toEqual({ high: '60' });
     expect(s.statements.some((t) => t.includes("OBJECT_ID(N'[dbo].[orders]')"))).toBe(true);
     expect(s.statements.some((t) => t.includes("deltasync_changelog]')"))).toBe(false);
   });

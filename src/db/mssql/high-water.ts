@@ -24,6 +24,7 @@
  */
 import { logIdKind, literal, type TableName } from './sql.js';
 import { quoteIdent, type MssqlColumn } from './types.js';
+import type { HighWaterMark } from '../types.js';
 
 /** A table and its logId column. */
 export interface HighWaterColumn {
@@ -131,22 +132,25 @@ async function waitFor(ids: string[], maxWaitSeconds: number, deps: HighWaterDep
   }
 }
 
-/** The stable high-water mark over `columns` (see the top of this file); null when empty or unsafe. */
+/**
+ * The stable high-water mark over `columns` (see the top of this file): null when they are
+ * empty, null with `heldBy` when writers did not finish within maxWaitSeconds.
+ */
 export async function stableHighWater(
   columns: HighWaterColumn[],
   maxWaitSeconds: number,
   deps: HighWaterDeps,
-): Promise<string | null> {
-  if (columns.length === 0) return null;
+): Promise<HighWaterMark> {
+  if (columns.length === 0) return { high: null };
   const [row = {}] = await deps.query(maxLogIdsSql(columns));
   let high: string | null = null;
   for (let i = 0; i < columns.length; i++) high = bigMax(high, text(row[`m${i}`]));
-  if (high === null) return null;
+  if (high === null) return { high: null };
   const stableRv = text(row.stable_rv);
   if (stableRv !== null) high = bigMin(high, stableRv);
 
   const counted = columns.filter((c) => c.logId.baseType !== 'rowversion');
-  if (counted.length === 0) return high;
+  if (counted.length === 0) return { high };
   let writers: string[];
   try {
     const rows = await deps.query(writersSql(counted.map((c) => c.table)));
@@ -161,8 +165,9 @@ export async function stableHighWater(
         'would be missed; GRANT VIEW SERVER STATE (SQL Server 2022: VIEW SERVER PERFORMANCE ' +
         'STATE) to the extract login, or set capture.settleLagSeconds',
     );
-    return high;
+    return { high };
   }
-  if (writers.length === 0) return high;
-  return (await waitFor(writers, maxWaitSeconds, deps)) ? high : null;
+  if (writers.length === 0) return { high };
+  if (await waitFor(writers, maxWaitSeconds, deps)) return { high };
+  return { high: null, heldBy: `SQL Server transactions ${writers.join(', ')}` };
 }

@@ -20,6 +20,7 @@ import type {
   DbConfig,
   ChangelogWindow,
   ChangelogWindowRequest,
+  HighWaterMark,
   HighWaterRequest,
   LogIdWindow,
   LogIdWindowRequest,
@@ -358,7 +359,7 @@ export class MssqlSource implements SourceReader {
     }
   }
 
-  async stableHighWater(request: HighWaterRequest): Promise<string | null> {
+  async stableHighWater(request: HighWaterRequest): Promise<HighWaterMark> {
     const columns = [];
     for (const t of request.tables) {
       const table = this.table(t.table);

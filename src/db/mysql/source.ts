@@ -11,7 +11,7 @@
  *     transaction running then, and opens a new snapshot after the wait.
  * The metadata reads (columns, referencedTables) run in whichever state the connection is in.
  */
-import type { DbConfig, HighWaterRequest } from '../types.js';
+import type { DbConfig, HighWaterMark, HighWaterRequest } from '../types.js';
 import type {
   PruneChangelogRequest,
   CaptureDdl,
@@ -165,14 +165,14 @@ export class MysqlSource implements SourceReader {
   }
 
   /**
-   * The highest logId no transaction still running can commit below (see high-water.ts), or null
-   * when such transactions did not finish within maxWaitSeconds. Outside the delta's snapshot:
-   * reads after it need a new one.
+   * The highest logId no transaction still running can commit below (see high-water.ts); null
+   * with `heldBy` when such transactions did not finish within maxWaitSeconds. Outside the
+   * delta's snapshot: reads after it need a new one.
    */
-  async stableHighWater(request: HighWaterRequest): Promise<string | null> {
-    if (request.tables.length === 0) return null;
+  async stableHighWater(request: HighWaterRequest): Promise<HighWaterMark> {
+    if (request.tables.length === 0) return { high: null };
     await this.endSnapshot();
-    return (await stableHighWater(this.session, request, this.highWater)).high;
+    return stableHighWater(this.session, request, this.highWater);
   }
 
   /**

@@ -7,7 +7,7 @@
  * transaction it sees, or by one that rolled back: none can still commit below the mark. Every
  * function here reads in the caller's snapshot.
  */
-import type { HighWaterRequest, NthLogIdRequest } from '../types.js';
+import type { HighWaterMark, HighWaterRequest, NthLogIdRequest } from '../types.js';
 import type { SqliteDb } from './connection.js';
 import { translateError } from './read.js';
 import { maxLogIdSql, nthLogIdSql } from './sql.js';
@@ -23,14 +23,14 @@ export function maxLogId(db: SqliteDb, table: string, logIdColumn: string): stri
   return row.m === null ? null : String(row.m);
 }
 
-/** The stable mark over the tables: their plain maximum (see above). */
-export function stableHighWater(db: SqliteDb, req: HighWaterRequest): string | null {
+/** The stable mark over the tables: their plain maximum (see above); never held back. */
+export function stableHighWater(db: SqliteDb, req: HighWaterRequest): HighWaterMark {
   let high: bigint | null = null;
   for (const t of req.tables) {
     const m = maxLogId(db, t.table, t.logIdColumn);
     if (m !== null && (high === null || BigInt(m) > high)) high = BigInt(m);
   }
-  return high === null ? null : high.toString();
+  return { high: high === null ? null : high.toString() };
 }
 
 /** The n-th logId (from 1) across the tables after their cursors, up to `upTo`. */

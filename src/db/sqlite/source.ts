@@ -15,6 +15,7 @@ import type {
   LogIdWindow,
   LogIdWindowRequest,
   DbConfig,
+  HighWaterMark,
   HighWaterRequest,
   NthLogIdRequest,
   ReadAllRequest,
@@ -105,7 +106,7 @@ class SqliteSource implements SourceReader {
     return maxLogId(this.db, table, logIdColumn);
   }
 
-  async stableHighWater(req: HighWaterRequest): Promise<string | null> {
+  async stableHighWater(req: HighWaterRequest): Promise<HighWaterMark> {
     this.snapshot();
     return stableHighWater(this.db, req);
   }
