@@ -35,6 +35,8 @@ export default defineConfig({
     // --version, the demo's root) resolve to the same files from either.
     dir: 'dist/bundle/cli',
     format: 'esm',
-    cleanDir: true,
+    // Names without a content hash, written over in place like tsc's output: a loop that is
+    // running while the package is rebuilt still finds the chunks it imports later.
+    chunkFileNames: '[name].js',
   },
 });
