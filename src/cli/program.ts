@@ -1,15 +1,13 @@
 /**
  * The command line: flags in, library calls out. `deltasync <command>` and the cron entrypoints
  * `deltasync-extract`, `deltasync-copy`, `deltasync-load` share these definitions.
+ *
+ * Each command imports its step when it runs, not here: a cron run with nothing to do pays Node's
+ * start-up for every module it loads, and one step needs none of the others' code.
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, ExitCode, PrivilegeError, describeError } from '../errors.js';
-import { copy } from '../steps/copy.js';
-import { extract } from '../steps/extract/index.js';
-import { load } from '../steps/load.js';
-import { simulate } from '../steps/simulate.js';
-import { formatStatus, status } from '../steps/status.js';
 import {
   CheckCode,
   DEFAULT_MAX_LAG,
@@ -59,9 +57,11 @@ export async function runStep(
   ctx: CommandContext,
 ): Promise<void> {
   if (name === 'extract') {
+    const { extract } = await import('../steps/extract/index.js');
     const r = await extract(ctx);
     ctx.summary({ deltas: r.deltas.length, rows: r.rows, bytes: r.bytes });
   } else if (name === 'copy') {
+    const { copy } = await import('../steps/copy.js');
     const r = await copy(ctx);
     ctx.summary({
       deltas: r.deltas,
@@ -75,6 +75,7 @@ export async function runStep(
       })),
     });
   } else {
+    const { load } = await import('../steps/load.js');
     const r = await load(ctx);
     ctx.summary({ deltas: r.applied.length, rows: r.rows, bytes: r.bytes });
   }
@@ -172,6 +173,7 @@ function statusCommand(): Command {
       if (opts.check) return exitWith(await statusCheck(opts));
       exitWith(
         await runCommand('status', 'status', opts, async ({ config }) => {
+          const { status, formatStatus } = await import('../steps/status.js');
           const s = await status(config);
           process.stdout.write(
             opts.json ? `${JSON.stringify(s, null, 2)}\n` : `${formatStatus(s)}\n`,
@@ -191,6 +193,7 @@ async function statusCheck(opts: CommonOptions & { maxLag: string }): Promise<nu
     if (maxLag === null)
       throw new ConfigError(`--max-lag: '${opts.maxLag}' is not a duration such as 90s, 15m or 2h`);
     const config = await loadConfig(opts.config, 'status');
+    const { status } = await import('../steps/status.js');
     const result = checkStatus(await status(config), maxLag);
     process.stdout.write(`${result.line}\n`);
     return result.code;
@@ -248,6 +251,7 @@ function simulateCommand(): Command {
     .action(async (opts: CommonOptions & { count: number; empty?: boolean; rows: number }) => {
       exitWith(
         await runCommand('simulate', 'simulate', opts, async (ctx) => {
+          const { simulate } = await import('../steps/simulate.js');
           const files = await simulate(ctx, {
             count: opts.count,
             empty: opts.empty ?? false,

@@ -277,8 +277,7 @@ async function saveRun(
   const step = command === 'load' ? loadStepName(place.replica) : command;
   let record: LastRun;
   try {
-    await ensureStateDir(place.stateDir);
-    record = await writeLastRun(place.stateDir, place.name, step, outcome);
+    record = await writeRunRecord(place, step, outcome);
   } catch (err) {
     log?.warn({ err: describeError(err) }, 'run record not written');
     return;
@@ -293,6 +292,24 @@ async function saveRun(
     await writeMetrics(place.textfileDir, record, command, positions);
   } catch (err) {
     log?.warn({ err: describeError(err) }, 'metrics file not written');
+  }
+}
+
+/**
+ * Writes the run record, making the state directory (and proving it writable, for the message)
+ * only when that fails: a step that ran has done both already, and the proof costs two fsyncs
+ * in every cron run.
+ */
+async function writeRunRecord(
+  place: RecordPlace,
+  step: string,
+  outcome: RunOutcome,
+): Promise<LastRun> {
+  try {
+    return await writeLastRun(place.stateDir, place.name, step, outcome);
+  } catch {
+    await ensureStateDir(place.stateDir);
+    return await writeLastRun(place.stateDir, place.name, step, outcome);
   }
 }
 
