@@ -358,6 +358,43 @@ describe.each(ENGINES)('%s: an empty logid table', (engine) => {
   );
 });
 
+describe('pg: logid mode with nothing new', () => {
+  it.skipIf(!dbs.available('pg'))(
+    'ships nothing without waiting for, or blaming, a transaction open on another table',
+    async () => {
+      const p = await pair('pg', 'idle');
+      const job = writeJob(
+        p.source,
+        p.target,
+        `capture: { maxWaitSeconds: 1 },
+         tables: [{ name: 'ledger', key: ['log_id'], mode: 'logid', logIdColumn: 'log_id' }]`,
+      );
+      const other = await openSlowWriter('pg', p.source);
+      try {
+        await both(p, 'CREATE TABLE ledger (log_id bigint PRIMARY KEY, note text)');
+        await p.source.exec('CREATE TABLE unrelated (id int)');
+        await p.source.exec(`INSERT INTO ledger VALUES (1, 'first')`);
+        expect(cycle(job)).toEqual({ extracted: 1, loaded: 1 });
+        await other.exec('BEGIN');
+        await other.exec('INSERT INTO unrelated VALUES (1)'); // open until the end of the test
+        const idle = run('deltasync-extract', job);
+        expect(idle.stdout + idle.stderr).not.toContain('held back');
+        expect(summaryOf(idle.stdout)?.deltas).toBe(0);
+        // A new row while it is still open: that one must wait for it (it may hold a lower logId).
+        await p.source.exec(`INSERT INTO ledger VALUES (2, 'second')`);
+        expect(run('deltasync-extract', job).stdout).toContain('held back');
+        await other.exec('COMMIT');
+        expect(cycle(job)).toEqual({ extracted: 1, loaded: 1 });
+      } finally {
+        await other.close();
+        await p.source.close();
+        await p.target.close();
+        job.cleanup();
+      }
+    },
+  );
+});
+
 /** A second connection to the same source database, for a transaction held open. */
 async function openSlowWriter(
   engine: 'pg' | 'mysql',

@@ -177,6 +177,13 @@ class PgSource implements SourceReader {
       req.tables.map((t) => t.table).join(', '),
     );
     const high = rows[0]?.high ?? null;
+    if (high === null || !req.tables.some((t) => BigInt(t.after) < BigInt(high))) {
+      // Nothing above the cursors is visible: this run ships nothing whoever is still running,
+      // so it neither waits for them nor calls the tables held back (a quiet cron run stays quick
+      // while a long unrelated transaction is open).
+      await this.snapshot();
+      return { upTo: null, limited: false };
+    }
     const heldBy = await this.waitForTransactions(
       rows[0]?.running ?? [],
       rows[0]?.prepared ?? [],
@@ -184,9 +191,6 @@ class PgSource implements SourceReader {
     );
     await this.snapshot();
     if (heldBy !== null) return { upTo: null, limited: false, heldBy };
-    if (high === null || !req.tables.some((t) => BigInt(t.after) < BigInt(high))) {
-      return { upTo: null, limited: false };
-    }
     if (req.limit) {
       const nth = await this.nthLogId({ tables: req.tables, upTo: high, n: req.limit });
       if (nth !== null && BigInt(nth) < BigInt(high)) return { upTo: nth, limited: true };
@@ -200,6 +204,7 @@ class PgSource implements SourceReader {
     prepared: string[],
     maxWaitSeconds: number,
   ): Promise<string | null> {
+    if (running.length === 0 && prepared.length === 0) return null;
     const deadline = Date.now() + maxWaitSeconds * 1000;
     for (;;) {
       const { rows } = await run<{ who: string }>(
