@@ -41,6 +41,24 @@ describe('PostgreSQL: staging in the delta type, and the checks', () => {
     expect(same('timestamp', 'timestamp(0) without time zone', 'timestamp')).toBe('none');
     expect(same('text', 'character varying(5)', 'varchar')).toBe('none');
     expect(same('int', 'integer', 'int4')).toBe('none');
+    // Staged in that very type: COPY parses each value once, and the upsert casts nothing.
+    expect(
+      pgStage(
+        'c',
+        'decimal',
+        { nativeType: 'numeric(10,2)', typname: 'numeric', fallback: false },
+        'numeric(10,2)',
+      ),
+    ).toEqual({
+      name: 'c',
+      stageType: 'numeric(10,2)',
+      targetType: 'numeric(10,2)',
+      check: 'none',
+    });
+    expect(
+      pgStage('c', 'bigint', { nativeType: 'bigint', typname: 'int8', fallback: false }, 'bigint')
+        .stageType,
+    ).toBe('bigint');
     // A narrower or differently spelled source type is still checked.
     const from = (source: string) =>
       pgStage(

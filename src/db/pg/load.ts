@@ -6,8 +6,9 @@
  * batches are in memory. A batch lands one of two ways:
  *
  * - staged (the general case): `COPY` into a temporary table holding just the delta's columns
- *   in the delta's own types (never the target's: COPY would round 0.9949 into numeric(10,2)
- *   quietly), one set-based check that every value of a column the target could round,
+ *   in the delta's own types (not the target's: COPY would round 0.9949 into numeric(10,2)
+ *   quietly; only a column whose values came out of exactly the target's type is staged in it,
+ *   see stageColumn), one set-based check that every value of a column the target could round,
  *   truncate or refuse comes back unchanged from the target's type (see StageColumn), then one
  *   `INSERT … SELECT … ON CONFLICT (key) DO UPDATE … WHERE … IS DISTINCT FROM …`. Only the
  *   delta's columns are named, so other columns (the users' own) are never written, and

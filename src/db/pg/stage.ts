@@ -7,7 +7,8 @@ import type { LogicalType } from '../types.js';
 /**
  * How one column is staged: in the delta's own type (so that COPY cannot round, truncate or
  * wrap a value quietly, issue 9), or in the target's type when that is a type deltasync does not
- * know (enums, geometry…: the value travels as text and only the target type can parse it).
+ * know (enums, geometry…: the value travels as text and only the target type can parse it) or
+ * exactly the type the delta's values came out of (nothing to round: see stageColumn).
  */
 export interface StageColumn {
   name: string;
@@ -59,8 +60,9 @@ const UNCHECKED: Record<string, string[]> = {
  * `sourceType` is the delta's `nativeType` for the column: when it names exactly the target's
  * type (format_type() text, typmod included: a PostgreSQL source with the replica's schema),
  * every value came out of a column of that very type and fits unchanged, so nothing is checked
- * (the check would cost a second pass over every row of the common case). Another engine's type
- * name that happens to read the same ('text', 'date', 'bigint') means a domain that fits too.
+ * (the check would cost a second pass over every row of the common case) and the column is
+ * staged in that type. Another engine's type name that happens to read the same ('text',
+ * 'date', 'bigint') means a domain that fits too.
  */
 export function stageColumn(
   name: string,
@@ -70,12 +72,13 @@ export function stageColumn(
 ): StageColumn {
   const targetType = target.nativeType ?? target.typname;
   if (target.fallback) return { name, stageType: targetType, targetType, check: 'none' };
+  // Staged in the target's own type: COPY parses each value once, straight into what the
+  // upsert writes, with no cast per row (COPY into the table itself would read the same text
+  // into the same type, so nothing can round; a value that does not parse is refused by the
+  // COPY and named by its line, as in the delta's type).
+  if (sourceType === targetType) return { name, stageType: targetType, targetType, check: 'none' };
   const stageType = STAGE_TYPES[type];
-  if (
-    UNCHECKED[stageType]?.includes(targetType) ||
-    stageType === targetType ||
-    sourceType === targetType
-  )
+  if (UNCHECKED[stageType]?.includes(targetType) || stageType === targetType)
     return { name, stageType, targetType, check: 'none' };
   const json = target.typname === 'json' || target.typname === 'jsonb';
   return { name, stageType, targetType, check: json ? 'parse' : 'roundtrip' };

@@ -150,4 +150,56 @@ describe.skipIf(!engine.available)(`PostgreSQL only ${engine.server?.reason ?? '
       await target.close();
     }
   });
+
+  it('stages a column in the type its values came out of: exact values, unchanged rows untouched, the last of a repeated key wins', async () => {
+    await db.exec(
+      `CREATE TABLE same_types (id bigint PRIMARY KEY, amount numeric(12,2), email varchar(20), doc jsonb, note text)`,
+    );
+    await db.exec(
+      `INSERT INTO same_types VALUES (1, 1.10, 'a@x', '{"a": 1}', 'mine'), (2, 2.20, NULL, NULL, 'mine')`,
+    );
+    // nativeType as a PostgreSQL source with the replica's schema writes it: no check, and
+    // (since this change) no cast either.
+    const columns = [
+      { name: 'id', type: 'bigint' as const, nativeType: 'bigint' },
+      { name: 'amount', type: 'decimal' as const, nativeType: 'numeric(12,2)' },
+      { name: 'email', type: 'text' as const, nativeType: 'character varying(20)' },
+      { name: 'doc', type: 'json' as const, nativeType: 'jsonb' },
+    ];
+    const target = await openTarget(db.config);
+    try {
+      const before = await db.rows(`SELECT id, xmin::text FROM same_types ORDER BY id`);
+      await target.transaction((tx) =>
+        tx.applyRows({
+          table: 'same_types',
+          key: ['id'],
+          columns,
+          rows: rowsOf([
+            ['1', '1.10', 'a@x', '{"a": 1}'],
+            ['3', '9999999999.99', 'c@x', '{"b": [1, 2]}'],
+            ['3', '0.01', null, '{"b": 3}'],
+          ]),
+        }),
+      );
+      expect(
+        await db.rows(`SELECT id, xmin::text FROM same_types WHERE id <= 2 ORDER BY id`),
+      ).toEqual(before);
+      expect(
+        await db.rows(
+          `SELECT id, amount::text, email, doc::text, note FROM same_types ORDER BY id`,
+        ),
+      ).toEqual([
+        ['1', '1.10', 'a@x', '{"a": 1}', 'mine'],
+        ['2', '2.20', null, null, 'mine'],
+        ['3', '0.01', null, '{"b": 3}', null],
+      ]);
+      // The loader's session holds a batch's stage in memory (see STAGE_TEMP_BUFFERS).
+      await target.execute(
+        `DO $$ BEGIN IF current_setting('temp_buffers') <> '32MB' THEN
+           RAISE EXCEPTION 'temp_buffers is %', current_setting('temp_buffers'); END IF; END $$`,
+      );
+    } finally {
+      await target.close();
+    }
+  });
 });
