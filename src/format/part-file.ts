@@ -11,7 +11,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip, createGzip, constants as zlibConstants } from 'node:zlib';
+import { createGunzip, createGzip, constants as zlibConstants, type ZlibOptions } from 'node:zlib';
 import { DeltaError, DeltasyncError } from '../errors.js';
 import { publishTemporary, temporaryPathFor } from './atomic-file.js';
 import { createHasher, type Hasher } from './checksum.js';
@@ -26,6 +26,16 @@ export type Compression = 'gzip' | 'none';
 export const MAX_LINE_BYTES = 64 * 1024 * 1024;
 
 const NEWLINE = 0x0a;
+
+/**
+ * zlib's output buffer (default 16 KiB). Each buffer-full is a round trip to the thread pool and
+ * one chunk through every stream stage after it: 256 KiB cut reading a 1M-row part's ~9,000
+ * chunks to ~600.
+ */
+const ZLIB_CHUNK_BYTES = 256 * 1024;
+
+/** Bytes a part writer queues for zlib before `write` waits (see the constructor). */
+const GZIP_QUEUED_BYTES = 1024 * 1024;
 
 function hashingCounter(hasher: Hasher, counter: { bytes: number }, sha256?: Hash): Transform {
   return new Transform({
@@ -73,7 +83,14 @@ export class PartFileWriter {
     const counting = hashingCounter(hasher, this.counter, sha256);
     if (compression === 'gzip') {
       // Level 1: measured ~3x faster than the default for ~10% more bytes; zlib is the bottleneck.
-      const gzip = createGzip({ level: 1 });
+      // Up to GZIP_QUEUED_BYTES wait for zlib (the default is 16 KiB), so the caller goes on
+      // reading its source while the thread pool compresses instead of waiting on every chunk.
+      // Node passes stream options of the zlib classes on to their Transform.
+      const gzip = createGzip({
+        level: 1,
+        chunkSize: ZLIB_CHUNK_BYTES,
+        writableHighWaterMark: GZIP_QUEUED_BYTES,
+      } as ZlibOptions);
       this.head = gzip;
       this.done = pipeline(gzip, counting, out);
     } else {
@@ -169,7 +186,12 @@ export async function* verifiedPartBytes(
   const streams: (Readable | Transform)[] = [fileStream, hashingCounter(hasher, counter, sha256)];
   if (compression === 'gzip') {
     // finishFlush lets a truncated gzip end without a zlib error; the checksum check then names it.
-    streams.push(createGunzip({ finishFlush: zlibConstants.Z_SYNC_FLUSH }));
+    streams.push(
+      createGunzip({
+        finishFlush: zlibConstants.Z_SYNC_FLUSH,
+        chunkSize: ZLIB_CHUNK_BYTES,
+      }),
+    );
   }
   const data = streams.reduce((a, b) => a.pipe(b as Transform)) as Readable;
   // pipe() does not forward errors: route any stage's failure to the stream we iterate.
