@@ -35,7 +35,10 @@ const NEWLINE = 0x0a;
 const ZLIB_CHUNK_BYTES = 256 * 1024;
 
 /** Bytes a part writer queues for zlib before `write` waits (see the constructor). */
-const GZIP_QUEUED_BYTES = 1024 * 1024;
+const GZIP_QUEUED_BYTES = 2 * 1024 * 1024;
+
+/** Bytes a part writer gathers before passing them on to zlib in one piece (see `write`). */
+const WRITE_BATCH_BYTES = 512 * 1024;
 
 function hashingCounter(hasher: Hasher, counter: { bytes: number }, sha256?: Hash): Transform {
   return new Transform({
@@ -68,6 +71,9 @@ export class PartFileWriter {
   private readonly counter = { bytes: 0 };
   private readonly head: Writable;
   private readonly done: Promise<void>;
+  /** Bytes written and not yet passed on (see `write`). */
+  private held: Uint8Array[] = [];
+  private heldBytes = 0;
 
   private constructor(
     dir: string,
@@ -115,10 +121,33 @@ export class PartFileWriter {
     return new PartFileWriter(dir, file, compression, await createHasher(), sha);
   }
 
-  /** Writes `lines` complete lines; resolves when the pipeline can take more. */
+  /**
+   * Writes `lines` complete lines; resolves when the pipeline can take more. Bytes are held
+   * until WRITE_BATCH_BYTES are there and go on together: each write is one job for zlib's
+   * thread and two thread switches, and COPY output comes in chunks of 64 KiB or less. The
+   * caller must not change a chunk it has written.
+   */
   async write(chunk: string | Uint8Array, lines: number): Promise<void> {
     this.lines += lines;
-    if (this.head.write(chunk)) return;
+    if (typeof chunk === 'string') {
+      await this.flushHeld();
+      return this.send(chunk);
+    }
+    this.held.push(chunk);
+    this.heldBytes += chunk.length;
+    if (this.heldBytes >= WRITE_BATCH_BYTES) await this.flushHeld();
+  }
+
+  private async flushHeld(): Promise<void> {
+    if (this.held.length === 0) return;
+    const data = this.held.length === 1 ? this.held[0]! : Buffer.concat(this.held, this.heldBytes);
+    this.held = [];
+    this.heldBytes = 0;
+    await this.send(data);
+  }
+
+  private async send(data: string | Uint8Array): Promise<void> {
+    if (this.head.write(data)) return;
     await new Promise<void>((resolve, reject) => {
       const onDrain = () => {
         this.head.off('error', onError);
@@ -136,6 +165,7 @@ export class PartFileWriter {
   /** Flushes, fsyncs and renames the part into place; returns its manifest entry. */
   async finish(): Promise<ManifestPart> {
     try {
+      await this.flushHeld();
       this.head.end();
       await this.done;
     } catch (err) {
@@ -154,6 +184,8 @@ export class PartFileWriter {
   }
 
   async abort(): Promise<void> {
+    this.held = [];
+    this.heldBytes = 0;
     this.head.destroy();
     await this.done.catch(() => undefined);
     await rm(this.tmpPath, { force: true });
