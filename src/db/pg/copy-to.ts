@@ -7,7 +7,7 @@
  * objects for a million rows, then a copy of them all into one chunk). Here each socket chunk is
  * compacted in place, its message headers squeezed out with `copyWithin`, and pushed as one
  * Buffer: no allocation per row. Measured on the bench table (1M rows, 142 MB of text): about
- * half of the reader's CPU.
+ * a third less user CPU to read it (~0.20 s against ~0.30 s).
  */
 import { Readable } from 'node:stream';
 import type { Connection } from 'pg';
