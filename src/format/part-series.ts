@@ -27,6 +27,15 @@ export class PartSeries {
   /** Encoded lines not yet handed to the writer, and how many. */
   private pending = '';
   private pendingLines = 0;
+  /** Parts opened so far, for their file names. */
+  private opened = 0;
+  /**
+   * The part before the one being written, still finishing (zlib's last bytes, fsync, rename)
+   * while rows go on into the next; its lines; and its failure, thrown at the next step.
+   */
+  private finishing: Promise<void> | undefined;
+  private finishingLines = 0;
+  private failure: { err: unknown } | undefined;
 
   constructor(
     private readonly delta: PartSink,
@@ -36,12 +45,16 @@ export class PartSeries {
 
   get rows(): number {
     return (
-      this.parts.reduce((n, p) => n + p.rows, 0) + (this.writer?.lines ?? 0) + this.pendingLines
+      this.parts.reduce((n, p) => n + p.rows, 0) +
+      this.finishingLines +
+      (this.writer?.lines ?? 0) +
+      this.pendingLines
     );
   }
 
   private async open(): Promise<PartFileWriter> {
-    this.writer ??= await this.delta.openPart(this.fileName(this.parts.length + 1));
+    if (this.failure) throw this.failure.err;
+    this.writer ??= await this.delta.openPart(this.fileName(++this.opened));
     return this.writer;
   }
 
@@ -50,7 +63,7 @@ export class PartSeries {
     const writer = this.writer ?? (await this.open());
     this.pending += encodeRow(row, this.types);
     this.pendingLines++;
-    if (writer.lines + this.pendingLines >= this.delta.maxRowsPerPart) await this.close();
+    if (writer.lines + this.pendingLines >= this.delta.maxRowsPerPart) await this.endPart();
     else if (this.pending.length >= WRITE_CHUNK_CHARS) await this.flushPending();
   }
 
@@ -92,19 +105,46 @@ export class PartSeries {
           break;
         }
         await writer.write(chunk.subarray(0, cut), lines);
-        await this.close();
+        await this.endPart();
         chunk = chunk.subarray(cut);
       }
     }
     return { rows, lastLine: last.finish() };
   }
 
-  async close(): Promise<void> {
+  /**
+   * Ends the part being written. It finishes in the background while the next part fills (a
+   * part boundary no longer stalls the source for an fsync); one part at a time, so the one
+   * before it is waited for first.
+   */
+  private async endPart(): Promise<void> {
     if (!this.writer) return;
     await this.flushPending();
+    // The one before first; should it have failed, this part stays here for abort() to remove.
+    await this.settle();
     const writer = this.writer;
     this.writer = undefined;
-    this.parts.push(await this.delta.finishPart(writer));
+    this.finishingLines = writer.lines;
+    this.finishing = this.delta.finishPart(writer).then((part) => {
+      this.parts.push(part);
+      this.finishingLines = 0;
+    });
+    // Not awaited until the next boundary: recorded now, so that the next chunk stops on it.
+    this.finishing.catch((err: unknown) => (this.failure ??= { err }));
+  }
+
+  /** Waits for the part finishing in the background; throws its failure (or an earlier one). */
+  private async settle(): Promise<void> {
+    const finishing = this.finishing;
+    this.finishing = undefined;
+    await finishing;
+    if (this.failure) throw this.failure.err;
+  }
+
+  /** Ends the last part and waits until every part is published, in order, in `parts`. */
+  async close(): Promise<void> {
+    await this.endPart();
+    await this.settle();
   }
 
   async abort(): Promise<void> {
@@ -112,6 +152,10 @@ export class PartSeries {
     this.pendingLines = 0;
     await this.writer?.abort();
     this.writer = undefined;
+    // A part finishing in the background is published or removed before the delta's abort
+    // removes what was published.
+    await this.finishing?.catch(() => undefined);
+    this.finishing = undefined;
   }
 }
 

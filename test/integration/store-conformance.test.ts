@@ -145,6 +145,37 @@ describe.each(kinds)('$kind store', (kind) => {
     }),
   );
 
+  it_(
+    "publishes a file read from a directory outbox (copy's case), checked; refuses a damaged one",
+    () =>
+      withStore('from-dir', async (store) => {
+        const data = randomBytes(3 * 1024 * 1024 + 7);
+        const expect_ = { bytes: data.length, xxhash64: await xxhashOf(data) };
+        const outbox = await openStore({ kind: 'dir', dir: await testdir() });
+        await outbox.publish(partName('11'), data);
+        expect(
+          await store.publish(partName('11'), await outbox.read(partName('11')), {
+            expect: expect_,
+          }),
+        ).toEqual(expect_);
+        expect((await bytesOf(await store.read(partName('11')))).equals(data)).toBe(true);
+        // Again: the same bytes are already there, a success.
+        await store.publish(partName('11'), await outbox.read(partName('11')), { expect: expect_ });
+
+        const damaged = Buffer.from(data);
+        damaged[2_000_000] ^= 0x01;
+        await outbox.publish(partName('12'), damaged);
+        const err = await thrown(
+          store.publish(partName('12'), await outbox.read(partName('12')), { expect: expect_ }),
+        );
+        expect((err as DeltaError).exitCode).toBe(65);
+        expect(err.message).toContain(partName('12'));
+        expect((err as DeltaError).hint).toContain('source copy is damaged');
+        expect(await store.stat(partName('12'))).toBeNull();
+        expect(await unfinished(store)).toEqual([]);
+      }),
+  );
+
   it_('publishes create-only: the same bytes again succeed, different bytes are refused (65)', () =>
     withStore('create-only', async (store) => {
       await store.publish(partName('7'), 'the bytes');

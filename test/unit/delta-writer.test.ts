@@ -6,7 +6,8 @@ import { listManifests } from '../../src/format/delta-dir.js';
 import { DeltaWriter, type DeltaWriterOptions } from '../../src/format/delta-writer.js';
 import { FORMAT_NAME, FORMAT_VERSION, readManifest } from '../../src/format/manifest.js';
 import { readCopyRows } from '../../src/format/copy-part.js';
-import type { Compression } from '../../src/format/part-file.js';
+import { PartFileWriter, type Compression } from '../../src/format/part-file.js';
+import { PartSeries, type PartSink } from '../../src/format/part-series.js';
 import { listDir, testdir } from '../helpers/tmp.js';
 
 const PREFIX = 'logId00000000000000000200';
@@ -201,5 +202,50 @@ describe('DeltaWriter', () => {
     await writer.writeTable('orders', ['id'], COLUMNS, stream(rowsOf(2)));
     await writer.finish();
     expect((await readManifest(join(dir, MANIFEST))).tables[0]!.rows).toBe(2);
+  });
+});
+
+describe('PartSeries', () => {
+  /** A sink writing real part files whose `failing`th part fails to finish (a full disk). */
+  function sink(dir: string, failing: number): PartSink {
+    let finished = 0;
+    return {
+      maxRowsPerPart: 10,
+      openPart: (file) => PartFileWriter.create(dir, file, 'gzip'),
+      async finishPart(writer) {
+        if (++finished === failing) {
+          await writer.abort();
+          throw new Error('no space left on device');
+        }
+        return writer.finish();
+      },
+    };
+  }
+
+  async function* lines(count: number): AsyncGenerator<Buffer> {
+    for (let i = 1; i <= count; i++) yield Buffer.from(`${i}\tname ${i}\n`);
+  }
+
+  it('finishes a part while the next fills, and lists the parts in order', async () => {
+    const dir = await testdir();
+    const series = new PartSeries(sink(dir, 0), (i) => `p${i}.copy.gz`, ['int', 'text']);
+    expect((await series.writeCopyText(lines(25))).rows).toBe(25);
+    await series.close();
+    expect(series.parts.map((p) => [p.file, p.rows])).toEqual([
+      ['p1.copy.gz', 10],
+      ['p2.copy.gz', 10],
+      ['p3.copy.gz', 5],
+    ]);
+    expect(series.rows).toBe(25);
+    expect(await listDir(dir)).toEqual(['p1.copy.gz', 'p2.copy.gz', 'p3.copy.gz']);
+  });
+
+  it('a part that fails to finish in the background stops the writing with its error', async () => {
+    const dir = await testdir();
+    const series = new PartSeries(sink(dir, 1), (i) => `p${i}.copy.gz`, ['int', 'text']);
+    await expect(series.writeCopyText(lines(45))).rejects.toThrow('no space left on device');
+    await series.abort();
+    // Nothing under a part's name but what finished; no temporary file left.
+    expect(await listDir(dir)).toEqual([]);
   });
 });

@@ -7,7 +7,6 @@
  * sends rows only as fast as the consumer pulls them, so memory stays flat.
  */
 import type { Readable } from 'node:stream';
-import { to as copyTo } from 'pg-copy-streams';
 import { ConfigError } from '../../errors.js';
 import type {
   ChangelogRequest,
@@ -20,6 +19,7 @@ import type {
 } from '../types.js';
 import type { TableRef } from './catalog.js';
 import { cancelQuery, translateError, type PgConnection } from './connection.js';
+import { CopyToStream } from './copy-to.js';
 import { parseCopyLine, quoteIdent, quoteLiteral, type CopyDecoder } from './types.js';
 
 const NEWLINE = 0x0a;
@@ -243,7 +243,7 @@ export async function* copyOutBytes(
   table: string,
   outcome: CopyOutcome = { complete: false, usable: true },
 ): AsyncGenerator<Buffer> {
-  const stream = conn.client.query(copyTo(sql));
+  const stream = conn.client.query(new CopyToStream(sql));
   try {
     // destroyOnReturn false: a stream destroyed mid-COPY would stall the connection for good.
     yield* stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>;

@@ -2,8 +2,8 @@
  * A directory store: a local folder or a mounted network disk, written exactly as deltasync always
  * has (src/format/atomic-file.ts): a temporary name, fsync, rename, fsync the directory.
  */
-import { createReadStream, createWriteStream } from 'node:fs';
-import { readdir, rm, stat } from 'node:fs/promises';
+import { constants, createReadStream, createWriteStream, ReadStream } from 'node:fs';
+import { copyFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -22,6 +22,8 @@ import {
   fsError,
   missingFile,
   leftoversAmong,
+  mismatch,
+  sameDigest,
   temporariesOf,
   toReadable,
 } from '../common.js';
@@ -80,6 +82,11 @@ export class DirStore implements DeltaStore {
   ): Promise<FileDigest> {
     const finalPath = join(this.dir, file);
     const tmp = temporaryPathFor(finalPath);
+    const from = localFileOf(source);
+    if (from !== undefined && options.expect) {
+      (source as Readable).destroy();
+      return this.publishCopy(file, from, options.expect);
+    }
     const digest = await digestStream(file, `publishing at ${this.where}`, options.expect);
     try {
       await pipeline(
@@ -91,18 +98,8 @@ export class DirStore implements DeltaStore {
         // Read back what the disk holds before publishing it: a network disk may write
         // something else than it was given.
         const written = await hashFile(tmp);
-        if (
-          written.bytes !== options.expect.bytes ||
-          written.xxhash64 !== options.expect.xxhash64
-        ) {
-          throw new DeltaError(
-            `${file} at ${this.dir} reads back as ${written.bytes} bytes with checksum ${written.xxhash64}; the manifest says ${options.expect.bytes} bytes, ${options.expect.xxhash64}`,
-            {
-              file,
-              hint: 'the destination disk wrote something else: check it, then run copy again',
-            },
-          );
-        }
+        if (!sameDigest(written, options.expect))
+          throw this.wroteElse(file, written, options.expect);
       }
       if (await this.stat(file)) {
         await rm(tmp, { force: true });
@@ -116,6 +113,51 @@ export class DirStore implements DeltaStore {
       throw fsError(err, `cannot publish ${file} at ${this.dir}`);
     });
     return digest.digest();
+  }
+
+  /**
+   * A file from another local directory (copy from a directory outbox): the kernel copies it,
+   * then the copy is read back once and checked against `expect` before it is published. That
+   * is one read where streaming it takes a read, a write and a read back, and it checks the same
+   * thing, the destination's bytes. Only when they are wrong is the source read too, to say
+   * which side is damaged.
+   */
+  private async publishCopy(file: string, from: string, expect: FileDigest): Promise<FileDigest> {
+    const finalPath = join(this.dir, file);
+    const tmp = temporaryPathFor(finalPath);
+    let written: FileDigest;
+    try {
+      await copyFile(from, tmp, constants.COPYFILE_EXCL);
+      written = await hashFile(tmp);
+      if (!sameDigest(written, expect)) {
+        const source = await hashFile(from);
+        if (!sameDigest(source, expect))
+          throw mismatch(file, `publishing at ${this.where}`, source, expect);
+        throw this.wroteElse(file, written, expect);
+      }
+      if (await this.stat(file)) {
+        await rm(tmp, { force: true });
+        return await acceptExisting(this, file, written);
+      }
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw fsError(err, `cannot publish ${file} at ${this.dir}`);
+    }
+    await publishTemporary(tmp, finalPath).catch((err) => {
+      throw fsError(err, `cannot publish ${file} at ${this.dir}`);
+    });
+    return written;
+  }
+
+  /** The destination holds other bytes than it was given. */
+  private wroteElse(file: string, written: FileDigest, expect: FileDigest): DeltaError {
+    return new DeltaError(
+      `${file} at ${this.dir} reads back as ${written.bytes} bytes with checksum ${written.xxhash64}; the manifest says ${expect.bytes} bytes, ${expect.xxhash64}`,
+      {
+        file,
+        hint: 'the destination disk wrote something else: check it, then run copy again',
+      },
+    );
   }
 
   async replace(file: string, data: Uint8Array | string): Promise<void> {
@@ -149,4 +191,16 @@ export class DirStore implements DeltaStore {
       throw fsError(err, `cannot list ${this.dir}`);
     }
   }
+}
+
+/**
+ * The path of a local file that `source` streams from its start, untouched: what another
+ * directory store's `read` returns. Anything else (a stream already read from, another store's
+ * stream, bytes in memory) is streamed.
+ */
+function localFileOf(source: Readable | Uint8Array | string): string | undefined {
+  if (!(source instanceof ReadStream) || typeof source.path !== 'string') return undefined;
+  const { start } = source as ReadStream & { start?: number };
+  if (source.bytesRead !== 0 || source.readableLength !== 0 || (start ?? 0) !== 0) return undefined;
+  return source.path;
 }
