@@ -29,8 +29,8 @@ import {
   pgQuery,
   pgServerVersion,
 } from './bench/pg.js';
-import { killRunning } from './bench/process.js';
-import { Releasers } from './bench/releasers.js';
+import { benchMain, progressTo } from './bench/main.js';
+import type { Releasers } from './bench/releasers.js';
 import { formatStoreReport, type StoreCase, type StoreReport } from './bench/report.js';
 import { runStep, type StepName, type StepResult } from './bench/run-step.js';
 import { setUpStore, STORE_KINDS, type StoreKind } from './bench/stores.js';
@@ -100,9 +100,7 @@ function parseOptions(argv: string[]): Options | null {
   };
 }
 
-function progress(message: string): void {
-  process.stderr.write(`bench:stores: ${message}\n`);
-}
+const progress = progressTo('bench:stores');
 
 async function timedStep(step: StepName, config: string, label: string): Promise<StepResult> {
   const result = await runStep(REPO_ROOT, step, config);
@@ -200,48 +198,10 @@ async function bench(options: Options, releasers: Releasers): Promise<StoreRepor
   };
 }
 
-async function main(): Promise<number> {
-  let options: Options | null;
-  try {
-    options = parseOptions(process.argv.slice(2));
-  } catch (err) {
-    process.stderr.write(`bench:stores: ${(err as Error).message}\n${USAGE}\n`);
-    return 64;
-  }
-  if (!options) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-
-  const releasers = new Releasers();
-  // One cleanup, shared by the normal end and a signal arriving mid-run (as in bench.ts).
-  let releasing: Promise<void> | undefined;
-  const release = (): Promise<void> =>
-    (releasing ??= options.keep
-      ? Promise.resolve(progress(`--keep: left in place: ${releasers.pending().join('; ')}`))
-      : releasers.releaseAll((what, err) =>
-          progress(`could not remove ${what}: ${(err as Error).message}`),
-        ));
-  const onSignal = (signal: NodeJS.Signals): void => {
-    progress(`${signal}: stopping and cleaning up`);
-    killRunning();
-    void release().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-
-  try {
-    const report = await bench(options, releasers);
-    process.stdout.write(
-      options.json ? `${JSON.stringify(report, null, 2)}\n` : `\n${formatStoreReport(report)}\n`,
-    );
-    return report.ok ? 0 : 1;
-  } catch (err) {
-    process.stderr.write(`bench:stores: FAILED: ${(err as Error).message}\n`);
-    return 1;
-  } finally {
-    await release();
-  }
-}
-
-process.exitCode = await main();
+process.exitCode = await benchMain({
+  name: 'bench:stores',
+  usage: USAGE,
+  parse: parseOptions,
+  run: bench,
+  format: formatStoreReport,
+});

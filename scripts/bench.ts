@@ -35,8 +35,8 @@ import {
   pgServerVersion,
   rawPgPipe,
 } from './bench/pg.js';
-import { killRunning } from './bench/process.js';
-import { Releasers } from './bench/releasers.js';
+import { benchMain, progressTo } from './bench/main.js';
+import type { Releasers } from './bench/releasers.js';
 import { formatReport, makeCase, type BenchReport, type Check } from './bench/report.js';
 import { runStep, type StepName, type StepResult } from './bench/run-step.js';
 import {
@@ -116,9 +116,7 @@ function parseOptions(argv: string[]): Options | null {
   };
 }
 
-function progress(message: string): void {
-  process.stderr.write(`bench: ${message}\n`);
-}
+const progress = progressTo('bench');
 
 /** Runs extract, copy and/or load with one config, saying how each went. */
 async function runSteps(
@@ -326,49 +324,10 @@ async function sameAggregates(
   );
 }
 
-async function main(): Promise<number> {
-  let options: Options | null;
-  try {
-    options = parseOptions(process.argv.slice(2));
-  } catch (err) {
-    process.stderr.write(`bench: ${(err as Error).message}\n${USAGE}\n`);
-    return 64;
-  }
-  if (!options) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-
-  const releasers = new Releasers();
-  // One cleanup, shared by the normal end and a signal arriving mid-run, so neither exits while
-  // the other is still dropping a database.
-  let releasing: Promise<void> | undefined;
-  const release = (): Promise<void> =>
-    (releasing ??= options.keep
-      ? Promise.resolve(progress(`--keep: left in place: ${releasers.pending().join('; ')}`))
-      : releasers.releaseAll((what, err) =>
-          progress(`could not remove ${what}: ${(err as Error).message}`),
-        ));
-  const onSignal = (signal: NodeJS.Signals): void => {
-    progress(`${signal}: stopping and cleaning up`);
-    killRunning();
-    void release().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-
-  try {
-    const report = await bench(options, releasers);
-    process.stdout.write(
-      options.json ? `${JSON.stringify(report, null, 2)}\n` : `\n${formatReport(report)}\n`,
-    );
-    return report.ok ? 0 : 1;
-  } catch (err) {
-    process.stderr.write(`bench: FAILED: ${(err as Error).message}\n`);
-    return 1;
-  } finally {
-    await release();
-  }
-}
-
-process.exitCode = await main();
+process.exitCode = await benchMain({
+  name: 'bench',
+  usage: USAGE,
+  parse: parseOptions,
+  run: bench,
+  format: formatReport,
+});
