@@ -2,8 +2,8 @@
  * scripts/soak: a real workload from a client we did not write. Sets up pgbench's TPC-B tables in
  * a throwaway PostgreSQL source, installs deltasync's change capture on them (changelog mode; the
  * first delta seeds the empty replica), then runs `pgbench` for a bounded time while extract, copy
- * and load run in a loop (as cron would, only faster). Through the middle third of the run one
- * transaction stays open (it has an xid and writes a new account and its history row, delta 0),
+ * and load run in a loop (as cron would, only faster). Through the middle of the run (a third of
+ * it, or --hold seconds) one transaction stays open (it has an xid and writes a new account and its history row, delta 0),
  * so every delta in that stretch is cut while an older transaction is still running.
  *
  * After **every** load the replica must satisfy TPC-B's invariant: the sums of the accounts',
@@ -12,7 +12,10 @@
  * it catches up, checks the held transaction's rows arrived, and runs `deltasync verify`. Exit 0
  * only if every check passed and verify reports the replica equal.
  *
- *   scripts/soak [--seconds 60] [--clients 4] [--scale 1] [--keep]
+ *   scripts/soak [--seconds 60] [--clients 4] [--scale 1] [--hold SECONDS] [--keep]
+ *
+ * e.g. issue 8's soak, five minutes with a transaction open for three of them:
+ *   scripts/soak --seconds 300 --clients 8 --hold 180
  *
  * pgbench_history gets a bigserial key (hid) so that it is replicated too. Traffic goes to
  * 127.0.0.1 only.
@@ -75,6 +78,8 @@ async function main(): Promise<number> {
   const seconds = arg('seconds', 60);
   const clients = arg('clients', 4);
   const scale = arg('scale', 1);
+  const hold = Math.max(1, Math.round(arg('hold', seconds / 3)));
+  if (hold >= seconds) throw new Error('--hold must be shorter than --seconds');
   const keep = process.argv.includes('--keep');
   const tag = `${process.pid}_${Date.now() % 100000}`;
   const srcDb = `soak_src_${tag}`;
@@ -144,7 +149,7 @@ async function main(): Promise<number> {
     const benchDone = new Promise<number | null>((done) => bench.on('close', done));
     let running = true;
     void benchDone.then(() => (running = false));
-    const held = await holdOneTransaction(srcUrl, seconds, scale);
+    const held = await holdOneTransaction(srcUrl, seconds, hold, scale);
     // Awaited after the loop; a loop that fails first must still report its own error.
     held.committed.catch(() => {});
     let loops = 0;
@@ -217,18 +222,18 @@ async function main(): Promise<number> {
 }
 
 /**
- * Opens a transaction at a third of the run and commits it at two thirds: it takes an xid, then
+ * Opens a transaction for `hold` seconds in the middle of the run: it takes an xid, then
  * writes an account beyond pgbench's range and its history row (delta 0, so the sums hold), rows
  * no pgbench client touches, so nobody waits on its locks.
  */
 async function holdOneTransaction(
   url: string,
   seconds: number,
+  hold: number,
   scale: number,
 ): Promise<{ aid: number; seconds: number; committed: Promise<void> }> {
   const aid = 100000 * scale + 1;
-  const start = seconds / 3;
-  const hold = Math.max(1, Math.round(seconds / 3));
+  const start = (seconds - hold) / 2;
   const c = new pg.Client({ connectionString: url });
   // When the soak fails early, its clean-up drops the database under this session; that must not
   // crash the process and hide the failure being reported.
