@@ -17,8 +17,7 @@
  */
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { BENCH_TABLES, writeJobConfig, type BenchJob } from './bench/config.js';
 import {
@@ -29,18 +28,11 @@ import {
   pgQuery,
   pgServerVersion,
 } from './bench/pg.js';
-import { benchMain, progressTo } from './bench/main.js';
+import { benchMain, PG_ADMIN_URL, positiveInt, progressTo, timedStep } from './bench/main.js';
 import type { Releasers } from './bench/releasers.js';
 import { formatStoreReport, type StoreCase, type StoreReport } from './bench/report.js';
-import { runStep, type StepName, type StepResult } from './bench/run-step.js';
 import { setUpStore, STORE_KINDS, type StoreKind } from './bench/stores.js';
 import { COLUMNS, PG_SOURCE_INDEX, pgFillSql, TABLE } from './bench/table.js';
-
-/** dist/scripts/bench-stores.js -> the repository root, where bin/ lives. */
-const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-
-const PG_ADMIN_URL =
-  process.env.DELTASYNC_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 interface Options {
   rows: number;
@@ -58,22 +50,12 @@ const USAGE = `usage: npm run bench:stores -- [--rows N] [--part-rows N] [--stor
   --keep          keep the databases, temp dirs and store locations for inspection
 env: DELTASYNC_BENCH_PG_URL (admin connection), DELTASYNC_CI_DIR (the CI services' env files)`;
 
-class UsageError extends Error {}
-
-function positiveInt(flag: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value.replace(/_/g, ''));
-  if (!Number.isSafeInteger(n) || n <= 0)
-    throw new UsageError(`${flag} must be a positive integer, got '${value}'`);
-  return n;
-}
-
 function storeList(value: string | undefined): StoreKind[] {
   if (value === undefined) return STORE_KINDS;
   const kinds = value.split(',').map((s) => s.trim());
   const unknown = kinds.filter((k) => !(STORE_KINDS as string[]).includes(k));
   if (unknown.length > 0 || kinds.length === 0)
-    throw new UsageError(`--stores takes ${STORE_KINDS.join(', ')}; got '${value}'`);
+    throw new Error(`--stores takes ${STORE_KINDS.join(', ')}; got '${value}'`);
   return kinds as StoreKind[];
 }
 
@@ -101,15 +83,6 @@ function parseOptions(argv: string[]): Options | null {
 }
 
 const progress = progressTo('bench:stores');
-
-async function timedStep(step: StepName, config: string, label: string): Promise<StepResult> {
-  const result = await runStep(REPO_ROOT, step, config);
-  const rss = result.peakRssMb === null ? '' : `, peak RSS ${result.peakRssMb.toFixed(0)} MB`;
-  progress(
-    `${label} ${step}: ${result.seconds.toFixed(2)} s, ${result.summary.rows ?? '?'} rows${rss}`,
-  );
-  return result;
-}
 
 /** Copies the outbox's delta to one store and loads it from there into a fresh replica. */
 async function benchStore(
@@ -139,9 +112,9 @@ async function benchStore(
       inbox: store.spec,
     });
     await pgCheckpoint(PG_ADMIN_URL);
-    result.copy = await timedStep('copy', config, kind);
+    result.copy = await timedStep(progress, 'copy', config, kind);
     await pgCheckpoint(PG_ADMIN_URL);
-    result.load = await timedStep('load', config, kind);
+    result.load = await timedStep(progress, 'load', config, kind);
     const [want, got] = await Promise.all([pgFingerprint(sourceUrl), pgFingerprint(replicaUrl)]);
     result.same = want === got;
     progress(
@@ -177,7 +150,7 @@ async function bench(options: Options, releasers: Releasers): Promise<StoreRepor
   await Promise.all([mkdir(base.stateDir), mkdir(base.outbox)]);
   const extractConfig = await writeJobConfig(join(tmp, 'bench-extract.mjs'), base);
   await pgCheckpoint(PG_ADMIN_URL);
-  const extract = await timedStep('extract', extractConfig, 'outbox');
+  const extract = await timedStep(progress, 'extract', extractConfig, 'outbox');
   const bytes = extract.summary.bytes ?? 0;
 
   const stores: StoreCase[] = [];

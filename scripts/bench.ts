@@ -15,8 +15,7 @@
  */
 import { cp, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { BENCH_TABLES, writeJobConfig, type BenchJob } from './bench/config.js';
 import {
@@ -35,10 +34,10 @@ import {
   pgServerVersion,
   rawPgPipe,
 } from './bench/pg.js';
-import { benchMain, progressTo } from './bench/main.js';
+import { benchMain, PG_ADMIN_URL, positiveInt, progressTo, timedStep } from './bench/main.js';
 import type { Releasers } from './bench/releasers.js';
 import { formatReport, makeCase, type BenchReport, type Check } from './bench/report.js';
-import { runStep, type StepName, type StepResult } from './bench/run-step.js';
+import type { StepName, StepResult } from './bench/run-step.js';
 import {
   COLUMNS,
   PG_AGGREGATES,
@@ -49,11 +48,6 @@ import {
   TABLE,
 } from './bench/table.js';
 
-/** dist/scripts/bench.js -> the repository root, where bin/ lives. */
-const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-
-const PG_ADMIN_URL =
-  process.env.DELTASYNC_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const MYSQL_ADMIN_URL = process.env.DELTASYNC_BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test';
 
 /** GUIDE.md (issue 13): end to end within 1.6x the raw pipe for new rows. */
@@ -82,16 +76,6 @@ const USAGE = `usage: npm run bench -- [--rows N] [--part-rows N] [--json] [--no
   --no-mysql      skip the MariaDB half
   --keep          keep the databases and temp dir for inspection
 env: DELTASYNC_BENCH_PG_URL, DELTASYNC_BENCH_MYSQL_URL (admin connections)`;
-
-function positiveInt(flag: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value.replace(/_/g, ''));
-  if (!Number.isSafeInteger(n) || n <= 0)
-    throw new UsageError(`${flag} must be a positive integer, got '${value}'`);
-  return n;
-}
-
-class UsageError extends Error {}
 
 function parseOptions(argv: string[]): Options | null {
   const { values } = parseArgs({
@@ -125,14 +109,7 @@ async function runSteps(
   label: string,
 ): Promise<StepResult[]> {
   const results: StepResult[] = [];
-  for (const step of steps) {
-    const result = await runStep(REPO_ROOT, step, configFile);
-    const rss = result.peakRssMb === null ? '' : `, peak RSS ${result.peakRssMb.toFixed(0)} MB`;
-    progress(
-      `${label} ${step}: ${result.seconds.toFixed(2)} s, ${result.summary.rows ?? '?'} rows${rss}`,
-    );
-    results.push(result);
-  }
+  for (const step of steps) results.push(await timedStep(progress, step, configFile, label));
   return results;
 }
 

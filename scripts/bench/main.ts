@@ -3,8 +3,27 @@
  * usage on --help), run, print the report (or its JSON), and drop what the run created on the
  * normal end and on SIGINT/SIGTERM alike, unless --keep.
  */
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { killRunning } from './process.js';
 import { Releasers } from './releasers.js';
+import { runStep, type StepName, type StepResult } from './run-step.js';
+
+/** dist/scripts/bench/main.js -> the repository root, where bin/ lives. */
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+/** The PostgreSQL admin connection the benchmarks create and drop their databases with. */
+export const PG_ADMIN_URL =
+  process.env.DELTASYNC_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+/** A positive whole-number option (`1_000_000` allowed), or `fallback` when absent. */
+export function positiveInt(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value.replace(/_/g, ''));
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new Error(`${flag} must be a positive integer, got '${value}'`);
+  return n;
+}
 
 export interface BenchScript<
   O extends { json: boolean; keep: boolean },
@@ -22,6 +41,21 @@ export interface BenchScript<
 /** Progress on stderr, so stdout carries only the figures. */
 export function progressTo(name: string): (message: string) => void {
   return (message) => process.stderr.write(`${name}: ${message}\n`);
+}
+
+/** Runs one step's real bin with `config`, saying on stderr how it went. */
+export async function timedStep(
+  progress: (message: string) => void,
+  step: StepName,
+  config: string,
+  label: string,
+): Promise<StepResult> {
+  const result = await runStep(REPO_ROOT, step, config);
+  const rss = result.peakRssMb === null ? '' : `, peak RSS ${result.peakRssMb.toFixed(0)} MB`;
+  progress(
+    `${label} ${step}: ${result.seconds.toFixed(2)} s, ${result.summary.rows ?? '?'} rows${rss}`,
+  );
+  return result;
 }
 
 /** Runs a benchmark script; resolves to its exit code (0, 1 when a check failed, 64 on usage). */
