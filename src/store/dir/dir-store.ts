@@ -80,15 +80,13 @@ export class DirStore implements DeltaStore {
     source: Readable | Uint8Array | string,
     options: PublishOptions = {},
   ): Promise<FileDigest> {
-    const finalPath = join(this.dir, file);
-    const tmp = temporaryPathFor(finalPath);
     const from = localFileOf(source);
     if (from !== undefined && options.expect) {
       (source as Readable).destroy();
       return this.publishCopy(file, from, options.expect);
     }
     const digest = await digestStream(file, `publishing at ${this.where}`, options.expect);
-    try {
+    return this.publishThrough(file, async (tmp) => {
       await pipeline(
         toReadable(source),
         digest,
@@ -101,18 +99,8 @@ export class DirStore implements DeltaStore {
         if (!sameDigest(written, options.expect))
           throw this.wroteElse(file, written, options.expect);
       }
-      if (await this.stat(file)) {
-        await rm(tmp, { force: true });
-        return await acceptExisting(this, file, digest.digest());
-      }
-    } catch (err) {
-      await rm(tmp, { force: true });
-      throw fsError(err, `cannot publish ${file} at ${this.dir}`);
-    }
-    await publishTemporary(tmp, finalPath).catch((err) => {
-      throw fsError(err, `cannot publish ${file} at ${this.dir}`);
+      return digest.digest();
     });
-    return digest.digest();
   }
 
   /**
@@ -122,19 +110,34 @@ export class DirStore implements DeltaStore {
    * thing, the destination's bytes. Only when they are wrong is the source read too, to say
    * which side is damaged.
    */
-  private async publishCopy(file: string, from: string, expect: FileDigest): Promise<FileDigest> {
-    const finalPath = join(this.dir, file);
-    const tmp = temporaryPathFor(finalPath);
-    let written: FileDigest;
-    try {
+  private publishCopy(file: string, from: string, expect: FileDigest): Promise<FileDigest> {
+    return this.publishThrough(file, async (tmp) => {
       await copyFile(from, tmp, constants.COPYFILE_EXCL);
-      written = await hashFile(tmp);
+      const written = await hashFile(tmp);
       if (!sameDigest(written, expect)) {
         const source = await hashFile(from);
         if (!sameDigest(source, expect))
           throw mismatch(file, `publishing at ${this.where}`, source, expect);
         throw this.wroteElse(file, written, expect);
       }
+      return written;
+    });
+  }
+
+  /**
+   * Create-only publishing around `write`, which fills the temporary file and returns its digest:
+   * a file already there is accepted only with the same bytes; the temporary file never outlives
+   * a failure; the rename is atomic (src/format/atomic-file.ts).
+   */
+  private async publishThrough(
+    file: string,
+    write: (tmp: string) => Promise<FileDigest>,
+  ): Promise<FileDigest> {
+    const finalPath = join(this.dir, file);
+    const tmp = temporaryPathFor(finalPath);
+    let written: FileDigest;
+    try {
+      written = await write(tmp);
       if (await this.stat(file)) {
         await rm(tmp, { force: true });
         return await acceptExisting(this, file, written);
