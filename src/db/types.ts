@@ -304,7 +304,12 @@ export interface ApplyRowsRequest {
   key: string[];
   /** The columns the wire rows carry, in order. Only these target columns are written. */
   columns: ColumnInfo[];
-  rows: AsyncIterable<WireRow>;
+  rows: AsyncIterable<WireRow>; /**
+   * Rows equal to the replica's must stay as they are, not be written again (a base table:
+   * mostly rows the replica already has). Without it an engine may rewrite them when that is
+   * cheaper (PostgreSQL's replacing load).
+   */
+  keepUnchanged?: boolean;
 }
 
 /** What is recorded inside the target, in the same transaction as the data. */
@@ -367,7 +372,12 @@ export interface CopyRowsRequest {
   columns: ColumnInfo[];
   /** Indexes into `columns` of the ones the target has and load writes; the others are skipped. */
   keep: number[];
-  data: CopyText;
+  data: CopyText; /**
+   * Rows equal to the replica's must stay as they are, not be written again (a base table:
+   * mostly rows the replica already has). Without it an engine may rewrite them when that is
+   * cheaper (PostgreSQL's replacing load).
+   */
+  keepUnchanged?: boolean;
 }
 
 export interface DeleteRowsRequest {

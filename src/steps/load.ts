@@ -260,12 +260,14 @@ async function upsertTable(
       columns: table.columns,
       keep: plan.keep,
       data: countedLines(copyTextOf(inbox, manifest, table), table, progress),
+      keepUnchanged: table.base === true,
     });
   }
   return tx.applyRows({
     table: table.name,
     key: table.key,
     columns: plan.columns,
+    keepUnchanged: table.base === true,
     rows: countedRows(
       project(readTable(inbox, manifest, table), plan.keep, table.columns.length),
       table,

@@ -32,8 +32,9 @@ import { connect, disconnect, run, translateError, type PgConnection } from './c
 import {
   SEQ_COLUMN,
   TableLoader,
-  canCopyDirectly,
+  copyPaths,
   copyBatches,
+  type CopyPaths,
   copyTextBatches,
   deleteKeys,
 } from './load.js';
@@ -268,7 +269,7 @@ class PgTarget implements TargetWriter {
   }
 
   async applyRows(req: ApplyRowsRequest): Promise<number> {
-    const loader = await this.loader(req.table, req.key, req.columns, null);
+    const loader = await this.loader(req.table, req.key, req.columns, null, req.keepUnchanged);
     const stop = { stopped: false };
     const encoders = req.columns.map((c) => copyEncoder(c.type));
     return loader.load(copyBatches(req.rows, encoders, req.table, stop), stop);
@@ -280,7 +281,7 @@ class PgTarget implements TargetWriter {
    * by the same checks and upsert as applyRows.
    */
   async copyRows(req: CopyRowsRequest): Promise<number> {
-    const loader = await this.loader(req.table, req.key, req.columns, req.keep);
+    const loader = await this.loader(req.table, req.key, req.columns, req.keep, req.keepUnchanged);
     const stop = { stopped: false };
     return loader.load(copyTextBatches(req.data, stop), stop);
   }
@@ -294,6 +295,7 @@ class PgTarget implements TargetWriter {
     key: string[],
     columns: ColumnInfo[],
     keep: number[] | null,
+    keepUnchanged = false,
   ): Promise<TableLoader> {
     const table = tableRef(name, this.schema);
     const kept = keep ? keep.map((i) => columns[i]!) : columns;
@@ -340,11 +342,31 @@ class PgTarget implements TargetWriter {
           written.filter((c) => c.stageType !== c.targetType).map((c) => [c.name, c.targetType]),
         ),
         stageColumns,
+        keyStage: `pg_temp.${quoteIdent(`deltasync_keys_${this.stages}`)}`,
       },
-      // A skipped column cannot be left out of a COPY of whole lines: staged then.
-      kept.length === columns.length && (await canCopyDirectly(this.conn, table)),
+      await this.copyPaths(table, columns, kept, keepUnchanged),
       () => connectForStaging(this.config),
     );
+  }
+
+  /**
+   * The COPY paths open to a load of `kept` of `columns`. A skipped column cannot be left out
+   * of a COPY of whole lines: staged then. Rows that must stay unless changed are not replaced.
+   */
+  private async copyPaths(
+    table: TableRef,
+    columns: ColumnInfo[],
+    kept: ColumnInfo[],
+    keepUnchanged: boolean,
+  ): Promise<CopyPaths> {
+    if (kept.length !== columns.length) return { direct: false, replace: false };
+    const paths = await copyPaths(
+      this.conn,
+      table,
+      kept.map((c) => c.name),
+      this.relaxed,
+    );
+    return keepUnchanged ? { ...paths, replace: false } : paths;
   }
 
   /** Deletes the rows with the given keys, or with `notIn` every row whose key is not given. */
