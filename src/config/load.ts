@@ -12,7 +12,11 @@ import { ConfigError, DeltasyncError } from '../errors.js';
 import { jobSchema, missingFor, type JobConfig, type StepName } from './schema.js';
 
 /** A database config after loading: it carries the job's lockTimeoutSeconds to its engine. */
-export type LoadedDbConfig = NonNullable<JobConfig['source']> & { lockTimeoutSeconds: number };
+export type LoadedDbConfig = NonNullable<JobConfig['source']> & {
+  lockTimeoutSeconds: number;
+  /** The replica's: the job's `load.sharedStageBatches`. */
+  sharedStageBatches?: number;
+};
 
 export interface LoadedConfig extends JobConfig {
   /** Absolute path of the config file it came from, for messages. */
@@ -57,7 +61,10 @@ function resolvePaths(job: JobConfig, base: string): Omit<LoadedConfig, 'configF
     log: { ...job.log, file: job.log.file && expandPath(job.log.file, base) },
     metrics: job.metrics && { textfileDir: expandPath(job.metrics.textfileDir, base) },
     source: job.source && withLockTimeout(resolveSqliteFile(job.source, base), job),
-    target: job.target && withLockTimeout(resolveSqliteFile(job.target, base), job),
+    target: job.target && {
+      ...withLockTimeout(resolveSqliteFile(job.target, base), job),
+      sharedStageBatches: job.load.sharedStageBatches,
+    },
   };
 }
 

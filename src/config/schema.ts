@@ -205,6 +205,12 @@ export const jobSchema = z
          * (recorded in the load state file, shown by status).
          */
         missingColumns: z.enum(['stop', 'add', 'skip']).default('stop'),
+        /**
+         * PostgreSQL replica: batches (~8 MB of rows each) one delta's transaction may stage on
+         * a second session, in UNLOGGED tables beside the target tables that take disk until
+         * it commits; the rest load on one session. 0: always one session.
+         */
+        sharedStageBatches: z.number().int().min(0).max(100_000).default(32),
       })
       .strict()
       .prefault({}),

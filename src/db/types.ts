@@ -47,6 +47,11 @@ export interface DbConfig {
   schema?: string;
   /** How long a statement waits for a lock before giving up (the job's `lockTimeoutSeconds`). */
   lockTimeoutSeconds?: number;
+  /**
+   * PostgreSQL replica: how many batches one load transaction may stage on a second session
+   * (the job's `load.sharedStageBatches`; 0: one session only).
+   */
+  sharedStageBatches?: number;
 }
 
 export interface ReadChangesRequest {

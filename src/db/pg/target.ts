@@ -35,6 +35,7 @@ import {
   copyPaths,
   copyBatches,
   type CopyPaths,
+  type SharedStages,
   copyTextBatches,
   deleteKeys,
 } from './load.js';
@@ -76,6 +77,18 @@ async function connectForStaging(config: DbConfig): Promise<PgConnection> {
   await conn.client.query(`SET temp_buffers = '${STAGE_TEMP_BUFFERS}'`).catch(() => {});
   return conn;
 }
+
+/** Shared stages are named `<prefix><backend pid>_<n>` (see PgTarget.sharedStages). */
+const SHARED_STAGE_PREFIX = 'deltasync_stage_';
+/**
+ * Shared stages one transaction may take unless configured (`load.sharedStageBatches`), each a
+ * batch of about 8 MB of COPY text: they hold disk until it ends, so a delta bigger than this
+ * (~256 MB of text, ~2.5M rows of ten columns) loads the rest on one session, whose stage is
+ * emptied batch by batch.
+ */
+const SHARED_STAGE_BATCHES = 32;
+/** How long dropping the shared stages waits for another session's lock on one. */
+const SHARED_STAGE_DROP_WAIT = '5s';
 
 /** Advisory lock class ('delt') serialising loads of one job, whichever host they run on. */
 const APPLIED_LOCK_CLASS = 0x64656c74;
@@ -209,6 +222,14 @@ class PgTarget implements TargetWriter {
   readonly engine = 'pg' as const;
   readonly applied: TableRef;
   private stages = 0;
+  /**
+   * Shared stages to drop when the open transaction ends: its own (see sharedStages), and any
+   * an earlier one could not drop.
+   */
+  private readonly sharedStageNames: string[] = [];
+  /** Shared stages the open transaction has taken, of sharedStageBatches. */
+  private sharedStagesUsed = 0;
+  private readonly sharedStageBatches: number;
   private inTransaction = false;
   /** Whether the open transaction relaxed foreign keys (see relaxForeignKeys). */
   relaxed = false;
@@ -222,6 +243,7 @@ class PgTarget implements TargetWriter {
   ) {
     this.schema = config.schema;
     this.applied = tableRef(APPLIED_TABLE, this.schema);
+    this.sharedStageBatches = config.sharedStageBatches ?? SHARED_STAGE_BATCHES;
   }
 
   readonly ddlInTransaction = true;
@@ -244,6 +266,27 @@ class PgTarget implements TargetWriter {
          delta text,
          applied_at timestamptz DEFAULT now())`,
     );
+    await this.dropOrphanedStages();
+  }
+
+  /**
+   * Drops the shared stages of loads whose session is gone (killed, crashed: nothing else
+   * leaves them): UNLOGGED tables named after a backend that no longer exists.
+   */
+  private async dropOrphanedStages(): Promise<void> {
+    const { rows } = await run<{ name: string }>(
+      this.conn,
+      `SELECT format('%I.%I', n.nspname, c.relname) AS name
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND c.relpersistence = 'u'
+          AND c.relname ~ ('^' || $1 || '[0-9]+_[0-9]+$')
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
+                           WHERE a.pid = substring(c.relname FROM '([0-9]+)_[0-9]+$')::int)`,
+      [SHARED_STAGE_PREFIX],
+    );
+    for (const { name } of rows) {
+      await this.conn.client.query(`DROP TABLE IF EXISTS ${name}`).catch(() => {});
+    }
   }
 
   appliedLogId(job: string): Promise<string | null> {
@@ -327,6 +370,7 @@ class PgTarget implements TargetWriter {
     if (columns.some((c) => c.name === SEQ_COLUMN)) {
       throw new ConfigError(`column name ${SEQ_COLUMN} is reserved`);
     }
+    const paths = await this.copyPaths(table, columns, kept, keepUnchanged);
     return new TableLoader(
       this.conn,
       {
@@ -344,9 +388,46 @@ class PgTarget implements TargetWriter {
         stageColumns,
         keyStage: `pg_temp.${quoteIdent(`deltasync_keys_${this.stages}`)}`,
       },
-      await this.copyPaths(table, columns, kept, keepUnchanged),
+      paths,
       () => connectForStaging(this.config),
+      paths.schema === undefined ? undefined : this.sharedStages(paths.schema),
     );
+  }
+
+  /**
+   * Shared stages beside the target table, named after this session's backend (so a later load
+   * can tell a crashed load's leftovers: see prepare) and remembered, to be dropped whatever
+   * becomes of the transaction.
+   */
+  private sharedStages(schema: string): SharedStages {
+    return {
+      next: () => {
+        if (this.sharedStagesUsed >= this.sharedStageBatches) return undefined;
+        this.sharedStagesUsed++;
+        const name = `${schema}.${quoteIdent(`${SHARED_STAGE_PREFIX}${this.conn.pid}_${++this.stages}`)}`;
+        this.sharedStageNames.push(name);
+        return name;
+      },
+    };
+  }
+
+  /**
+   * Drops the shared stages of the transaction that just ended, waiting a few seconds at most
+   * for a session that has locked one (a pg_dump): what is left is tried again when the next
+   * transaction ends, or dropped by a later load's prepare once this session is gone.
+   */
+  private async dropSharedStages(): Promise<void> {
+    const names = this.sharedStageNames.splice(0);
+    if (names.length === 0) return;
+    try {
+      await this.conn.client.query(
+        `BEGIN; SET LOCAL lock_timeout = '${SHARED_STAGE_DROP_WAIT}'; ` +
+          `SET LOCAL client_min_messages = warning; DROP TABLE IF EXISTS ${names.join(', ')}; COMMIT`,
+      );
+    } catch {
+      await this.conn.client.query('ROLLBACK').catch(() => {});
+      this.sharedStageNames.push(...names);
+    }
   }
 
   /**
@@ -359,13 +440,13 @@ class PgTarget implements TargetWriter {
     kept: ColumnInfo[],
     keepUnchanged: boolean,
   ): Promise<CopyPaths> {
-    if (kept.length !== columns.length) return { direct: false, replace: false };
     const paths = await copyPaths(
       this.conn,
       table,
       kept.map((c) => c.name),
       this.relaxed,
     );
+    if (kept.length !== columns.length) return { ...paths, direct: false, replace: false };
     return keepUnchanged ? { ...paths, replace: false } : paths;
   }
 
@@ -408,7 +489,10 @@ class PgTarget implements TargetWriter {
     if (this.inTransaction) throw new Error('PostgreSQL target transactions do not nest');
     this.inTransaction = true;
     try {
-      await run(this.conn, 'BEGIN');
+      // Explicitly: the shared stages a second connection commits must be visible to each
+      // statement of this transaction, whatever default_transaction_isolation says.
+      await run(this.conn, 'BEGIN ISOLATION LEVEL READ COMMITTED');
+      this.sharedStagesUsed = 0;
       try {
         this.relaxed = false;
         const result = await fn(new PgTransaction(this));
@@ -422,6 +506,7 @@ class PgTarget implements TargetWriter {
       }
     } finally {
       this.inTransaction = false;
+      await this.dropSharedStages();
     }
   }
 
