@@ -80,8 +80,9 @@ describe.skipIf(!server.available)(`PostgreSQL shared stages ${server.reason ?? 
 
   it('stages as many batches on the second session as load.sharedStageBatches allows', async () => {
     await sql(`CREATE TABLE seen (label text, stages int)`);
+    // Every batch (there are several), the first batch only, none.
     for (const [label, batches, expected] of [
-      ['default', undefined, 2],
+      ['default', undefined, 'several'],
       ['one', 1, 1],
       ['none', 0, 0],
     ] as const) {
@@ -93,7 +94,7 @@ describe.skipIf(!server.available)(`PostgreSQL shared stages ${server.reason ?? 
         sharedStageBatches: batches,
       });
       try {
-        // Two batches of lines; the stages still exist until the transaction ends.
+        // Several batches of lines; the stages still exist until the transaction ends.
         await writer.transaction(async (tx) => {
           await tx.copyRows!({
             table: `budget_${label}`,
@@ -113,9 +114,9 @@ describe.skipIf(!server.available)(`PostgreSQL shared stages ${server.reason ?? 
       expect(await rows(`SELECT count(*)::int AS n FROM replica.budget_${label}`)).toEqual([
         { n: 100_000 },
       ]);
-      expect(await rows(`SELECT stages FROM seen WHERE label = '${label}'`)).toEqual([
-        { stages: expected },
-      ]);
+      const [{ stages: staged }] = await rows(`SELECT stages FROM seen WHERE label = '${label}'`);
+      if (expected === 'several') expect(staged).toBeGreaterThan(1);
+      else expect(staged).toBe(expected);
       expect(await stages()).toEqual([]);
     }
   });

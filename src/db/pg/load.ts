@@ -51,6 +51,8 @@ export const SEQ_COLUMN = '__deltasync_seq';
 const COPY_CHUNK_CHARS = 256 * 1024;
 /** A batch is about this much COPY text (8 MiB kept peak RSS under 200 MB on 1M-row loads). */
 const BATCH_CHARS = 8 * 1024 * 1024;
+/** The first batch of COPY text (copyTextBatches), then twice that, up to BATCH_CHARS. */
+const FIRST_BATCH_BYTES = 1024 * 1024;
 /** SQLSTATEs we act on. */
 const CARDINALITY_VIOLATION = '21000'; // ON CONFLICT DO UPDATE met one key twice
 const INVALID_COLUMN_REFERENCE = '42P10'; // no unique index matches the ON CONFLICT columns
@@ -113,8 +115,10 @@ export async function* copyBatches(
 /**
  * Format 2: canonical COPY text (chunk boundaries anywhere) -> batches of about BATCH_CHARS
  * bytes of whole lines, with no per-row work beyond counting newlines. A batch is kept whole so
- * that a direct COPY refused half-way can go again the staged way. An error of `data` (a
- * checksum or row count that did not match) propagates as it is.
+ * that a direct COPY refused half-way can go again the staged way. The first batches are
+ * smaller (FIRST_BATCH_BYTES, doubling): the server starts sooner, and while it takes one batch
+ * the next is read. An error of `data` (a checksum or row count that did not match) propagates
+ * as it is.
  */
 export async function* copyTextBatches(
   data: AsyncIterable<Buffer>,
@@ -124,12 +128,13 @@ export async function* copyTextBatches(
   let chunks: Buffer[] = [];
   let size = 0;
   let rows = 0;
+  let limit = Math.min(FIRST_BATCH_BYTES, batchBytes);
   for await (const chunk of data) {
     if (stop.stopped) return;
     rows += countLines(chunk);
     chunks.push(chunk);
     size += chunk.length;
-    if (size < batchBytes) continue;
+    if (size < limit) continue;
     // The batch ends after the last whole line; the rest starts the next one.
     const end = chunk.lastIndexOf(NEWLINE) + 1;
     if (end === 0) continue; // a line longer than the chunk: wait for its end
@@ -139,6 +144,7 @@ export async function* copyTextBatches(
     chunks = rest.length > 0 ? [rest] : [];
     size = rest.length;
     rows = 0;
+    limit = Math.min(limit * 2, batchBytes);
   }
   if (size > 0) {
     if (chunks[chunks.length - 1]![chunks[chunks.length - 1]!.length - 1] !== NEWLINE) {
@@ -212,6 +218,12 @@ export interface UpsertPlan {
    * target's type to cast them to on the way in; a checked cast cannot round.
    */
   casts?: Map<string, string>;
+  /**
+   * What orders the stage's rows as the delta has them (default: its SEQ_COLUMN). A shared
+   * stage, written by one COPY into a new table, has no such column: its rows' ctid, the order
+   * COPY wrote them in.
+   */
+  order?: string;
 }
 
 /**
@@ -222,7 +234,7 @@ export interface UpsertPlan {
 export function upsertSql(plan: UpsertPlan, dedupe: boolean): string {
   const cols = plan.columns.map(quoteIdent).join(', ');
   const keys = plan.key.map(quoteIdent).join(', ');
-  const seq = quoteIdent(SEQ_COLUMN);
+  const seq = plan.order ?? quoteIdent(SEQ_COLUMN);
   const casts = plan.casts ?? new Map<string, string>();
   const selected = plan.columns
     .map((c) => {
@@ -316,6 +328,15 @@ function expectMoved(moved: number | null, rows: number, stage: string): void {
   }
 }
 
+/**
+ * A staged row's place in the delta, from its order column as text: a number, or a ctid
+ * `(block,offset)` (offsets stay below 2^16).
+ */
+function rowOrdinal(order: string): bigint {
+  const tid = /^\((\d+),(\d+)\)$/.exec(order);
+  return tid ? (BigInt(tid[1]!) << 16n) + BigInt(tid[2]!) : BigInt(order);
+}
+
 /** `first`, then the rest of `batches`. */
 async function* prepend(
   first: CopyBatch,
@@ -407,6 +428,8 @@ export class TableLoader {
   private stageReady = false;
   /** The stage the check, the moves and the upsert read: the plan's, or a shared one. */
   private stage: string;
+  /** What orders its rows as the delta has them (see UpsertPlan.order). */
+  private order = quoteIdent(SEQ_COLUMN);
   private keyStageReady = false;
   private direct: boolean;
   private replace: boolean;
@@ -525,7 +548,7 @@ export class TableLoader {
    * previous batch from its stage into the table, inside the load's transaction, by the
    * cheapest way open (applyShared). The parsing of the rows (about half the server's work of
    * a COPY) so runs beside the writing of the table, on the other core: 1M new rows ~2.7 s
-   * against ~3 s for one COPY; 1M changed rows ~5 s against ~6.5 s. The target drops the
+   * against ~3 s for one COPY; 1M changed rows ~4.7 s against ~6.5 s. The target drops the
    * stages when the transaction ends (a DROP inside it would wait for any session that has
    * locked a stage, a pg_dump say, and fail the load). Once the transaction's stages are spent,
    * `rest` holds the batches still to load, for the one-session way.
@@ -571,13 +594,16 @@ export class TableLoader {
     return { count, rest };
   }
 
-  /** Creates a shared stage: the delta's line columns in their stage types, plus the order. */
+  /**
+   * Creates a shared stage: the delta's line columns in their stage types. No order column: the
+   * rows' ctid keeps their order (see UpsertPlan.order), and an identity column's sequence made
+   * every stage dearer to create and to fill (8 MB batches: ~10-30 ms each).
+   */
   private async createSharedStage(name: string): Promise<void> {
     const columns = this.plan.stageColumns.map((c) => `${quoteIdent(c.name)} ${c.stageType}`);
     await run(
       this.conn,
-      `CREATE UNLOGGED TABLE ${name} (${columns.join(', ')},
-         ${quoteIdent(SEQ_COLUMN)} bigint GENERATED ALWAYS AS IDENTITY (CACHE 10000))`,
+      `CREATE UNLOGGED TABLE ${name} (${columns.join(', ')})`,
       [],
       this.plan.table.name,
     );
@@ -595,6 +621,7 @@ export class TableLoader {
     try {
       if (create) await this.createSharedStage(name);
       this.stage = name;
+      this.order = 'ctid';
       const lineColumns = this.plan.stageColumns.map((c) => quoteIdent(c.name)).join(', ');
       try {
         await this.copyIn(`COPY ${name} (${lineColumns}) FROM STDIN`, batch);
@@ -617,6 +644,7 @@ export class TableLoader {
    */
   private async applyShared(stage: string, rows: number): Promise<void> {
     this.stage = stage;
+    this.order = 'ctid';
     let moved = false;
     if (this.direct) moved = await this.insertDirectly(rows);
     else if (this.replace) moved = await this.replaceFromStage(rows);
@@ -784,6 +812,7 @@ export class TableLoader {
   async stageAndCheck(batch: CopyBatch, before: number): Promise<void> {
     const { stage, table } = this.plan;
     this.stage = stage;
+    this.order = quoteIdent(SEQ_COLUMN);
     if (this.stageReady) {
       await run(this.conn, `TRUNCATE ${stage}`);
     } else {
@@ -903,7 +932,7 @@ export class TableLoader {
       .join(' ');
     const sql =
       `SELECT ARRAY[${keys}] AS key, CASE ${which} END AS col, CASE ${value} END AS value ` +
-      `FROM ${this.stage} WHERE ${conds.join(' OR ')} ORDER BY ${quoteIdent(SEQ_COLUMN)} LIMIT 1`;
+      `FROM ${this.stage} WHERE ${conds.join(' OR ')} ORDER BY ${this.order} LIMIT 1`;
     await run(this.conn, 'SAVEPOINT deltasync_check');
     let found: { key: string[]; col: number; value: string } | undefined;
     try {
@@ -940,7 +969,7 @@ export class TableLoader {
     );
     const notNullNames = new Set(notNull.map((r) => r.name));
     const keys = this.plan.key.map((k) => `CAST(${quoteIdent(k)} AS text)`).join(', ');
-    const seq = quoteIdent(SEQ_COLUMN);
+    const seq = this.order;
     let first: Misfit | undefined;
     const written = new Set(this.plan.columns);
     for (const c of this.plan.stageColumns.filter((s) => written.has(s.name))) {
@@ -959,7 +988,7 @@ export class TableLoader {
            FROM ${this.stage} WHERE ${conds.join(' OR ')} ORDER BY ${seq} LIMIT 1`,
       );
       const r = rows[0];
-      if (r && (!first || BigInt(r.seq) < BigInt(first.seq)))
+      if (r && (!first || rowOrdinal(r.seq) < rowOrdinal(first.seq)))
         first = { key: r.key, column: c.name, value: r.value, seq: r.seq };
     }
     return first;
@@ -996,11 +1025,15 @@ export class TableLoader {
     await run(this.conn, 'SAVEPOINT deltasync_upsert');
     try {
       try {
-        await this.conn.client.query(upsertSql({ ...this.plan, stage: this.stage }, false));
+        await this.conn.client.query(
+          upsertSql({ ...this.plan, stage: this.stage, order: this.order }, false),
+        );
       } catch (err) {
         if ((err as { code?: string }).code !== CARDINALITY_VIOLATION) throw err;
         await run(this.conn, 'ROLLBACK TO SAVEPOINT deltasync_upsert');
-        await this.conn.client.query(upsertSql({ ...this.plan, stage: this.stage }, true));
+        await this.conn.client.query(
+          upsertSql({ ...this.plan, stage: this.stage, order: this.order }, true),
+        );
       }
     } catch (err) {
       if (!isDataError(err)) throw this.translate(err);
