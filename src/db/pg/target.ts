@@ -82,9 +82,9 @@ async function connectForStaging(config: DbConfig): Promise<PgConnection> {
 const SHARED_STAGE_PREFIX = 'deltasync_stage_';
 /**
  * Shared stages one transaction may take unless configured (`load.sharedStageBatches`), each a
- * batch of about 8 MB of COPY text: they hold disk until it ends, so a delta bigger than this
- * (~256 MB of text, ~2.5M rows of ten columns) loads the rest on one session, whose stage is
- * emptied batch by batch.
+ * batch of up to 8 MB of COPY text: they hold disk until it ends, so a delta bigger than this
+ * (~240 MB of text, ~1.7M rows of the bench's ten columns) loads the rest on one session,
+ * whose stage is emptied batch by batch.
  */
 const SHARED_STAGE_BATCHES = 32;
 /** How long dropping the shared stages waits for another session's lock on one. */
