@@ -315,6 +315,11 @@ export interface ApplyRowsRequest {
    * cheaper (PostgreSQL's replacing load).
    */
   keepUnchanged?: boolean;
+  /**
+   * How many rows the request carries (the manifest's count), when known: an engine may pick
+   * a way worth its setup (PostgreSQL's second session only pays for bigger tables).
+   */
+  expectedRows?: number;
 }
 
 /** What is recorded inside the target, in the same transaction as the data. */
@@ -383,6 +388,11 @@ export interface CopyRowsRequest {
    * cheaper (PostgreSQL's replacing load).
    */
   keepUnchanged?: boolean;
+  /**
+   * How many rows the request carries (the manifest's count), when known: an engine may pick
+   * a way worth its setup (PostgreSQL's second session only pays for bigger tables).
+   */
+  expectedRows?: number;
 }
 
 export interface DeleteRowsRequest {

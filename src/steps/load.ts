@@ -261,6 +261,7 @@ async function upsertTable(
       keep: plan.keep,
       data: countedLines(copyTextOf(inbox, manifest, table), table, progress),
       keepUnchanged: table.base === true,
+      expectedRows: table.rows,
     });
   }
   return tx.applyRows({
@@ -268,6 +269,7 @@ async function upsertTable(
     key: table.key,
     columns: plan.columns,
     keepUnchanged: table.base === true,
+    expectedRows: table.rows,
     rows: countedRows(
       project(readTable(inbox, manifest, table), plan.keep, table.columns.length),
       table,

@@ -121,6 +121,38 @@ describe.skipIf(!server.available)(`PostgreSQL shared stages ${server.reason ?? 
     }
   });
 
+  it('loads a table with few rows in the delta on one session', async () => {
+    await sql(`CREATE TABLE replica.few (id int PRIMARY KEY, name text)`);
+    await sql(`CREATE TABLE seen_few (label text, stages int)`);
+    for (const [label, expectedRows] of [
+      ['counted', 3],
+      ['uncounted', undefined],
+    ] as const) {
+      await target.transaction(async (tx) => {
+        await tx.copyRows!({
+          table: 'few',
+          key: ['id'],
+          columns: COLUMNS,
+          keep: [0, 1],
+          data: chunks(`1\t${label}\n2\t${label}\n3\t${label}\n`),
+          expectedRows,
+        });
+        await tx.executeDdl!(
+          `INSERT INTO public.seen_few SELECT '${label}', count(*) FROM pg_class
+            WHERE relkind = 'r' AND relname LIKE 'deltasync\\_stage\\_%'`,
+        );
+      });
+    }
+    // The manifest's count says 3 rows: not worth a second session. Without a count: staged.
+    expect(await rows(`SELECT label, stages FROM seen_few ORDER BY label`)).toEqual([
+      { label: 'counted', stages: 0 },
+      { label: 'uncounted', stages: 1 },
+    ]);
+    expect(
+      await rows(`SELECT count(*)::int AS n FROM replica.few WHERE name = 'uncounted'`),
+    ).toEqual([{ n: 3 }]);
+  });
+
   it("sees the stages although the loader's role defaults to REPEATABLE READ", async () => {
     const role = `dsrr_${Math.random().toString(36).slice(2, 8)}`;
     await sql(`CREATE ROLE ${role} LOGIN`);

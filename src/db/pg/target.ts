@@ -87,6 +87,11 @@ const SHARED_STAGE_PREFIX = 'deltasync_stage_';
  * whose stage is emptied batch by batch.
  */
 const SHARED_STAGE_BATCHES = 32;
+/**
+ * A table with fewer rows in a delta loads on one session: the second one's setup (connect,
+ * probe, a table per batch) costs more than it saves below this (an 8 MB batch is ~55k rows).
+ */
+const SHARED_STAGE_MIN_ROWS = 50_000;
 /** How long dropping the shared stages waits for another session's lock on one. */
 const SHARED_STAGE_DROP_WAIT = '5s';
 
@@ -312,7 +317,7 @@ class PgTarget implements TargetWriter {
   }
 
   async applyRows(req: ApplyRowsRequest): Promise<number> {
-    const loader = await this.loader(req.table, req.key, req.columns, null, req.keepUnchanged);
+    const loader = await this.loader(req.table, req.key, req.columns, null, req);
     const stop = { stopped: false };
     const encoders = req.columns.map((c) => copyEncoder(c.type));
     return loader.load(copyBatches(req.rows, encoders, req.table, stop), stop);
@@ -324,7 +329,7 @@ class PgTarget implements TargetWriter {
    * by the same checks and upsert as applyRows.
    */
   async copyRows(req: CopyRowsRequest): Promise<number> {
-    const loader = await this.loader(req.table, req.key, req.columns, req.keep, req.keepUnchanged);
+    const loader = await this.loader(req.table, req.key, req.columns, req.keep, req);
     const stop = { stopped: false };
     return loader.load(copyTextBatches(req.data, stop), stop);
   }
@@ -338,7 +343,7 @@ class PgTarget implements TargetWriter {
     key: string[],
     columns: ColumnInfo[],
     keep: number[] | null,
-    keepUnchanged = false,
+    { keepUnchanged = false, expectedRows }: { keepUnchanged?: boolean; expectedRows?: number },
   ): Promise<TableLoader> {
     const table = tableRef(name, this.schema);
     const kept = keep ? keep.map((i) => columns[i]!) : columns;
@@ -390,7 +395,9 @@ class PgTarget implements TargetWriter {
       },
       paths,
       () => connectForStaging(this.config),
-      paths.schema === undefined ? undefined : this.sharedStages(paths.schema),
+      paths.schema === undefined || (expectedRows ?? Infinity) < SHARED_STAGE_MIN_ROWS
+        ? undefined
+        : this.sharedStages(paths.schema),
     );
   }
 
