@@ -622,13 +622,7 @@ export class TableLoader {
       if (create) await this.createSharedStage(name);
       this.stage = name;
       this.order = 'ctid';
-      const lineColumns = this.plan.stageColumns.map((c) => quoteIdent(c.name)).join(', ');
-      try {
-        await this.copyIn(`COPY ${name} (${lineColumns}) FROM STDIN`, batch);
-      } catch (err) {
-        throw this.refusedLine(err, before);
-      }
-      await this.checkFit();
+      await this.fillAndCheck(batch, before);
       await run(this.conn, 'COMMIT');
     } catch (err) {
       await this.conn.client.query('ROLLBACK').catch(() => {});
@@ -688,18 +682,27 @@ export class TableLoader {
 
   /** COPYs a batch into the (so far empty) table; false when a key collided. */
   private async copyDirectly(batch: CopyBatch): Promise<boolean> {
-    await run(this.conn, 'SAVEPOINT deltasync_direct');
+    this.direct = await this.underSavepoint('deltasync_direct', () =>
+      this.copyIn(`COPY ${this.plan.target} (${this.columnList}) FROM STDIN`, batch),
+    );
+    return this.direct;
+  }
+
+  /**
+   * Runs `work` under a savepoint: true when it went through; false, rolled back to the
+   * savepoint, when the server refused a value or found a key twice (the staged way handles
+   * the one and names the row of the other). Other errors propagate.
+   */
+  private async underSavepoint(name: string, work: () => Promise<unknown>): Promise<boolean> {
+    await run(this.conn, `SAVEPOINT ${name}`);
     try {
-      await this.copyIn(`COPY ${this.plan.target} (${this.columnList}) FROM STDIN`, batch);
+      await work();
     } catch (err) {
-      // A repeated key, or a value the target refuses: the staged way handles the one and
-      // names the row of the other.
       if (!isDataError(err)) throw this.translate(err);
-      await run(this.conn, 'ROLLBACK TO SAVEPOINT deltasync_direct');
-      this.direct = false;
+      await run(this.conn, `ROLLBACK TO SAVEPOINT ${name}`);
       return false;
     }
-    await run(this.conn, 'RELEASE SAVEPOINT deltasync_direct');
+    await run(this.conn, `RELEASE SAVEPOINT ${name}`);
     return true;
   }
 
@@ -727,8 +730,7 @@ export class TableLoader {
     } else {
       await run(this.conn, `TRUNCATE ${keyStage}`);
     }
-    await run(this.conn, 'SAVEPOINT deltasync_replace');
-    try {
+    this.replace = await this.underSavepoint('deltasync_replace', async () => {
       await this.copyIn(`COPY ${keyStage} (${keys.join(', ')}) FROM STDIN`, {
         chunks: [batch.keys ?? keyLines(Buffer.concat(batch.chunks), this.keyPositions)],
         rows: batch.rows,
@@ -739,14 +741,17 @@ export class TableLoader {
       readNext();
       await deleted;
       await this.copyIn(`COPY ${target} (${this.columnList}) FROM STDIN`, batch);
-    } catch (err) {
-      if (!isDataError(err)) throw this.translate(err);
-      await run(this.conn, 'ROLLBACK TO SAVEPOINT deltasync_replace');
-      this.replace = false;
-      return false;
-    }
-    await run(this.conn, 'RELEASE SAVEPOINT deltasync_replace');
-    return true;
+    });
+    return this.replace;
+  }
+
+  /** enable_hashjoin and enable_mergejoin as they are, to set back after each DELETE. */
+  private async readJoinSettings(): Promise<void> {
+    const { rows } = await run<{ hash: string; merge: string }>(
+      this.conn,
+      "SELECT current_setting('enable_hashjoin') AS hash, current_setting('enable_mergejoin') AS merge",
+    );
+    this.joinSettings = rows[0]!;
   }
 
   /**
@@ -757,13 +762,6 @@ export class TableLoader {
    * batches, ~1.4 s against ~1.6 s for the join below). Several: a join with hash and merge
    * joins switched off for the statement, then set back as they were.
    */
-  private async readJoinSettings(): Promise<void> {
-    const { rows } = await run<{ hash: string; merge: string }>(
-      this.conn,
-      "SELECT current_setting('enable_hashjoin') AS hash, current_setting('enable_mergejoin') AS merge",
-    );
-    this.joinSettings = rows[0]!;
-  }
 
   private deleteKeysSql(keys: string[], keyStage = this.plan.keyStage): string {
     const { target } = this.plan;
@@ -828,9 +826,17 @@ export class TableLoader {
       );
       this.stageReady = true;
     }
+    await this.fillAndCheck(batch, before);
+  }
+
+  /**
+   * COPYs a batch's lines into the (empty) stage, naming the row of a value the server refuses
+   * to parse, and proves the values fit (checkFit).
+   */
+  private async fillAndCheck(batch: CopyBatch, before: number): Promise<void> {
     const lineColumns = this.plan.stageColumns.map((c) => quoteIdent(c.name)).join(', ');
     try {
-      await this.copyIn(`COPY ${stage} (${lineColumns}) FROM STDIN`, batch);
+      await this.copyIn(`COPY ${this.stage} (${lineColumns}) FROM STDIN`, batch);
     } catch (err) {
       throw this.refusedLine(err, before);
     }
@@ -848,18 +854,11 @@ export class TableLoader {
    * upsert; false when a key repeats (the rows then go the upsert's way, as do later batches).
    */
   private async insertDirectly(rows?: number): Promise<boolean> {
-    await run(this.conn, 'SAVEPOINT deltasync_direct');
-    try {
+    this.direct = await this.underSavepoint('deltasync_direct', async () => {
       const result = await this.conn.client.query(this.insertFromStageSql);
       if (rows !== undefined) expectMoved(result.rowCount, rows, this.stage);
-    } catch (err) {
-      if (!isDataError(err)) throw this.translate(err);
-      await run(this.conn, 'ROLLBACK TO SAVEPOINT deltasync_direct');
-      this.direct = false;
-      return false;
-    }
-    await run(this.conn, 'RELEASE SAVEPOINT deltasync_direct');
-    return true;
+    });
+    return this.direct;
   }
 
   /**
@@ -868,24 +867,14 @@ export class TableLoader {
    * is refused (see copyReplacing).
    */
   private async replaceFromStage(rows: number): Promise<boolean> {
-    await run(this.conn, 'SAVEPOINT deltasync_replace');
-    try {
-      const keys = this.plan.key.map(quoteIdent);
-      if (keys.length > 1 && !this.joinSettings) await this.readJoinSettings();
+    const keys = this.plan.key.map(quoteIdent);
+    if (keys.length > 1 && !this.joinSettings) await this.readJoinSettings();
+    this.replace = await this.underSavepoint('deltasync_replace', async () => {
       await this.conn.client.query(this.deleteKeysSql(keys, this.stage));
-      expectMoved(
-        (await this.conn.client.query(this.insertFromStageSql)).rowCount,
-        rows,
-        this.stage,
-      );
-    } catch (err) {
-      if (!isDataError(err)) throw this.translate(err);
-      await run(this.conn, 'ROLLBACK TO SAVEPOINT deltasync_replace');
-      this.replace = false;
-      return false;
-    }
-    await run(this.conn, 'RELEASE SAVEPOINT deltasync_replace');
-    return true;
+      const result = await this.conn.client.query(this.insertFromStageSql);
+      expectMoved(result.rowCount, rows, this.stage);
+    });
+    return this.replace;
   }
 
   /** `INSERT INTO target (columns) SELECT … FROM stage`, cast to the target's types. */
