@@ -28,7 +28,14 @@ import {
   pgQuery,
   pgServerVersion,
 } from './bench/pg.js';
-import { benchMain, PG_ADMIN_URL, positiveInt, progressTo, timedStep } from './bench/main.js';
+import {
+  benchMain,
+  COMMON_OPTIONS,
+  commonValues,
+  PG_ADMIN_URL,
+  progressTo,
+  timedStep,
+} from './bench/main.js';
 import type { Releasers } from './bench/releasers.js';
 import { formatStoreReport, type StoreCase, type StoreReport } from './bench/report.js';
 import { setUpStore, STORE_KINDS, type StoreKind } from './bench/stores.js';
@@ -62,24 +69,11 @@ function storeList(value: string | undefined): StoreKind[] {
 function parseOptions(argv: string[]): Options | null {
   const { values } = parseArgs({
     args: argv,
-    options: {
-      rows: { type: 'string' },
-      'part-rows': { type: 'string' },
-      stores: { type: 'string' },
-      json: { type: 'boolean', default: false },
-      keep: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
+    options: { ...COMMON_OPTIONS, stores: { type: 'string' } },
     strict: true,
   });
   if (values.help) return null;
-  return {
-    rows: positiveInt('--rows', values.rows, 1_000_000),
-    partRows: positiveInt('--part-rows', values['part-rows'], 200_000),
-    stores: storeList(values.stores),
-    json: values.json,
-    keep: values.keep,
-  };
+  return { ...commonValues(values, 1_000_000), stores: storeList(values.stores) };
 }
 
 const progress = progressTo('bench:stores');

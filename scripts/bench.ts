@@ -34,7 +34,14 @@ import {
   pgServerVersion,
   rawPgPipe,
 } from './bench/pg.js';
-import { benchMain, PG_ADMIN_URL, positiveInt, progressTo, timedStep } from './bench/main.js';
+import {
+  benchMain,
+  COMMON_OPTIONS,
+  commonValues,
+  PG_ADMIN_URL,
+  progressTo,
+  timedStep,
+} from './bench/main.js';
 import type { Releasers } from './bench/releasers.js';
 import { formatReport, makeCase, type BenchReport, type Check } from './bench/report.js';
 import type { StepName, StepResult } from './bench/run-step.js';
@@ -80,24 +87,11 @@ env: DELTASYNC_BENCH_PG_URL, DELTASYNC_BENCH_MYSQL_URL (admin connections)`;
 function parseOptions(argv: string[]): Options | null {
   const { values } = parseArgs({
     args: argv,
-    options: {
-      rows: { type: 'string' },
-      'part-rows': { type: 'string' },
-      json: { type: 'boolean', default: false },
-      'no-mysql': { type: 'boolean', default: false },
-      keep: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
+    options: { ...COMMON_OPTIONS, 'no-mysql': { type: 'boolean', default: false } },
     strict: true,
   });
   if (values.help) return null;
-  return {
-    rows: positiveInt('--rows', values.rows, 100_000),
-    partRows: positiveInt('--part-rows', values['part-rows'], 200_000),
-    json: values.json,
-    mysql: !values['no-mysql'],
-    keep: values.keep,
-  };
+  return { ...commonValues(values, 100_000), mysql: !values['no-mysql'] };
 }
 
 const progress = progressTo('bench');

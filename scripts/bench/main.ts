@@ -17,12 +17,34 @@ export const PG_ADMIN_URL =
   process.env.DELTASYNC_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 /** A positive whole-number option (`1_000_000` allowed), or `fallback` when absent. */
-export function positiveInt(flag: string, value: string | undefined, fallback: number): number {
+function positiveInt(flag: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   const n = Number(value.replace(/_/g, ''));
   if (!Number.isSafeInteger(n) || n <= 0)
     throw new Error(`${flag} must be a positive integer, got '${value}'`);
   return n;
+}
+
+/** The options every benchmark takes, for parseArgs; a script adds its own. */
+export const COMMON_OPTIONS = {
+  rows: { type: 'string' },
+  'part-rows': { type: 'string' },
+  json: { type: 'boolean', default: false },
+  keep: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+/** The common options' values; `defaultRows` is the script's own. */
+export function commonValues(
+  values: { rows?: string; 'part-rows'?: string; json?: boolean; keep?: boolean },
+  defaultRows: number,
+): { rows: number; partRows: number; json: boolean; keep: boolean } {
+  return {
+    rows: positiveInt('--rows', values.rows, defaultRows),
+    partRows: positiveInt('--part-rows', values['part-rows'], 200_000),
+    json: values.json ?? false,
+    keep: values.keep ?? false,
+  };
 }
 
 export interface BenchScript<

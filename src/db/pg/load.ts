@@ -1,12 +1,13 @@
 /**
  * Getting wire rows into one PostgreSQL table, inside the caller's transaction.
  *
- * Rows are COPY text in batches of a few MB. Where a second session and CREATE on the table's
- * schema are to be had (the usual case), that session stages each batch in a committed UNLOGGED
- * table while this one moves the previous batch from its stage into the table (loadShared): the
- * server parses rows and writes the table side by side. Otherwise this session does both, and
- * the next batch is read while the server takes the previous one. At most two batches are in
- * memory. A batch lands one of three ways, the cheapest the table allows:
+ * Rows are COPY text in batches of a few MB. For a table with many rows in the delta, where a
+ * second session and CREATE on the table's schema are to be had, that session stages each
+ * batch in a committed UNLOGGED table while this one moves the previous batch from its stage
+ * into the table (loadShared): the server parses rows and writes the table side by side.
+ * Otherwise this session does both, and the next batch is read while the server takes the
+ * previous one. At most two batches are in memory. A batch lands one of three ways, the
+ * cheapest the table allows:
  *
  * - staged (the general case): `COPY` into a temporary table holding just the delta's columns
  *   in the delta's own types (not the target's: COPY would round 0.9949 into numeric(10,2)
