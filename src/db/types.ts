@@ -261,6 +261,13 @@ export interface SourceReader {
    * is missing, disabled or from an older deltasync. Called by extract before any read.
    */
   checkCapture(request: CaptureRequest): Promise<void>;
+  /**
+   * Refuses (ConfigError) tables of which one reads another's rows, as a PostgreSQL inheritance
+   * parent reads its children's: the replica would get those rows twice. Called by extract and
+   * by `capture` before they read or install anything. Optional: engines without table
+   * inheritance have nothing to check.
+   */
+  checkTablesDistinct?(tables: string[]): Promise<void>;
   /** Timestamp mode: rows after a (ts, key) cursor, ordered by (ts, key). */
   readKeyset(request: ReadKeysetRequest): AsyncIterable<WireRow>;
   /** Every row, ordered by key (snapshot mode, verify). */

@@ -11,8 +11,14 @@ import { ConfigError } from '../errors.js';
 
 export type CaptureAction = 'print' | 'apply' | 'remove' | 'print-remove';
 
+/**
+ * The DDL for the config's changelog tables. `installing`: also refuse tables of which one
+ * reads another's rows (an inheritance parent and its child), as extract would; removing is
+ * always allowed, so that a job configured that way can still take its triggers out.
+ */
 export async function captureDdlFor(
   config: LoadedConfig,
+  installing: boolean,
 ): Promise<{ ddl: CaptureDdl; run: (s: string[]) => Promise<void>; close: () => Promise<void> }> {
   const tables = config.tables!.filter((t) => t.mode === 'changelog');
   if (tables.length === 0) {
@@ -22,6 +28,7 @@ export async function captureDdlFor(
   }
   const source = await openSource(config.source!);
   try {
+    if (installing) await source.checkTablesDistinct?.(config.tables!.map((t) => t.name));
     const specs = [];
     for (const t of tables) {
       const columns = await source.columns(t.name);
@@ -46,9 +53,10 @@ export async function captureDdlFor(
 
 /** Prints or runs the capture DDL; returns the statements it printed or ran. */
 export async function capture(config: LoadedConfig, action: CaptureAction): Promise<string[]> {
-  const { ddl, run, close } = await captureDdlFor(config);
+  const removing = action === 'remove' || action === 'print-remove';
+  const { ddl, run, close } = await captureDdlFor(config, !removing);
   try {
-    const statements = action === 'remove' || action === 'print-remove' ? ddl.remove : ddl.install;
+    const statements = removing ? ddl.remove : ddl.install;
     if (action === 'apply' || action === 'remove') await run(statements);
     return statements;
   } finally {

@@ -5,7 +5,8 @@
  *   then carries on with nothing lost and nothing seeded again;
  * - a changelog table whose trigger is disabled or missing is refused (78), nothing written;
  * - rows written through inheritance children and partitions are captured; a child added after
- *   `capture --apply` is refused until capture runs again (issue 8 item 4);
+ *   `capture --apply` is refused until capture runs again (issue 8 item 4); a job listing a
+ *   parent and its inheritance child is refused (78) by capture and extract;
  * - delta.maxRowsPerDelta splits a backlog into bounded deltas while an older transaction is
  *   still open, and its row follows once it commits.
  * On SQLite: a missing trigger is refused (78).
@@ -206,6 +207,48 @@ describe('PostgreSQL change capture', () => {
       cycle(job);
       await expectSame(source, replica, payments);
       await expectSame(source, replica, measurements);
+    } finally {
+      await source.close();
+      await replica.close();
+      job.cleanup();
+    }
+  });
+
+  it_('refuses a job that lists an inheritance parent and its child (rows twice)', async () => {
+    const source = await openDb(dbs, 'pg', 'overlaps');
+    const replica = await openDb(dbs, 'pg', 'overlapr');
+    await source.exec(`CREATE TABLE payment (payment_id int PRIMARY KEY, amount int)`);
+    await source.exec(`CREATE TABLE payment_2007 () INHERITS (payment)`);
+    await source.exec(`CREATE TABLE payment_2007_q1 () INHERITS (payment_2007)`);
+    await source.exec(`INSERT INTO payment_2007_q1 VALUES (1, 10)`);
+    const job = writeJob(
+      source,
+      replica,
+      `tables: [
+         { name: 'payment', key: ['payment_id'], mode: 'changelog' },
+         { name: 'payment_2007_q1', key: ['payment_id'], mode: 'logid', logIdColumn: 'payment_id' },
+       ]`,
+    );
+    const message =
+      "tables 'payment' and 'payment_2007_q1' overlap: 'payment_2007_q1' inherits from 'payment'";
+    try {
+      const install = runBin('deltasync', ['capture', '--apply', '-c', job.config]);
+      expect(install.code, install.stderr).toBe(78);
+      expect(install.stderr).toContain(message);
+      expect(await source.rows(`SELECT to_regclass('deltasync_changelog') IS NULL`)).toEqual([
+        [true],
+      ]);
+
+      const extract = runBin('deltasync-extract', ['-c', job.config]);
+      expect(extract.code, extract.stderr).toBe(78);
+      expect(extract.stderr).toContain(message);
+      expect(extract.stderr).toContain('list only one of them in tables');
+      expect(outbox(job)).toEqual([]);
+
+      // Taking triggers out is never refused: a job set up that way can still clean up.
+      expect(runBin('deltasync', ['capture', '--remove', '--print', '-c', job.config]).code).toBe(
+        0,
+      );
     } finally {
       await source.close();
       await replica.close();

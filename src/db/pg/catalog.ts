@@ -152,6 +152,32 @@ export async function descendants(
   return rows;
 }
 
+/**
+ * The pairs of `tables` (by their names in the config) of which one is an inheritance child of
+ * the other, at any depth. Partitions are left out: a row read through the partitioned table and
+ * again through its partition is the same row, written twice in the same place on the replica.
+ */
+export async function inheritedAmong(
+  conn: PgConnection,
+  tables: TableRef[],
+): Promise<{ parent: string; child: string }[]> {
+  const { rows } = await run<{ parent: string; child: string }>(
+    conn,
+    `WITH RECURSIVE listed(name, oid) AS (
+       SELECT u.name, to_regclass(u.sql) FROM unnest($1::text[], $2::text[]) AS u(name, sql)),
+     d(root, oid) AS (
+       SELECT l.oid, i.inhrelid FROM pg_catalog.pg_inherits i JOIN listed l ON i.inhparent = l.oid
+       UNION SELECT d.root, i.inhrelid FROM pg_catalog.pg_inherits i JOIN d ON i.inhparent = d.oid)
+     SELECT p.name AS parent, c.name AS child
+       FROM d JOIN listed p ON p.oid = d.root JOIN listed c ON c.oid = d.oid
+       JOIN pg_catalog.pg_class r ON r.oid = d.oid
+      WHERE NOT r.relispartition
+      ORDER BY 1, 2`,
+    [tables.map((t) => t.name), tables.map((t) => t.sql)],
+  );
+  return rows;
+}
+
 /** A row trigger's state on a relation: missing, disabled ('D'), or enabled. */
 export async function triggerState(
   conn: PgConnection,

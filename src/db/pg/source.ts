@@ -38,6 +38,7 @@ import { captureDdl, triggerName } from './capture.js';
 import {
   columnDefault,
   descendants,
+  inheritedAmong,
   reflectColumns,
   referencedTables,
   tableExists,
@@ -309,6 +310,20 @@ class PgSource implements SourceReader {
         }
       }
     }
+  }
+
+  /** An inheritance parent's reads include its children's rows (`SELECT … FROM parent`). */
+  async checkTablesDistinct(tables: string[]): Promise<void> {
+    this.usable();
+    const pairs = await inheritedAmong(
+      this.conn,
+      tables.map((t) => this.ref(t)),
+    );
+    if (pairs.length === 0) return;
+    const { parent, child } = pairs[0]!;
+    throw new ConfigError(
+      `tables '${parent}' and '${child}' overlap: '${child}' inherits from '${parent}', and reading '${parent}' returns its rows too, so the replica would get them twice: list only one of them in tables`,
+    );
   }
 
   async nthLogId(req: NthLogIdRequest): Promise<string | null> {

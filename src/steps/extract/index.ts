@@ -47,6 +47,7 @@ async function planTables(source: SourceReader, ctx: StepContext): Promise<Table
     ctx.config.tables!,
     ctx.config.tableOrder,
   );
+  await source.checkTablesDistinct?.(tables.map((t) => t.name));
   const plans: TableCapture[] = [];
   for (const t of tables) {
     const columns = await source.columns(t.name);
