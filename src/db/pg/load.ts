@@ -270,7 +270,15 @@ export interface CopyPaths {
   direct: boolean;
   /** The table may have rows: delete a batch's keys, then COPY the batch in (see copyReplacing). */
   replace: boolean;
+  /**
+   * The table's rules on INSERT or UPDATE that would fire in this transaction: PostgreSQL
+   * refuses `INSERT … ON CONFLICT` on such a table, so the upsert cannot be used.
+   */
+  upsertRules: string[];
 }
+
+/** The paths of a loader that only stages and checks (on the second session). */
+const STAGE_ONLY: CopyPaths = { direct: false, replace: false, upsertRules: [] };
 
 /**
  * Which COPY paths the table allows. Both need a plain or partitioned table without rules (COPY
@@ -288,13 +296,14 @@ export async function copyPaths(
   columns: string[],
   relaxed: boolean,
 ): Promise<CopyPaths> {
-  // Under session_replication_role = replica only ALWAYS and REPLICA triggers fire.
+  // Under session_replication_role = replica only ALWAYS and REPLICA triggers (and rules) fire.
   const firing = relaxed ? "('A', 'R')" : "('O', 'A')";
   const { rows } = await run<{
     schema: string;
     copyable: boolean | null;
     empty: boolean;
     replace: boolean | null;
+    upsert_rules: string[] | null;
   }>(
     conn,
     `SELECT c.relnamespace::regnamespace::text AS schema,
@@ -308,14 +317,18 @@ export async function copyPaths(
             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
                              WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped
                                AND attgenerated = '' AND NOT (attname = ANY ($2::text[])))
-            AS replace
+            AS replace,
+            ARRAY(SELECT r.rulename::text FROM pg_catalog.pg_rewrite r
+                   WHERE r.ev_class = c.oid AND r.ev_type IN ('2', '3')
+                     AND r.ev_enabled IN ${firing} ORDER BY 1) AS upsert_rules
        FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1)`,
     [table.sql, columns, relaxed],
     table.name,
   );
   const r = rows[0];
-  if (!r?.copyable) return { schema: r?.schema, direct: false, replace: false };
-  return { schema: r.schema, direct: r.empty, replace: r.replace === true };
+  const upsertRules = r?.upsert_rules ?? [];
+  if (!r?.copyable) return { schema: r?.schema, direct: false, replace: false, upsertRules };
+  return { schema: r.schema, direct: r.empty, replace: r.replace === true, upsertRules };
 }
 
 /**
@@ -528,7 +541,7 @@ export class TableLoader {
     if (first === undefined) return undefined;
     const conn = await this.openChecker().catch(() => undefined);
     if (!conn) return undefined;
-    const loader = new TableLoader(conn, this.plan, { direct: false, replace: false });
+    const loader = new TableLoader(conn, this.plan, STAGE_ONLY);
     try {
       // Its commits only make stages visible: nothing there needs to survive a crash.
       await run(conn, 'SET synchronous_commit = off');
@@ -793,7 +806,7 @@ export class TableLoader {
         this.checkerFailed = true;
         return this.copyStaged(batch, before);
       }
-      this.checker = new TableLoader(conn, this.plan, { direct: false, replace: false });
+      this.checker = new TableLoader(conn, this.plan, STAGE_ONLY);
       await run(conn, 'BEGIN'); // for the stage's ON COMMIT DROP and the check's savepoints
     }
     const checked = this.checker.stageAndCheck(batch, before);

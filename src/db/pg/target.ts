@@ -453,8 +453,24 @@ class PgTarget implements TargetWriter {
       kept.map((c) => c.name),
       this.relaxed,
     );
+    if (paths.upsertRules.length > 0) throw this.rulesError(table, paths.upsertRules);
     if (kept.length !== columns.length) return { ...paths, direct: false, replace: false };
     return keepUnchanged ? { ...paths, replace: false } : paths;
+  }
+
+  /**
+   * A table with rules on INSERT or UPDATE (the pagila schema routes payments into monthly
+   * tables with them): its rows go in by the upsert, which PostgreSQL refuses there. Relaxed,
+   * a load writes as a replication applier and only rules enabled ALWAYS or REPLICA fire.
+   */
+  private rulesError(table: TableRef, rules: string[]): ConfigError {
+    const named = `target table '${table.name}' has rules on INSERT or UPDATE (${rules.join(', ')}), and PostgreSQL refuses the upsert load writes with (INSERT … ON CONFLICT) on such a table`;
+    const each = rules.length > 1 ? ', and so on for each' : '';
+    const disable = `disable them on the replica (ALTER TABLE ${table.sql} DISABLE RULE ${quoteIdent(rules[0]!)}${each})`;
+    const hint = this.relaxed
+      ? `these rules are enabled ALWAYS or REPLICA, so they fire for load too: ${disable}, or ENABLE them (fire only outside replication); nothing was applied`
+      : `GRANT SET ON PARAMETER session_replication_role TO ${this.conn.client.user ?? '<loader>'} (PostgreSQL 15+), or load as a superuser: load then writes as a replication applier, which the replica's rules leave alone as its triggers do; or ${disable}; nothing was applied`;
+    return new ConfigError(named, { hint });
   }
 
   /** Deletes the rows with the given keys, or with `notIn` every row whose key is not given. */
