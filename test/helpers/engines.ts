@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import mysql from 'mysql2/promise';
-import { mysqlServer, pgServer, type TestServer } from './databases.js';
+import { mysqlServer, PG_URL, pgServer, type TestServer } from './databases.js';
 
 export type Engine = 'pg' | 'mysql' | 'sqlite';
 
@@ -113,4 +113,36 @@ export function writeJob(source: Db, target: Db, extra: string): JobFiles {
   };
   writeFileSync(config, `export default { ...${JSON.stringify(base)}, ${extra} };\n`);
   return { config, dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * PostgreSQL login roles for tests of what a loader without some grant sees. Roles are
+ * cluster-wide: `dropAll` them after the databases holding their privileges are gone.
+ */
+export function pgRoles(): {
+  /** A new login role on `db`'s server, and `db` as that role would connect to it. */
+  create(db: Db): Promise<{ role: string; db: Db }>;
+  dropAll(): Promise<void>;
+} {
+  const roles: string[] = [];
+  return {
+    async create(db) {
+      const role = `ds_loader_${Math.floor(Math.random() * 1e9)}`;
+      await db.exec(`CREATE ROLE ${role} LOGIN`);
+      roles.push(role);
+      const url = new URL(db.config.connection as string);
+      url.username = role;
+      return { role, db: { ...db, config: { client: 'pg', connection: url.toString() } } };
+    },
+    async dropAll() {
+      if (roles.length === 0) return;
+      const admin = new pg.Client({ connectionString: PG_URL });
+      await admin.connect();
+      try {
+        for (const role of roles.splice(0)) await admin.query(`DROP ROLE IF EXISTS ${role}`);
+      } finally {
+        await admin.end();
+      }
+    },
+  };
 }

@@ -7,26 +7,19 @@
  *   do, and the rows land in the table load names;
  * - a rule enabled ALWAYS fires even then: 78 again, saying so.
  */
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PG_URL } from '../helpers/databases.js';
 import { runBin } from '../helpers/cli.js';
 import { cols, loadJob, type DeltaTable } from '../helpers/deltas.js';
-import { openDb, servers, type Servers } from '../helpers/engines.js';
+import { openDb, pgRoles, servers, type Servers } from '../helpers/engines.js';
 
 let s: Servers;
 beforeAll(async () => {
   s = await servers();
 });
-const roles: string[] = [];
+const roles = pgRoles();
 afterAll(async () => {
   await s?.cleanup();
-  if (roles.length === 0) return;
-  // A role can go only once the databases holding its privileges are gone.
-  const admin = new pg.Client({ connectionString: PG_URL });
-  await admin.connect();
-  for (const role of roles) await admin.query(`DROP ROLE IF EXISTS ${role}`);
-  await admin.end();
+  await roles.dropAll(); // once the databases holding their privileges are gone
 });
 
 const PAYMENT = cols('payment_id:int', 'note:text');
@@ -46,12 +39,8 @@ describe('pg replica: a table with rules on INSERT', () => {
   it('stops with 78 naming the rules and the grant; once relaxed, loads past them', async (ctx) => {
     if (!s.available('pg')) return ctx.skip();
     const db = await openDb(s, 'pg', 'rules');
-    const role = `ds_loader_${Math.floor(Math.random() * 1e9)}`;
-    await db.exec(`CREATE ROLE ${role} LOGIN`);
-    roles.push(role);
-    const url = new URL(db.config.connection as string);
-    url.username = role;
-    const job = loadJob({ ...db, config: { client: 'pg', connection: url.toString() } });
+    const { role, db: asRole } = await roles.create(db);
+    const job = loadJob(asRole);
     try {
       await db.exec(`CREATE TABLE payment (payment_id int PRIMARY KEY, note text)`);
       await db.exec(`CREATE TABLE payment_big () INHERITS (payment)`);

@@ -3,27 +3,27 @@
  * and their report) or across tables (Sakila's store and staff, each pointing at the other) —
  * apply on every replica engine, whatever order they arrive in; deletes of both too.
  */
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PG_URL } from '../helpers/databases.js';
 import { runBin } from '../helpers/cli.js';
 import { cols, loadJob, type DeltaTable } from '../helpers/deltas.js';
-import { openDb, servers, type Db, type Engine, type Servers } from '../helpers/engines.js';
+import {
+  openDb,
+  pgRoles,
+  servers,
+  type Db,
+  type Engine,
+  type Servers,
+} from '../helpers/engines.js';
 
 const ENGINES: Engine[] = ['pg', 'mysql', 'sqlite'];
 let s: Servers;
 beforeAll(async () => {
   s = await servers();
 });
-const roles: string[] = [];
+const roles = pgRoles();
 afterAll(async () => {
   await s?.cleanup();
-  if (roles.length === 0) return;
-  // A role can go only once the databases holding its privileges are gone.
-  const admin = new pg.Client({ connectionString: PG_URL });
-  await admin.connect();
-  for (const role of roles) await admin.query(`DROP ROLE IF EXISTS ${role}`);
-  await admin.end();
+  await roles.dropAll(); // once the databases holding their privileges are gone
 });
 
 async function createSchema(db: Db): Promise<void> {
@@ -99,12 +99,8 @@ describe('pg replica: a loader without the right to relax foreign keys', () => {
   it('stops with 78 naming the grant, applies nothing, and goes on once granted', async (ctx) => {
     if (!s.available('pg')) return ctx.skip();
     const db = await openDb(s, 'pg', 'order_grant');
-    const role = `ds_loader_${Math.floor(Math.random() * 1e9)}`;
-    await db.exec(`CREATE ROLE ${role} LOGIN`);
-    roles.push(role);
-    const url = new URL(db.config.connection as string);
-    url.username = role;
-    const job = loadJob({ ...db, config: { client: 'pg', connection: url.toString() } });
+    const { role, db: asRole } = await roles.create(db);
+    const job = loadJob(asRole);
     try {
       await createSchema(db);
       await db.exec(
