@@ -92,6 +92,11 @@ class PgSource implements SourceReader {
   private inSnapshot = false;
   /** Set when a read could not be stopped cleanly and the connection had to be dropped. */
   private broken = false;
+  /**
+   * COPYs started and not yet over: a caller that stops iterating without returning the
+   * generator (a failure elsewhere) leaves one paused, and close() must not queue behind it.
+   */
+  private readsOpen = 0;
 
   constructor(
     private readonly conn: PgConnection,
@@ -356,6 +361,7 @@ class PgSource implements SourceReader {
     await this.snapshot();
     await run(this.conn, `SAVEPOINT ${READ_SAVEPOINT}`);
     const outcome: CopyOutcome = { complete: false, usable: true };
+    this.readsOpen++;
     try {
       yield* copyOut(
         this.conn,
@@ -365,6 +371,7 @@ class PgSource implements SourceReader {
         outcome,
       );
     } finally {
+      this.readsOpen--;
       const end = outcome.complete ? 'RELEASE' : 'ROLLBACK TO';
       if (!outcome.usable) this.broken = true;
       else await run(this.conn, `${end} SAVEPOINT ${READ_SAVEPOINT}`).catch(() => this.drop());
@@ -376,9 +383,11 @@ class PgSource implements SourceReader {
     await this.snapshot();
     await run(this.conn, `SAVEPOINT ${READ_SAVEPOINT}`);
     const outcome: CopyOutcome = { complete: false, usable: true };
+    this.readsOpen++;
     try {
       yield* copyOutBytes(this.conn, sql, table, outcome);
     } finally {
+      this.readsOpen--;
       const end = outcome.complete ? 'RELEASE' : 'ROLLBACK TO';
       if (!outcome.usable) this.broken = true;
       else await run(this.conn, `${end} SAVEPOINT ${READ_SAVEPOINT}`).catch(() => this.drop());
@@ -523,6 +532,9 @@ class PgSource implements SourceReader {
   }
 
   async close(): Promise<void> {
+    // A paused COPY never ends by itself, and anything sent now would wait behind it: drop the
+    // connection (the transaction only read, so the server loses nothing).
+    if (this.readsOpen > 0 && !this.broken) this.drop();
     if (this.inSnapshot && !this.broken) {
       // The transaction only read; COMMIT and ROLLBACK are the same, COMMIT reads better in logs.
       await this.conn.client.query('COMMIT').catch(() => {});
