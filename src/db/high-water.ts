@@ -22,6 +22,17 @@ const compareLogIds = (a: string, b: string) => {
   return x < y ? -1 : x > y ? 1 : 0;
 };
 
+/**
+ * True when every table has a cursor and none shows a logId above it: the window is empty,
+ * and stableHighWater need not wait for running transactions (see HighWaterRequest).
+ */
+export function caughtUp(tables: { after?: string }[], high: string): boolean {
+  return (
+    tables.length > 0 &&
+    tables.every((t) => t.after !== undefined && compareLogIds(t.after, high) >= 0)
+  );
+}
+
 /** What an engine gives for a high-water window. */
 export interface HighWaterSource {
   stableHighWater(request: HighWaterRequest): Promise<HighWaterMark>;
@@ -34,7 +45,7 @@ export async function logIdWindowByHighWater(
 ): Promise<LogIdWindow> {
   if (req.tables.length === 0) return { upTo: null, limited: false };
   const { high, heldBy } = await source.stableHighWater({
-    tables: req.tables.map(({ table, logIdColumn }) => ({ table, logIdColumn })),
+    tables: req.tables.map(({ table, logIdColumn, after }) => ({ table, logIdColumn, after })),
     maxWaitSeconds: req.maxWaitSeconds,
   });
   if (high === null) return { upTo: null, limited: false, ...(heldBy ? { heldBy } : {}) };
@@ -68,7 +79,7 @@ export async function changelogWindowByHighWater(
   }
   const none = { after, cursor: after, highLogId: null, limited: false };
   const { high } = await source.stableHighWater({
-    tables: [table],
+    tables: [{ ...table, after }],
     maxWaitSeconds: req.maxWaitSeconds,
   });
   if (high === null || compareLogIds(after, high) >= 0) return none;

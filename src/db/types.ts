@@ -78,7 +78,12 @@ export interface HighWaterMark {
 }
 
 export interface HighWaterRequest {
-  tables: { table: string; logIdColumn: string }[];
+  /**
+   * `after`: the table's cursor, when the caller has one. When no table shows a logId above its
+   * cursor, nothing is to be shipped whoever is still running: the mark comes back at once,
+   * without waiting (a quiet cron run stays quick while a long unrelated transaction is open).
+   */
+  tables: { table: string; logIdColumn: string; after?: string }[];
   /** How long to wait for transactions still running before giving up (then return null). */
   maxWaitSeconds: number;
 }

@@ -358,21 +358,25 @@ describe.each(ENGINES)('%s: an empty logid table', (engine) => {
   );
 });
 
-describe('pg: logid mode with nothing new', () => {
-  it.skipIf(!dbs.available('pg'))(
+describe.each(['pg', 'mysql'] as const)('%s: logid mode with nothing new', (engine) => {
+  it.skipIf(!dbs.available(engine))(
     'ships nothing without waiting for, or blaming, a transaction open on another table',
     async () => {
-      const p = await pair('pg', 'idle');
+      const p = await pair(engine, 'idle');
+      const T = TYPES[engine];
       const job = writeJob(
         p.source,
         p.target,
         `capture: { maxWaitSeconds: 1 },
          tables: [{ name: 'ledger', key: ['log_id'], mode: 'logid', logIdColumn: 'log_id' }]`,
       );
-      const other = await openSlowWriter('pg', p.source);
+      const other = await openSlowWriter(engine, p.source);
       try {
-        await both(p, 'CREATE TABLE ledger (log_id bigint PRIMARY KEY, note text)');
-        await p.source.exec('CREATE TABLE unrelated (id int)');
+        await both(
+          p,
+          `CREATE TABLE ledger (log_id ${T.id} PRIMARY KEY, note ${T.text})${T.suffix}`,
+        );
+        await p.source.exec(`CREATE TABLE unrelated (id int)${T.suffix}`);
         await p.source.exec(`INSERT INTO ledger VALUES (1, 'first')`);
         expect(cycle(job)).toEqual({ extracted: 1, loaded: 1 });
         await other.exec('BEGIN');
@@ -395,7 +399,6 @@ describe('pg: logid mode with nothing new', () => {
   );
 });
 
-/** A second connection to the same source database, for a transaction held open. */
 async function openSlowWriter(
   engine: 'pg' | 'mysql',
   source: Db,

@@ -113,6 +113,21 @@ describe('stableHighWater', () => {
     expect(s.statements).toHaveLength(2);
   });
 
+  it('other logIds: no waiting when no table shows a logId above its cursor', async () => {
+    const s = fakeServer({ max: { m0: '41', m1: '17' }, writers: ['7'], running: [1] });
+    // One counter for the job: each table's cursor is the last delta's logId.
+    const cursors = [
+      { ...orders, after: '41' },
+      { ...lines, after: '41' },
+    ];
+    expect(await stableHighWater(cursors, 30, s.deps)).toEqual({ high: '41' });
+    expect(s.statements).toHaveLength(1); // the maxima only: no writers asked, none waited for
+    // One table with a new row: the writers are waited for as always.
+    const moved = fakeServer({ max: { m0: '42', m1: '17' }, writers: ['7'], running: [0] });
+    expect(await stableHighWater(cursors, 30, moved.deps)).toEqual({ high: '42' });
+    expect(moved.statements.filter((t) => t.includes('dm_tran_locks'))).toHaveLength(1);
+  });
+
   it('other logIds: waits for the writers seen after the maximum, polling', async () => {
     const s = fakeServer({ max: { m0: '41' }, writers: ['7', '9'], running: [2, 1, 0] });
     expect(await stableHighWater([orders], 30, s.deps)).toEqual({ high: '41' });

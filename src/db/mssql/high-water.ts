@@ -24,12 +24,14 @@
  */
 import { logIdKind, literal, type TableName } from './sql.js';
 import { quoteIdent, type MssqlColumn } from './types.js';
+import { caughtUp } from '../high-water.js';
 import type { HighWaterMark } from '../types.js';
 
-/** A table and its logId column. */
+/** A table and its logId column, with its cursor when the caller has one (see caughtUp). */
 export interface HighWaterColumn {
   table: TableName;
   logId: MssqlColumn;
+  after?: string;
 }
 
 /** How the algorithm reaches the server and the clock; a fake in unit tests. */
@@ -150,7 +152,8 @@ export async function stableHighWater(
   if (stableRv !== null) high = bigMin(high, stableRv);
 
   const counted = columns.filter((c) => c.logId.baseType !== 'rowversion');
-  if (counted.length === 0) return { high };
+  // Nothing above the cursors: nothing to ship, so nobody to wait for.
+  if (counted.length === 0 || caughtUp(columns, high)) return { high };
   let writers: string[];
   try {
     const rows = await deps.query(writersSql(counted.map((c) => c.table)));

@@ -363,7 +363,7 @@ export class MssqlSource implements SourceReader {
     const columns = [];
     for (const t of request.tables) {
       const table = this.table(t.table);
-      columns.push({ table, logId: await this.column(table, t.logIdColumn) });
+      columns.push({ table, logId: await this.column(table, t.logIdColumn), after: t.after });
     }
     return stableHighWater(columns, request.maxWaitSeconds, {
       query: (text) => this.rows<Record<string, unknown>>({ text, params: [] }),

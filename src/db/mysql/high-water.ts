@@ -7,6 +7,7 @@
  *      transaction that took a logId <= high took it before (1) finished, so it is among them or
  *      already over.
  *   3. Poll until none of them is listed any more (or give up after maxWaitSeconds: null).
+ *      Not when no table shows a logId above its cursor: nothing is to be shipped (caughtUp).
  *
  * Two properties of INNODB_TRX shape this:
  *   - It is a cache that InnoDB refills only when nobody read it for 100 ms
@@ -31,6 +32,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { caughtUp } from '../high-water.js';
 import type { HighWaterRequest } from '../types.js';
 import { run, type Session } from './connection.js';
 import { maxAcrossSql } from './sql.js';
@@ -86,7 +88,7 @@ export async function stableHighWater(
     request.tables.map((t) => t.table).join(', '),
   );
   const high = row?.m === null || row?.m === undefined ? null : String(row.m);
-  if (high === null || state.trxViewDenied) return { high };
+  if (high === null || state.trxViewDenied || caughtUp(request.tables, high)) return { high };
 
   await run(session, 'START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY');
   const token = `witness ${randomBytes(8).toString('hex')}`;
