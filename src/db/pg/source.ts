@@ -34,6 +34,7 @@ import type {
   WireRow,
   CopyText,
 } from '../types.js';
+import { caughtUp } from '../high-water.js';
 import { captureDdl, triggerName } from './capture.js';
 import {
   columnDefault,
@@ -183,7 +184,7 @@ class PgSource implements SourceReader {
       req.tables.map((t) => t.table).join(', '),
     );
     const high = rows[0]?.high ?? null;
-    if (high === null || !req.tables.some((t) => BigInt(t.after) < BigInt(high))) {
+    if (high === null || caughtUp(req.tables, high)) {
       // Nothing above the cursors is visible: this run ships nothing whoever is still running,
       // so it neither waits for them nor calls the tables held back (a quiet cron run stays quick
       // while a long unrelated transaction is open).
