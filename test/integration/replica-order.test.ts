@@ -2,6 +2,12 @@
  * Issue 8 finding 3: rows that reference each other within one delta — in one table (a manager
  * and their report) or across tables (Sakila's store and staff, each pointing at the other) —
  * apply on every replica engine, whatever order they arrive in; deletes of both too.
+ *
+ * On PostgreSQL that takes relaxing the replica (session_replication_role = replica), which
+ * also keeps its rules out of the load. A loader that may not relax stops with 78 naming the
+ * grant, both for such rows and for a table with rules on INSERT (pagila routes payments into
+ * monthly tables that way): PostgreSQL refuses `INSERT … ON CONFLICT` there. A rule enabled
+ * ALWAYS fires even for a relaxed load: 78 again, saying so.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runBin } from '../helpers/cli.js';
@@ -117,6 +123,74 @@ describe('pg replica: a loader without the right to relax foreign keys', () => {
       const r2 = runBin('deltasync-load', ['-c', job.config]);
       expect(r2.code, r2.stderr).toBe(0);
       expect(await db.rows('SELECT id FROM staff ORDER BY id')).toEqual([[1], [2]]);
+    } finally {
+      job.cleanup();
+      await db.exec(`DROP OWNED BY ${role}`).catch(() => {});
+      await db.close();
+    }
+  });
+});
+
+const PAYMENT = cols('payment_id:int', 'note:text');
+const payments = (from: number): DeltaTable[] => [
+  {
+    name: 'payment',
+    key: ['payment_id'],
+    columns: PAYMENT,
+    rows: [
+      [from, 'small'],
+      [from + 100, 'big'],
+    ],
+  },
+];
+
+describe('pg replica: a table with rules on INSERT', () => {
+  it('stops with 78 naming the rules and the grant; once relaxed, loads past them', async (ctx) => {
+    if (!s.available('pg')) return ctx.skip();
+    const db = await openDb(s, 'pg', 'rules');
+    const { role, db: asRole } = await roles.create(db);
+    const job = loadJob(asRole);
+    try {
+      await db.exec(`CREATE TABLE payment (payment_id int PRIMARY KEY, note text)`);
+      await db.exec(`CREATE TABLE payment_big () INHERITS (payment)`);
+      await db.exec(
+        `CREATE RULE payment_insert_big AS ON INSERT TO payment WHERE NEW.payment_id >= 100
+           DO INSTEAD INSERT INTO payment_big VALUES (NEW.*)`,
+      );
+      await db.exec(
+        `GRANT ALL ON ALL TABLES IN SCHEMA public TO ${role}; GRANT CREATE ON SCHEMA public TO ${role}`,
+      );
+      await job.delta(0, 1, payments(1));
+
+      const refused = runBin('deltasync-load', ['-c', job.config]);
+      expect(refused.code, refused.stderr).toBe(78);
+      expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+      expect(refused.stderr).toContain(
+        "target table 'payment' has rules on INSERT or UPDATE (payment_insert_big)",
+      );
+      expect(refused.stderr).toContain(
+        `GRANT SET ON PARAMETER session_replication_role TO ${role}`,
+      );
+      expect(refused.stderr).toContain('DISABLE RULE "payment_insert_big"');
+      expect(await db.rows('SELECT payment_id FROM payment')).toEqual([]);
+
+      await db.exec(`GRANT SET ON PARAMETER session_replication_role TO ${role}`);
+      const loaded = runBin('deltasync-load', ['-c', job.config]);
+      expect(loaded.code, loaded.stderr).toBe(0);
+      // As a replication applier, past the rule: both rows in the table the delta names.
+      expect(await db.rows('SELECT payment_id, note FROM ONLY payment ORDER BY 1')).toEqual([
+        [1, 'small'],
+        [101, 'big'],
+      ]);
+      expect(await db.rows('SELECT count(*)::int FROM payment_big')).toEqual([[0]]);
+
+      await db.exec('ALTER TABLE payment ENABLE ALWAYS RULE payment_insert_big');
+      await job.delta(1, 2, payments(2));
+      const always = runBin('deltasync-load', ['-c', job.config]);
+      expect(always.code, always.stderr).toBe(78);
+      expect(always.stderr).toContain('enabled ALWAYS or REPLICA');
+      expect(await db.rows('SELECT count(*)::int FROM payment')).toEqual([[2]]);
+      expect(job.state().logId).toBe('1');
     } finally {
       job.cleanup();
       await db.exec(`DROP OWNED BY ${role}`).catch(() => {});
