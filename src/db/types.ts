@@ -414,11 +414,20 @@ export interface DeleteRowsRequest {
   rows: AsyncIterable<WireRow>;
 }
 
+/** A replica table's column, as load plans a delta table against it. */
+export interface TargetColumn extends ColumnInfo {
+  /**
+   * The replica computes it itself (`GENERATED ALWAYS AS …`, a computed column): nothing may be
+   * written into it, so load leaves the delta's values of it out.
+   */
+  generated?: boolean;
+}
+
 /** Writes to a replica database. */
 export interface TargetWriter {
   readonly engine: EngineName;
   /** The table's columns, or null when it does not exist. */
-  columns(table: string): Promise<ColumnInfo[] | null>;
+  columns(table: string): Promise<TargetColumn[] | null>;
   /** Whether DDL may run inside a load's transaction (MariaDB/MySQL commit it implicitly). */
   readonly ddlInTransaction: boolean;
   /**

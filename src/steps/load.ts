@@ -6,7 +6,13 @@
  * mirrors it.
  */
 import { openTarget } from '../db/index.js';
-import type { ColumnInfo, TargetTransaction, TargetWriter, WireRow } from '../db/types.js';
+import type {
+  ColumnInfo,
+  TargetColumn,
+  TargetTransaction,
+  TargetWriter,
+  WireRow,
+} from '../db/types.js';
 import { ConfigError, DeltaError, DeltasyncError, HookError } from '../errors.js';
 import { compareLogIds } from '../format/logid.js';
 import {
@@ -84,7 +90,7 @@ export async function checkPartsPresent(
 
 /** What load learns once per run about the replica: its tables' columns, and what it skips. */
 export interface RunMemo {
-  columns: Map<string, Promise<ColumnInfo[] | null>>;
+  columns: Map<string, Promise<TargetColumn[] | null>>;
   /**
    * Delta columns the replica lacks and load skips (`load.missingColumns: 'skip'`), by table:
    * carried over from the state file, dropped once the replica has the column.
@@ -104,7 +110,8 @@ interface MissingColumn {
  * Matches a delta table with the target table, by column name. A missing table or key column is
  * a configuration error; target columns the delta does not carry are never touched. A column the
  * target lacks stops the load before this delta (78, with the ALTER TABLE to run), is added, or
- * is skipped, as `load.missingColumns` says.
+ * is skipped, as `load.missingColumns` says. A column the target generates itself (`GENERATED
+ * ALWAYS AS …`, the same schema on both sides) is left out: its value follows from the others.
  */
 export async function planTable(
   target: TargetWriter,
@@ -122,13 +129,22 @@ export async function planTable(
     });
   }
   const have = new Set(targetColumns.map((c) => c.name));
+  const generated = new Set(targetColumns.filter((c) => c.generated).map((c) => c.name));
   for (const k of table.key) {
     if (!have.has(k))
       throw new ConfigError(`target table '${table.name}' has no key column '${k}'`);
+    if (generated.has(k)) {
+      throw new ConfigError(
+        `target table '${table.name}' computes its key column '${k}' itself (a generated column), so load cannot write the delta's keys into it`,
+        { hint: 'make it a plain column on the replica; nothing of this delta was applied' },
+      );
+    }
   }
   const keep: number[] = [];
   const add: MissingColumn[] = [];
   table.columns.forEach((c, i) => {
+    // The replica computes it from the row's other columns: nothing may be written into it.
+    if (generated.has(c.name)) return;
     if (have.has(c.name)) {
       memo.skipped.get(table.name)?.delete(c.name);
       return keep.push(i);

@@ -18,6 +18,7 @@ import type {
   DeleteRowsRequest,
   ReadAllRequest,
   TargetTransaction,
+  TargetColumn,
   TargetWriter,
   WireRow,
 } from '../types.js';
@@ -324,7 +325,7 @@ export class MssqlTarget implements TargetWriter {
     return new MssqlTarget(await connect(config));
   }
 
-  async columns(table: string): Promise<ColumnInfo[] | null> {
+  async columns(table: string): Promise<TargetColumn[] | null> {
     const name = tableName(table, this.conn.schema);
     const columns = await reflectColumns(this.conn.pool.request(), name).catch((err) => {
       throw translateError(err, this.conn.label, name.label);
@@ -332,7 +333,9 @@ export class MssqlTarget implements TargetWriter {
     if (columns.length === 0) return null;
     // The replica's own columns of types we cannot carry are none of our business until a
     // delta maps one, and then applyRows says so.
-    return columns.filter((c) => c.type !== undefined).map(publicColumn);
+    return columns
+      .filter((c) => c.type !== undefined)
+      .map((c) => ({ ...publicColumn(c), ...(c.computed ? { generated: true } : {}) }));
   }
 
   async prepare(): Promise<void> {

@@ -18,6 +18,7 @@ interface ColumnRow {
   columnType: string;
   charset: string | null;
   collation: string | null;
+  generated: number | string;
 }
 
 /** The table's columns in order, or an empty list when the table does not exist. */
@@ -26,7 +27,8 @@ export async function reflectColumns(session: Session, table: string): Promise<N
   const rows = await run<ColumnRow[]>(
     session,
     `SELECT COLUMN_NAME AS name, LOWER(DATA_TYPE) AS dataType, COLUMN_TYPE AS columnType,
-            CHARACTER_SET_NAME AS charset, COLLATION_NAME AS collation
+            CHARACTER_SET_NAME AS charset, COLLATION_NAME AS collation,
+            EXTRA IN ('VIRTUAL GENERATED', 'STORED GENERATED') AS generated
        FROM information_schema.COLUMNS
       WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?
       ORDER BY ORDINAL_POSITION`,
@@ -44,6 +46,7 @@ export async function reflectColumns(session: Session, table: string): Promise<N
     jsonChecked: jsonColumns.has(r.name),
     charset: r.charset,
     collation: r.collation,
+    generated: Number(r.generated) === 1,
   }));
 }
 

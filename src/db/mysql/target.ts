@@ -16,6 +16,7 @@ import {
   type DeleteRowsRequest,
   type ReadAllRequest,
   type TargetTransaction,
+  type TargetColumn,
   type TargetWriter,
   type WireRow,
 } from '../types.js';
@@ -126,13 +127,14 @@ export class MysqlTarget implements TargetWriter {
     return `ALTER TABLE ${quoteTable(table)} ADD COLUMN ${quoteIdent(column.name)} ${ADDED_COLUMN_TYPES[column.type]}`;
   }
 
-  async columns(table: string): Promise<ColumnInfo[] | null> {
+  async columns(table: string): Promise<TargetColumn[] | null> {
     const native = await reflectColumns(this.session, table);
     if (native.length === 0) return null;
     return native.map((c) => ({
       name: c.name,
       type: logicalTypeOf(c, table),
       nativeType: c.columnType,
+      ...(c.generated ? { generated: true } : {}),
     }));
   }
 

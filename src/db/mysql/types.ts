@@ -23,6 +23,8 @@ export interface NativeColumn {
   /** CHARACTER_SET_NAME and COLLATION_NAME of a character column (null for other types). */
   charset?: string | null;
   collation?: string | null;
+  /** A generated column (`AS (…) VIRTUAL` or `STORED`): the server computes it, never written. */
+  generated?: boolean;
 }
 
 const LOGICAL_BY_DATA_TYPE: Record<string, LogicalType> = {

@@ -33,19 +33,27 @@ export interface PgColumn extends ColumnInfo {
   typname: string;
   /** True when the type has no logical type of its own and travels as text. */
   fallback: boolean;
+  /** `GENERATED ALWAYS AS (…) STORED`: computed by the server, never written. */
+  generated: boolean;
+  /** `GENERATED ALWAYS AS IDENTITY`: an INSERT sets it only with OVERRIDING SYSTEM VALUE. */
+  identityAlways: boolean;
 }
 
 interface CatalogRow {
   name: string;
   native: string;
   typname: string;
+  generated: boolean;
+  identity_always: boolean;
 }
 
 // Domains are resolved one level to their base type, so a domain over numeric is a decimal.
 const COLUMNS_SQL = `
   SELECT a.attname AS name,
          format_type(a.atttypid, a.atttypmod) AS native,
-         CASE WHEN t.typtype = 'd' THEN bt.typname ELSE t.typname END AS typname
+         CASE WHEN t.typtype = 'd' THEN bt.typname ELSE t.typname END AS typname,
+         a.attgenerated <> '' AS generated,
+         a.attidentity = 'a' AS identity_always
     FROM pg_catalog.pg_attribute a
     JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
     LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype
@@ -67,6 +75,8 @@ export async function reflectColumns(
     nativeType: r.native,
     typname: r.typname,
     fallback: !isKnownType(r.typname),
+    generated: r.generated,
+    identityAlways: r.identity_always,
   }));
 }
 

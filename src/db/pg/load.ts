@@ -225,6 +225,18 @@ export interface UpsertPlan {
    * COPY wrote them in.
    */
   order?: string;
+  /**
+   * A written column is `GENERATED ALWAYS AS IDENTITY`: the INSERTs say OVERRIDING SYSTEM VALUE,
+   * or PostgreSQL refuses the delta's values (COPY takes them as they are).
+   */
+  overriding?: boolean;
+}
+
+/** What an INSERT into the plan's target says before its SELECT (see UpsertPlan.overriding). */
+function insertInto(plan: UpsertPlan, alias = ''): string {
+  const columns = plan.columns.map(quoteIdent).join(', ');
+  const overriding = plan.overriding ? ' OVERRIDING SYSTEM VALUE' : '';
+  return `INSERT INTO ${plan.target}${alias} (${columns})${overriding}`;
 }
 
 /**
@@ -233,7 +245,6 @@ export interface UpsertPlan {
  * one row twice in a statement, and the last row of a delta is the newest state.
  */
 export function upsertSql(plan: UpsertPlan, dedupe: boolean): string {
-  const cols = plan.columns.map(quoteIdent).join(', ');
   const keys = plan.key.map(quoteIdent).join(', ');
   const seq = plan.order ?? quoteIdent(SEQ_COLUMN);
   const casts = plan.casts ?? new Map<string, string>();
@@ -249,7 +260,7 @@ export function upsertSql(plan: UpsertPlan, dedupe: boolean): string {
   const keySet = new Set(plan.key);
   const rest = plan.columns.filter((c) => !keySet.has(c));
   if (rest.length === 0) {
-    return `INSERT INTO ${plan.target} (${cols}) ${source} ON CONFLICT (${keys}) DO NOTHING`;
+    return `${insertInto(plan)} ${source} ON CONFLICT (${keys}) DO NOTHING`;
   }
   const set = rest.map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(', ');
   const side = (alias: string) =>
@@ -257,7 +268,7 @@ export function upsertSql(plan: UpsertPlan, dedupe: boolean): string {
       .map((c) => `${alias}.${quoteIdent(c)}${plan.compareAsText.has(c) ? '::text' : ''}`)
       .join(', ');
   return (
-    `INSERT INTO ${plan.target} AS t (${cols}) ${source} ON CONFLICT (${keys}) DO UPDATE SET ${set} ` +
+    `${insertInto(plan, ' AS t')} ${source} ON CONFLICT (${keys}) DO UPDATE SET ${set} ` +
     `WHERE (${side('t')}) IS DISTINCT FROM (${side('EXCLUDED')})`
   );
 }
@@ -897,7 +908,7 @@ export class TableLoader {
     const selected = this.plan.columns
       .map((c) => (casts.has(c) ? `CAST(${quoteIdent(c)} AS ${casts.get(c)})` : quoteIdent(c)))
       .join(', ');
-    return `INSERT INTO ${this.plan.target} (${this.columnList}) SELECT ${selected} FROM ${this.stage}`;
+    return `${insertInto(this.plan)} SELECT ${selected} FROM ${this.stage}`;
   }
 
   private misfitError(m: Misfit): DeltaError {
@@ -1050,7 +1061,9 @@ export class TableLoader {
   }
 
   private translate(err: unknown): unknown {
-    if ((err as { code?: string }).code === INVALID_COLUMN_REFERENCE) {
+    // 42P10 is also COPY's "column … is a generated column": only ON CONFLICT's is about the key.
+    const e = err as { code?: string; message?: string };
+    if (e.code === INVALID_COLUMN_REFERENCE && e.message?.includes('ON CONFLICT')) {
       return new ConfigError(
         `target table '${this.plan.table.name}' has no primary key or unique index on (${this.plan.key.join(', ')})`,
         { hint: 'add one, or fix the key in the job configuration', cause: err },

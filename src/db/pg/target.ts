@@ -18,6 +18,7 @@ import {
   type ReadAllRequest,
   type TargetTransaction,
   type WireRow,
+  type TargetColumn,
   type TargetWriter,
 } from '../types.js';
 import {
@@ -257,9 +258,16 @@ class PgTarget implements TargetWriter {
     return `ALTER TABLE ${tableRef(table, this.schema).sql} ADD COLUMN ${quoteIdent(column.name)} ${ADDED_COLUMN_TYPES[column.type]}`;
   }
 
-  async columns(table: string): Promise<ColumnInfo[] | null> {
+  async columns(table: string): Promise<TargetColumn[] | null> {
     const columns = await reflectColumns(this.conn, tableRef(table, this.schema));
-    return columns?.map(({ name, type, nativeType }) => ({ name, type, nativeType })) ?? null;
+    return (
+      columns?.map(({ name, type, nativeType, generated }) => ({
+        name,
+        type,
+        nativeType,
+        ...(generated ? { generated } : {}),
+      })) ?? null
+    );
   }
 
   async prepare(): Promise<void> {
@@ -392,6 +400,7 @@ class PgTarget implements TargetWriter {
         ),
         stageColumns,
         keyStage: `pg_temp.${quoteIdent(`deltasync_keys_${this.stages}`)}`,
+        overriding: targetColumns.some((c) => c.identityAlways),
       },
       paths,
       () => connectForStaging(this.config),

@@ -1,5 +1,5 @@
 /** Reading SQLite's catalog: a table's columns and the tables it references. */
-import type { ColumnInfo } from '../types.js';
+import type { ColumnInfo, TargetColumn } from '../types.js';
 import type { SqliteDb } from './connection.js';
 import { logicalTypeOf } from './types.js';
 
@@ -11,6 +11,23 @@ export function sqliteColumns(db: SqliteDb, table: string): ColumnInfo[] | null 
   }[];
   if (rows.length === 0) return null;
   return rows.map((r) => ({ name: r.name, type: logicalTypeOf(r.type), nativeType: r.type }));
+}
+
+/**
+ * A replica table's columns, generated ones included and marked (table_info leaves them out:
+ * table_xinfo's `hidden` is 2 for a virtual generated column, 3 for a stored one).
+ */
+export function sqliteTargetColumns(db: SqliteDb, table: string): TargetColumn[] | null {
+  const rows = db
+    .prepare('SELECT name, type, hidden FROM pragma_table_xinfo(?) WHERE hidden IN (0, 2, 3)')
+    .all(table) as { name: string; type: string; hidden: number | bigint }[];
+  if (rows.length === 0) return null;
+  return rows.map((r) => ({
+    name: r.name,
+    type: logicalTypeOf(r.type),
+    nativeType: r.type,
+    ...(Number(r.hidden) !== 0 ? { generated: true } : {}),
+  }));
 }
 
 /** The tables `table` references through foreign keys. */

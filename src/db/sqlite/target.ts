@@ -11,10 +11,11 @@ import {
   type ReadAllRequest,
   type WireRow,
   type TargetTransaction,
+  type TargetColumn,
   type TargetWriter,
 } from '../types.js';
 import { openSqlite, quoteIdent, type SqliteDb } from './connection.js';
-import { sqliteColumns } from './catalog.js';
+import { sqliteTargetColumns } from './catalog.js';
 import { readAllRows } from './read.js';
 import { applyRows, deleteRows, deleteRowsNotIn } from './load.js';
 
@@ -97,8 +98,8 @@ class SqliteTarget implements TargetWriter {
     return `ALTER TABLE ${quoteIdent(table)} ADD COLUMN ${quoteIdent(column.name)} ${ADDED_COLUMN_TYPES[column.type]}`;
   }
 
-  async columns(table: string): Promise<ColumnInfo[] | null> {
-    return sqliteColumns(this.db, table);
+  async columns(table: string): Promise<TargetColumn[] | null> {
+    return sqliteTargetColumns(this.db, table);
   }
 
   async prepare(): Promise<void> {

@@ -1,6 +1,7 @@
 /**
  * The whole pipeline through the real bins, engine to engine: every pair of PostgreSQL, MariaDB
- * and SQLite, inserts then updates, the replica's own columns untouched; then, PostgreSQL only,
+ * and SQLite, inserts then updates, the replica's own columns untouched; generated columns on
+ * both sides of each engine (the replica computes its own); then, PostgreSQL only,
  * the target-side reflection rules (missing table or key: 78; extra source column: stops or is
  * skipped) and an unreachable target (69).
  */
@@ -145,6 +146,66 @@ describe.each(PAIRS)('%s → %s through the bins', (from, to) => {
         for (let i = 0; i < want.length; i++) expect(got[i], `row ${i + 1}`).toEqual(want[i]);
         const notes = await target.rows(`SELECT note FROM items WHERE id <= 10 ORDER BY id`);
         expect(notes.map((r) => r[0])).toEqual(Array(10).fill('kept'));
+      } finally {
+        await source.close();
+        await target.close();
+        rmSync(job.dir, { recursive: true, force: true });
+      }
+    },
+  );
+});
+
+/** The same table with a column the server computes, per engine (the key: an identity on pg). */
+const GENERATED_DDL: Record<Engine, { source: string; target: string }> = {
+  pg: {
+    source: `CREATE TABLE items (id bigint PRIMARY KEY, name text, label text GENERATED ALWAYS AS (upper(name)) STORED, log_id bigint NOT NULL)`,
+    target: `CREATE TABLE items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text, label text GENERATED ALWAYS AS (upper(name)) STORED, log_id bigint NOT NULL)`,
+  },
+  mysql: {
+    source: `CREATE TABLE items (id bigint PRIMARY KEY, name varchar(100), label varchar(100) AS (upper(name)) STORED, log_id bigint NOT NULL) ENGINE=InnoDB`,
+    target: `CREATE TABLE items (id bigint PRIMARY KEY, name varchar(100), label varchar(100) AS (upper(name)) VIRTUAL, log_id bigint NOT NULL) ENGINE=InnoDB`,
+  },
+  sqlite: {
+    source: `CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, label TEXT GENERATED ALWAYS AS (upper(name)) STORED, log_id INTEGER NOT NULL)`,
+    target: `CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, label TEXT GENERATED ALWAYS AS (upper(name)) VIRTUAL, log_id INTEGER NOT NULL)`,
+  },
+};
+
+// SQLite as a source leaves its generated columns out of the delta; a PostgreSQL source ships
+// them, so the SQLite replica is fed from PostgreSQL.
+const GENERATED_PAIRS: [Engine, Engine][] = [
+  ['pg', 'pg'],
+  ['mysql', 'mysql'],
+  ['pg', 'sqlite'],
+];
+
+describe.each(GENERATED_PAIRS)('%s → %s: generated columns on both sides', (from, to) => {
+  it.skipIf(!needs(from) || !needs(to))(
+    'the replica computes its own (load leaves the delta’s values out), inserts and updates',
+    async () => {
+      const source = await open(from, `gensrc${from}`);
+      const target = await open(to, `gendst${to}`);
+      const job = writeJob(source, target);
+      const select = `SELECT ${to === 'pg' ? 'id::text' : 'CAST(id AS CHAR)'}, name, label FROM items ORDER BY id`;
+      try {
+        await source.exec(GENERATED_DDL[from].source);
+        await target.exec(GENERATED_DDL[to].target);
+        await source.exec(
+          `INSERT INTO items (id, name, log_id) VALUES (1, 'one', 1), (2, NULL, 2), (3, 'three', 3)`,
+        );
+        expect(cycle(job.config).rows).toBe(3);
+        await source.exec(`UPDATE items SET name = 'uno', log_id = 4 WHERE id = 1`);
+        await source.exec(`INSERT INTO items (id, name, log_id) VALUES (4, 'four', 5)`);
+        expect(cycle(job.config).rows).toBe(2);
+        const got = (await target.rows(select)).map((r) =>
+          r.map((v) => (v === null ? null : String(v))),
+        );
+        expect(got).toEqual([
+          ['1', 'uno', 'UNO'],
+          ['2', null, null],
+          ['3', 'three', 'THREE'],
+          ['4', 'four', 'FOUR'],
+        ]);
       } finally {
         await source.close();
         await target.close();
