@@ -232,6 +232,17 @@ export interface UpsertPlan {
   overriding?: boolean;
 }
 
+/** The stage's columns as the target takes them (see UpsertPlan.casts), for a SELECT list. */
+function selectedColumns(plan: UpsertPlan): string {
+  const casts = plan.casts ?? new Map<string, string>();
+  return plan.columns
+    .map((c) => {
+      const to = casts.get(c);
+      return to ? `CAST(${quoteIdent(c)} AS ${to}) AS ${quoteIdent(c)}` : quoteIdent(c);
+    })
+    .join(', ');
+}
+
 /** What an INSERT into the plan's target says before its SELECT (see UpsertPlan.overriding). */
 function insertInto(plan: UpsertPlan, alias = ''): string {
   const columns = plan.columns.map(quoteIdent).join(', ');
@@ -247,13 +258,7 @@ function insertInto(plan: UpsertPlan, alias = ''): string {
 export function upsertSql(plan: UpsertPlan, dedupe: boolean): string {
   const keys = plan.key.map(quoteIdent).join(', ');
   const seq = plan.order ?? quoteIdent(SEQ_COLUMN);
-  const casts = plan.casts ?? new Map<string, string>();
-  const selected = plan.columns
-    .map((c) => {
-      const to = casts.get(c);
-      return to ? `CAST(${quoteIdent(c)} AS ${to}) AS ${quoteIdent(c)}` : quoteIdent(c);
-    })
-    .join(', ');
+  const selected = selectedColumns(plan);
   const source = dedupe
     ? `SELECT DISTINCT ON (${keys}) ${selected} FROM ${plan.stage} ORDER BY ${keys}, ${seq} DESC`
     : `SELECT ${selected} FROM ${plan.stage}`;
@@ -787,7 +792,6 @@ export class TableLoader {
    * batches, ~1.4 s against ~1.6 s for the join below). Several: a join with hash and merge
    * joins switched off for the statement, then set back as they were.
    */
-
   private deleteKeysSql(keys: string[], keyStage = this.plan.keyStage): string {
     const { target } = this.plan;
     if (keys.length === 1) {
@@ -904,11 +908,7 @@ export class TableLoader {
 
   /** `INSERT INTO target (columns) SELECT … FROM stage`, cast to the target's types. */
   private get insertFromStageSql(): string {
-    const casts = this.plan.casts ?? new Map<string, string>();
-    const selected = this.plan.columns
-      .map((c) => (casts.has(c) ? `CAST(${quoteIdent(c)} AS ${casts.get(c)})` : quoteIdent(c)))
-      .join(', ');
-    return `${insertInto(this.plan)} SELECT ${selected} FROM ${this.stage}`;
+    return `${insertInto(this.plan)} SELECT ${selectedColumns(this.plan)} FROM ${this.stage}`;
   }
 
   private misfitError(m: Misfit): DeltaError {

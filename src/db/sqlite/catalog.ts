@@ -3,19 +3,10 @@ import type { ColumnInfo, TargetColumn } from '../types.js';
 import type { SqliteDb } from './connection.js';
 import { logicalTypeOf } from './types.js';
 
-/** The table's columns with their logical types, or null when it does not exist. */
-export function sqliteColumns(db: SqliteDb, table: string): ColumnInfo[] | null {
-  const rows = db.prepare(`SELECT name, type FROM pragma_table_info(?)`).all(table) as {
-    name: string;
-    type: string;
-  }[];
-  if (rows.length === 0) return null;
-  return rows.map((r) => ({ name: r.name, type: logicalTypeOf(r.type), nativeType: r.type }));
-}
-
 /**
- * A replica table's columns, generated ones included and marked (table_info leaves them out:
- * table_xinfo's `hidden` is 2 for a virtual generated column, 3 for a stored one).
+ * A table's columns with their logical types, or null when it does not exist; generated columns
+ * included and marked (table_xinfo's `hidden` is 2 for a virtual generated column, 3 for a
+ * stored one; 1, a virtual table's hidden column, is left out as table_info leaves it).
  */
 export function sqliteTargetColumns(db: SqliteDb, table: string): TargetColumn[] | null {
   const rows = db
@@ -28,6 +19,11 @@ export function sqliteTargetColumns(db: SqliteDb, table: string): TargetColumn[]
     nativeType: r.type,
     ...(Number(r.hidden) !== 0 ? { generated: true } : {}),
   }));
+}
+
+/** The columns a source reads: its generated ones are left out (a replica computes its own). */
+export function sqliteColumns(db: SqliteDb, table: string): ColumnInfo[] | null {
+  return sqliteTargetColumns(db, table)?.filter((c) => !c.generated) ?? null;
 }
 
 /** The tables `table` references through foreign keys. */
